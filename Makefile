@@ -1,0 +1,30 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+# torch is pinned first so a CPU machine takes the local CPU wheel instead of a multi-GB CUDA build;
+# pyproject.toml keeps a range so the package installs next to a user's own torch.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: demo test install lint clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_PIN)"
+	$(PY) -m pip install -q -e ".[dev,metrics]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/unified demo
+
+test: install
+	$(PY) -m pytest -q -ra
+
+lint: install
+	$(VENV)/bin/ruff check unified training tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info
