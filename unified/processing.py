@@ -1,0 +1,248 @@
+"""`UnifiedProcessor`: one example (prompt with media placeholders, media, optional target) -> model-ready tensors.
+
+Axis legend: B batch, L prompt tokens, Lt target tokens, M visual items, T frames, A audio items, F mel frames.
+
+The prompt names where each media item goes with a placeholder token: ``<image>``, ``<video>`` or ``<audio>``.
+The j-th ``<image>``/``<video>`` placeholder takes the j-th visual item (images and videos are popped from their own
+lists in prompt order), the j-th ``<audio>`` placeholder the j-th audio item. A count mismatch is an `InputError`:
+nothing given is silently dropped.
+
+Example:
+    >>> proc = UnifiedProcessor(tokenizer)
+    >>> batch = proc([{"text": "<video> what moves first?", "video": "clip.mp4", "target": "the red square"}])
+    >>> batch["pixel_values"].shape        # (B, M, T, 3, H, W)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from unified.errors import ConfigError, InputError
+from unified.media import Video, load_audio, load_image, load_video, log_mel
+from unified.tokenizers import UnifiedTokenizer, time_to_token
+
+PROCESSOR_CONFIG = "processor_config.json"
+_MEDIA_KEYS = ("image", "video", "audio")
+
+
+@dataclass
+class ProcessorConfig:
+    image_size: int = 224  # frames are resized to a square, as OFA; boxes are relative so stay valid
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    video_fps: float | None = 1.0  # Apollo: fps sampling beats uniform sampling
+    max_frames: int = 32
+    num_frames: int | None = None  # set with video_fps=None for uniform sampling
+    sampling_rate: int = 16000
+    n_mels: int = 80
+    max_audio_seconds: float = 30.0
+    max_length: int | None = None  # prompt tokens; longer prompts raise instead of being cut
+
+    def validate(self) -> ProcessorConfig:
+        if not isinstance(self.image_size, int) or self.image_size < 1:
+            raise ConfigError("image_size", self.image_size, "expected a positive int")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+            raise ConfigError("image_std", self.image_std, "expected three positive numbers (and three means)")
+        if self.video_fps is not None and self.video_fps <= 0:
+            raise ConfigError("video_fps", self.video_fps, "expected a positive number or None")
+        if self.video_fps is None and not self.num_frames:
+            raise ConfigError("num_frames", self.num_frames, "required (>= 1) when video_fps is None")
+        if self.max_frames < 1:
+            raise ConfigError("max_frames", self.max_frames, "expected >= 1")
+        if self.sampling_rate < 1 or self.n_mels < 1 or self.max_audio_seconds <= 0:
+            raise ConfigError("sampling_rate/n_mels/max_audio_seconds", (self.sampling_rate, self.n_mels,
+                              self.max_audio_seconds), "expected positive values")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProcessorConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(unknown[0], data[unknown[0]], f"unknown processor field; known: {sorted(known)}")
+        values = dict(data)
+        for key in ("image_mean", "image_std"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values).validate()
+
+
+class UnifiedProcessor:
+    """Turns examples into model inputs and collates batches (padding, masks, labels padded with -100).
+
+    An example is a mapping with ``text`` (the prompt, with placeholders), optional ``image``/``video``/``audio``
+    (one source or a list, in prompt order; anything the loaders accept, or an already loaded `Video`) and optional
+    ``target`` (the text the decoder must produce).
+    """
+
+    def __init__(self, tokenizer: UnifiedTokenizer, config: ProcessorConfig | None = None, **overrides: Any):
+        base = asdict(config) if config is not None else {}
+        self.config = ProcessorConfig.from_dict({**base, **overrides})
+        self.tokenizer = tokenizer
+
+    # ---------------------------------------------------------------- one example
+    def process(self, example: Mapping[str, Any]) -> dict[str, Any]:
+        """One example -> unpadded tensors (see `collate`)."""
+        if not isinstance(example, Mapping):
+            raise InputError("example", example, "expected a mapping with 'text' and optional media and 'target'")
+        unknown = sorted(set(example) - {"text", "target", *_MEDIA_KEYS})
+        if unknown:
+            raise InputError("example", unknown, "unknown keys; expected text, target, image, video, audio")
+        text = example.get("text")
+        if not isinstance(text, str):
+            raise InputError("text", text, "expected the prompt as a str")
+        ids = self.tokenizer.encode(text)
+        if self.config.max_length is not None and len(ids) > self.config.max_length:
+            raise InputError("text", text, f"{len(ids)} tokens exceed max_length={self.config.max_length}")
+        tok = self.tokenizer
+        visual_slots = [i for i in ids if i in (tok.image_token_id, tok.video_token_id)]
+        n_audio = sum(1 for i in ids if i == tok.audio_token_id)
+        images, videos, audios = (_as_list(example.get(key)) for key in _MEDIA_KEYS)
+        n_img = sum(1 for i in visual_slots if i == tok.image_token_id)
+        for key, given, wanted in (("image", images, n_img), ("video", videos, len(visual_slots) - n_img),
+                                   ("audio", audios, n_audio)):
+            if len(given) != wanted:
+                raise InputError(key, f"{len(given)} item(s)",
+                                 f"the prompt has {wanted} <{key}> placeholder(s); give exactly one {key} per placeholder")
+        frames, times, time_ids = [], [], []
+        img_iter, vid_iter = iter(images), iter(videos)
+        for slot in visual_slots:
+            if slot == tok.image_token_id:
+                clip = load_image(next(img_iter))[None]  # (1, H, W, 3)
+                stamp, duration = torch.zeros(1), 1.0
+            else:
+                video = self._video(next(vid_iter))
+                clip, stamp, duration = video.frames, video.timestamps, max(video.duration, 1e-6)
+            frames.append(self._pixels(clip))
+            times.append(stamp.float())
+            time_ids.append(torch.tensor([tok.token_to_id(time_to_token(min(float(t), duration), duration,
+                                                                         num_bins=len(tok.time_ids)))
+                                          for t in stamp]))
+        mels = [self._mel(source) for source in audios]
+        out: dict[str, Any] = {"input_ids": torch.tensor(ids), "pixel_values": frames, "frame_times": times,
+                               "frame_time_ids": time_ids, "audio_features": mels}
+        target = example.get("target")
+        if target is not None:
+            if not isinstance(target, str):
+                raise InputError("target", target, "expected the target text as a str")
+            out["labels"] = torch.tensor(tok.encode(target, add_eos=True))
+        return out
+
+    def _video(self, source: Any) -> Video:
+        if isinstance(source, Video):
+            return source
+        c = self.config
+        if c.video_fps is None:
+            return load_video(source, fps=None, num_frames=c.num_frames)
+        return load_video(source, fps=c.video_fps, max_frames=c.max_frames)
+
+    def _pixels(self, frames: torch.Tensor) -> torch.Tensor:
+        # (T, H, W, 3) uint8 -> (T, 3, S, S) normalised float
+        x = frames.permute(0, 3, 1, 2).float() / 255.0
+        size = self.config.image_size
+        if x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        mean = torch.tensor(self.config.image_mean).view(1, 3, 1, 1)
+        std = torch.tensor(self.config.image_std).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    def _mel(self, source: Any) -> torch.Tensor:
+        c = self.config
+        wave = load_audio(source, sampling_rate=c.sampling_rate)
+        limit = int(c.max_audio_seconds * c.sampling_rate)
+        if wave.numel() > limit:
+            raise InputError("audio", source, f"{wave.numel() / c.sampling_rate:.1f} s is longer than "
+                             f"max_audio_seconds={c.max_audio_seconds}; raise the limit or cut the clip")
+        return log_mel(wave, sampling_rate=c.sampling_rate, n_mels=c.n_mels)  # (n_mels, F)
+
+    # ---------------------------------------------------------------- batches
+    def collate(self, items: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Pad processed examples into one batch.
+
+        Returns input_ids/attention_mask (B, L); pixel_values (B, M, T, 3, S, S) with pixel_mask, frame_times and
+        frame_time_ids (B, M, T); audio_features (B, A, n_mels, F) with audio_mask (B, A, F); labels (B, Lt) padded
+        with -100. Media keys are present only when some example has media of that kind.
+        """
+        if not items:
+            raise InputError("batch", items, "expected at least one example")
+        pad = self.tokenizer.pad_token_id
+        batch: dict[str, torch.Tensor] = {}
+        batch["input_ids"], batch["attention_mask"] = _pad_1d([it["input_ids"] for it in items], pad)
+        if any("labels" in it for it in items):
+            if not all("labels" in it for it in items):
+                raise InputError("target", "missing in some examples", "give a target for every example or none")
+            batch["labels"], _ = _pad_1d([it["labels"] for it in items], -100)
+        n_vis = max(len(it["pixel_values"]) for it in items)
+        if n_vis:
+            n_frames = max(clip.shape[0] for it in items for clip in it["pixel_values"])
+            size = self.config.image_size
+            pixels = torch.zeros(len(items), n_vis, n_frames, 3, size, size)
+            mask = torch.zeros(len(items), n_vis, n_frames, dtype=torch.bool)
+            times = torch.zeros(len(items), n_vis, n_frames)
+            time_ids = torch.full((len(items), n_vis, n_frames), pad, dtype=torch.long)
+            for b, it in enumerate(items):
+                for m, (clip, t, tid) in enumerate(zip(it["pixel_values"], it["frame_times"], it["frame_time_ids"])):
+                    pixels[b, m, : len(clip)] = clip
+                    mask[b, m, : len(clip)] = True
+                    times[b, m, : len(t)] = t
+                    time_ids[b, m, : len(tid)] = tid
+            batch.update(pixel_values=pixels, pixel_mask=mask, frame_times=times, frame_time_ids=time_ids)
+        n_aud = max(len(it["audio_features"]) for it in items)
+        if n_aud:
+            n_mel_frames = max(mel.shape[-1] for it in items for mel in it["audio_features"])
+            feats = torch.zeros(len(items), n_aud, self.config.n_mels, n_mel_frames)
+            amask = torch.zeros(len(items), n_aud, n_mel_frames, dtype=torch.bool)
+            for b, it in enumerate(items):
+                for a, mel in enumerate(it["audio_features"]):
+                    feats[b, a, :, : mel.shape[-1]] = mel
+                    amask[b, a, : mel.shape[-1]] = True
+            batch.update(audio_features=feats, audio_mask=amask)
+        return batch
+
+    def __call__(self, examples: Mapping[str, Any] | Iterable[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        """Process one example or a list of them and collate into a batch."""
+        if isinstance(examples, Mapping):
+            examples = [examples]
+        return self.collate([self.process(ex) for ex in examples])
+
+    # ---------------------------------------------------------------- persistence
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(directory)
+        (directory / PROCESSOR_CONFIG).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> UnifiedProcessor:
+        path = Path(directory) / PROCESSOR_CONFIG
+        if not path.is_file():
+            raise InputError("processor directory", str(directory), f"no {PROCESSOR_CONFIG} found there")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise InputError(str(path), "<json>", f"not valid JSON ({err.msg} at line {err.lineno})") from None
+        return cls(UnifiedTokenizer.from_pretrained(directory), ProcessorConfig.from_dict(data))
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _pad_1d(seqs: Sequence[torch.Tensor], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # Right padding: the model's RoPE positions then start at 0 for every example.
+    length = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), length), value, dtype=torch.long)
+    mask = torch.zeros(len(seqs), length, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    return out, mask
