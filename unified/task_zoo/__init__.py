@@ -1,0 +1,9 @@
+"""The task zoo: registered tasks with prompts, output grammars and metrics.
+
+    from unified.task_zoo import get_task, list_tasks, register_task, Task
+"""
+
+from unified.task_zoo.base import Example, Task
+from unified.task_zoo.registry import TASKS, get_task, list_tasks, load_plugins, register_task
+
+__all__ = ["TASKS", "Example", "Task", "get_task", "list_tasks", "load_plugins", "register_task"]
