@@ -24,8 +24,9 @@ A new task is a short subclass (see the README for a complete one):
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from unified.errors import InputError
 

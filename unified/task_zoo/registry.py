@@ -15,8 +15,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from unified.errors import ConfigError, InputError
 
@@ -56,7 +57,7 @@ def load_plugins() -> list[str]:
     for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             cls = point.load()
-        except Exception as err:  # noqa: BLE001 - any import failure of a plug-in is reported the same way
+        except Exception as err:
             raise ConfigError(f"entry point {ENTRY_POINT_GROUP}:{point.name}", point.value,
                               f"could not be imported ({type(err).__name__}: {err})") from err
         if point.name not in TASKS:  # the class may not use @register_task; the entry-point name then counts
