@@ -102,7 +102,12 @@ def _model_rows(tokenizer, batch) -> str:
         return "not available in this version"
     import torch
 
-    config = UnifiedConfig.preset("tiny", vocab_size=tokenizer.vocab_size, image_size=64)
+    config = UnifiedConfig.preset(
+        "tiny",
+        text={"vocab_size": tokenizer.vocab_size, "image_token_id": tokenizer.image_token_id,
+              "video_token_id": tokenizer.video_token_id, "audio_token_id": tokenizer.audio_token_id},
+        vision={"image_size": 64},
+    )
     model = UnifiedForConditionalGeneration(config).eval()
     with torch.no_grad():
         loss = model(**batch).loss.item()

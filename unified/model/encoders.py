@@ -141,9 +141,14 @@ class TimeEmbedding(nn.Module):
 
     def __init__(self, dim: int, num_frequencies: int = 16, min_period: float = 0.25, max_period: float = 1000.0):
         super().__init__()
-        periods = torch.logspace(math.log10(min_period), math.log10(max_period), num_frequencies)
-        self.register_buffer("omega", 2 * math.pi / periods, persistent=False)  # (n_freq,)
+        self.periods = (min_period, max_period, num_frequencies)
+        self.register_buffer("omega", self.compute_omega(), persistent=False)  # (n_freq,)
         self.mlp = nn.Sequential(nn.Linear(2 * num_frequencies, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def compute_omega(self) -> torch.Tensor:
+        """The angular frequencies; also how a model loaded from disk (buffers not saved) restores them."""
+        low, high, n = self.periods
+        return 2 * math.pi / torch.logspace(math.log10(low), math.log10(high), n)
 
     def forward(self, seconds: torch.Tensor) -> torch.Tensor:
         """seconds (...) float -> (..., D)."""

@@ -1,0 +1,263 @@
+"""The encoder-decoder against independent truths: the eager reference, the same model without media, each item
+run alone, uncached decoding, a reloaded copy, transformers' own loaders and rope functions."""
+
+import pytest
+import torch
+
+from tests.model_fixtures import EOS, PAD, media_batch, tiny_config, tiny_model
+from unified.errors import ConfigError
+from unified.model import UnifiedConfig, UnifiedForConditionalGeneration, constrained_processors
+from unified.model.fusion import GatedCrossAttentionBlock
+
+TEXT_ONLY = {"input_ids": torch.tensor([[20, 21, 22, 23], [30, 31, PAD, PAD]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]]),
+             "labels": torch.tensor([[40, 41, EOS], [42, EOS, -100]])}
+
+
+def _open_gates(model, value=0.5):
+    for module in model.modules():
+        if isinstance(module, GatedCrossAttentionBlock):
+            module.attn_gate.data.fill_(value)
+            module.ff_gate.data.fill_(value)
+
+
+@pytest.mark.parametrize("fusion", ["xattn", "concat", "both"])
+@pytest.mark.parametrize("resampler", ["global", "per_frame", "pool3d"])
+def test_every_fusion_and_resampler_mode_trains(fusion, resampler):
+    model = tiny_model(fusion={"mode": fusion}, resampler={"mode": resampler}).train()
+    _open_gates(model)  # so gradients also reach the media path through the gates
+    out = model(**media_batch())
+    assert out.logits.shape == (2, 3, 300) and torch.isfinite(out.loss)
+    out.loss.backward()
+    media_grads = [p.grad for n, p in model.named_parameters() if "visual_resampler" in n or "audio_resampler" in n]
+    assert any(g is not None and g.abs().sum() > 0 for g in media_grads)
+    stem = model.encoder.media.vision.stem
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in stem.parameters())
+
+
+def test_concat_sequence_grows_by_the_latents():
+    model = tiny_model(fusion={"mode": "concat"}, resampler={"mode": "per_frame"})
+    batch = media_batch()
+    enc = model.encoder(**{k: v for k, v in batch.items() if k != "labels"})
+    # example 0: 3 frames x (1 time token + 2 latents) + 4 audio latents + 3 words = 16; example 1 (no audio): 2 x 3 + 2
+    assert enc.attention_mask.sum(-1).tolist() == [16, 8]
+    assert enc.last_hidden_state.shape[1] == 16
+
+
+def test_zero_gates_equal_the_model_without_media():
+    model = tiny_model()
+    batch = media_batch()
+    with torch.no_grad():
+        with_media = model(**batch).logits
+        without = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                        labels=batch["labels"]).logits
+        assert torch.equal(with_media, without)
+        _open_gates(model)
+        assert not torch.allclose(model(**batch).logits, without)
+
+
+def test_previous_media_rule_isolates_groups():
+    # "<video> a b <audio> c": with Flamingo's rule a, b see only the video; changing the audio leaves them alone.
+    model = tiny_model(fusion={"media_attention": "previous"})
+    _open_gates(model)
+    batch = media_batch()
+    ids = torch.tensor([[6, 20, 21, 7, 22]])
+    base = {"input_ids": ids, "pixel_values": batch["pixel_values"][:1], "audio_features": batch["audio_features"][:1]}
+    other_audio = dict(base, audio_features=torch.randn(1, 1, 80, 40))
+    with torch.no_grad():
+        a = model.encoder(**base).last_hidden_state
+        b = model.encoder(**other_audio).last_hidden_state
+    # the encoder's self-attention mixes positions after the first layer, so compare the first xattn block directly
+    layer0 = model.encoder.layers[0]
+    from unified.model.media import cross_attention_memory, media_mask
+
+    for features, out in ((base, a), (other_audio, b)):
+        lat = model.encoder.media(features["pixel_values"], None, None, features["audio_features"], None)
+        memory, latent_group, token_group = cross_attention_memory(ids, lat, model.config)
+        mask = media_mask(token_group, latent_group, model.config)
+        assert mask[0, 1].sum() == 8 and mask[0, 4].sum() == 4  # word "a" sees 8 video latents, "c" 4 audio ones
+        x = model.shared(ids)
+        fused = layer0.xattn(x, memory, mask)
+        features["fused"] = fused
+    assert torch.allclose(base["fused"][0, :3], other_audio["fused"][0, :3])
+    assert not torch.allclose(base["fused"][0, 4], other_audio["fused"][0, 4])
+    assert not torch.allclose(a, b)
+
+
+def test_padded_batch_matches_each_item_alone():
+    model = tiny_model()
+    _open_gates(model)
+    batch = media_batch()
+    with torch.no_grad():
+        together = model(**batch).logits
+        for b, (length, label_len) in enumerate(((5, 3), (3, 2))):
+            alone = model(input_ids=batch["input_ids"][b:b + 1, :length],
+                          attention_mask=batch["attention_mask"][b:b + 1, :length],
+                          pixel_values=batch["pixel_values"][b:b + 1, :, : 3 - b],
+                          frame_times=batch["frame_times"][b:b + 1, :, : 3 - b],
+                          audio_features=batch["audio_features"][b:b + 1] if b == 0 else None,
+                          labels=batch["labels"][b:b + 1, :label_len]).logits
+            assert torch.allclose(together[b, :label_len], alone[0], atol=1e-5), b
+
+
+def test_eager_and_sdpa_agree_on_the_whole_model():
+    model = tiny_model()
+    _open_gates(model)
+    with torch.no_grad():
+        model.set_attn_implementation("sdpa")
+        sdpa = model(**media_batch()).logits
+        model.set_attn_implementation("eager")
+        eager = model(**media_batch()).logits
+    assert torch.allclose(sdpa, eager, atol=1e-5)
+
+
+def test_cached_generation_equals_uncached():
+    model = tiny_model()
+    _open_gates(model)
+    batch = {k: v for k, v in media_batch().items() if k != "labels"}
+    kwargs = dict(max_new_tokens=6, min_new_tokens=6, do_sample=False)
+    cached = model.generate(**batch, use_cache=True, **kwargs)
+    uncached = model.generate(**batch, use_cache=False, **kwargs)
+    assert torch.equal(cached, uncached)
+    # step-wise logits: feed the generated prefix in one pass vs one token at a time with the cache
+    with torch.no_grad():
+        full = model(**batch, decoder_input_ids=cached).logits
+        enc = model.encoder(**batch)
+        past, steps = None, []
+        for t in range(cached.shape[1]):
+            out = model(encoder_outputs=enc, attention_mask=batch["attention_mask"],
+                        decoder_input_ids=cached[:, t:t + 1], past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            steps.append(out.logits)
+    assert torch.allclose(full, torch.cat(steps, dim=1), atol=1e-5)
+
+
+def test_beam_search_and_sampling_run():
+    model = tiny_model()
+    batch = {k: v for k, v in media_batch().items() if k != "labels"}
+    beams = model.generate(**batch, num_beams=3, max_new_tokens=4, min_new_tokens=4)
+    assert beams.shape == (2, 5)
+    torch.manual_seed(0)
+    sampled = model.generate(**batch, do_sample=True, top_k=5, max_new_tokens=4, min_new_tokens=4)
+    assert sampled.shape == (2, 5)
+
+
+def test_constrained_generation_emits_only_allowed_ids():
+    model = tiny_model()
+    allowed = list(range(100, 110))
+    out = model.generate(**TEXT_ONLY | {"labels": None}, max_new_tokens=5, min_new_tokens=5,
+                         logits_processor=constrained_processors(allowed))
+    assert set(out[:, 1:].flatten().tolist()) <= set(allowed)
+    options = [[120, 121], [130]]
+    out = model.generate(**TEXT_ONLY | {"labels": None}, max_new_tokens=4,
+                         logits_processor=constrained_processors(sequences=options, eos_token_id=EOS))
+    for row in out[:, 1:].tolist():
+        written = [t for t in row if t not in (EOS, PAD)]
+        assert written in options
+
+
+def test_save_load_identical_logits_and_safetensors_only(tmp_path):
+    model = tiny_model()
+    _open_gates(model)
+    model.save_pretrained(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert "model.safetensors" in files and not any(f.endswith(".bin") for f in files)
+    again = UnifiedForConditionalGeneration.from_pretrained(tmp_path).eval()
+    from transformers import AutoModelForSeq2SeqLM
+
+    auto = AutoModelForSeq2SeqLM.from_pretrained(tmp_path).eval()
+    assert type(auto) is UnifiedForConditionalGeneration
+    with torch.no_grad():
+        ref = model(**media_batch()).logits
+        assert torch.equal(ref, again(**media_batch()).logits)
+        assert torch.equal(ref, auto(**media_batch()).logits)
+    assert again.lm_head.weight.data_ptr() == again.shared.weight.data_ptr()  # still tied
+
+
+def test_gradient_checkpointing_leaves_outputs_and_grads_unchanged():
+    batch = media_batch()
+    grads = []
+    for checkpointing in (False, True):
+        model = tiny_model().train()
+        _open_gates(model)
+        if checkpointing:
+            model.gradient_checkpointing_enable()
+        out = model(**batch)
+        out.loss.backward()
+        grads.append((out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                          if p.grad is not None}))
+    (loss_a, grad_a), (loss_b, grad_b) = grads
+    assert torch.equal(loss_a, loss_b)
+    assert grad_a.keys() == grad_b.keys()
+    for name in grad_a:
+        assert torch.allclose(grad_a[name], grad_b[name], atol=1e-6), name
+
+
+def test_lora_wraps_and_trains_without_touching_base_weights():
+    peft = pytest.importorskip("peft")
+    model = tiny_model().train()
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    optim = torch.optim.AdamW([p for p in lora.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(8):
+        loss = lora(**TEXT_ONLY).loss
+        loss.backward()
+        optim.step()
+        optim.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1
+    for name, param in lora.base_model.model.named_parameters():
+        if "lora_" not in name:
+            key = name.replace(".base_layer", "")
+            assert torch.equal(param, base[key]), name
+
+
+def test_bf16_autocast_runs_on_cpu():
+    model = tiny_model()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**media_batch())
+    assert torch.isfinite(out.loss)
+
+
+def test_config_validation_names_the_field():
+    with pytest.raises(ConfigError, match="fusion.mode"):
+        tiny_config(fusion={"mode": "sideways"})
+    with pytest.raises(ConfigError, match="vision.image_size"):
+        tiny_config(vision={"image_size": 40})
+    with pytest.raises(ConfigError, match="fusion.every_k_layers"):
+        tiny_config(fusion={"every_k_layers": 3})
+    with pytest.raises(ConfigError, match="resampler.latents_per_frame"):
+        tiny_config(resampler={"latents_per_frame": 65})
+    with pytest.raises(ConfigError, match="text.rope_scaling"):
+        tiny_config(text={"rope_scaling": {"type": "ntk", "factor": 2}})
+    with pytest.raises(ConfigError, match="text.d_modle"):
+        tiny_config(text={"d_modle": 3})
+    with pytest.raises(ConfigError, match="unknown preset"):
+        UnifiedConfig.preset("huge")
+
+
+def test_preset_sizes():
+    tiny = UnifiedForConditionalGeneration(UnifiedConfig.preset("tiny", text={"vocab_size": 2600}))
+    assert sum(p.numel() for p in tiny.parameters()) < 2_000_000
+    base = UnifiedConfig.preset("base")
+    assert (base.text.d_model, base.text.num_encoder_layers, base.text.num_decoder_layers, base.text.num_heads) == (
+        768, 12, 12, 12)
+
+
+def test_pretrained_vision_encoder_keeps_its_weights(tmp_path):
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    torch.manual_seed(1)
+    clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                            num_attention_heads=2, image_size=32, patch_size=16))
+    clip.save_pretrained(tmp_path / "clip")
+    model = tiny_model(vision={"pretrained_path": str(tmp_path / "clip")})
+    ours = dict(model.encoder.media.vision.backbone.named_parameters())
+    for name, param in clip.named_parameters():
+        short = name.split("vision_model.", 1)[-1]
+        match = [p for n, p in ours.items() if n.endswith(short)]
+        assert match and torch.equal(match[0], param), name
+    assert not any(p.requires_grad for p in ours.values())
+    out = model(**media_batch())
+    assert torch.isfinite(out.loss)

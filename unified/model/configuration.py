@@ -1,0 +1,256 @@
+"""`UnifiedConfig`: one transformers config with nested, validated sub-configs and named presets.
+
+    >>> cfg = UnifiedConfig.preset("tiny", text={"vocab_size": 2419})
+    >>> cfg.text.d_model, cfg.fusion.mode
+    (64, 'xattn')
+
+Sub-configs are small dataclasses (text, vision, audio, resampler, fusion), stored as dicts in `config.json` and
+restored on load. Unknown keys anywhere raise `ConfigError` naming them; `validate()` checks that the fields agree.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from transformers import PretrainedConfig
+
+from unified.errors import ConfigError
+
+
+@dataclass
+class TextConfig:
+    vocab_size: int = 2419  # the default UnifiedTokenizer layout with a 32-piece text model; set from the tokenizer
+    d_model: int = 256
+    num_encoder_layers: int = 4
+    num_decoder_layers: int = 4
+    num_heads: int = 4
+    head_dim: int = 64
+    d_ff: int = 768  # gated MLP: three d_model x d_ff matrices, so 2/3 of a plain 4x MLP's width costs the same
+    dropout: float = 0.0
+    norm_eps: float = 1e-6
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None  # {"type": "linear", "factor": 2} or {"type": "yarn", "factor": 4, ...}
+    max_position_embeddings: int = 2048  # the trained context; YaRN stretches it by its factor
+    init_std: float = 0.02
+    pad_token_id: int = 0
+    eos_token_id: int = 1
+    bos_token_id: int = 3
+    decoder_start_token_id: int = 0  # T5's convention: the decoder starts from <pad>
+    image_token_id: int | None = None  # placeholders, from the tokenizer (UnifiedTokenizer.image_token_id ...)
+    video_token_id: int | None = None
+    audio_token_id: int | None = None
+
+
+@dataclass
+class VisionConfig:
+    image_size: int = 224
+    patch_size: int = 16  # OFA / Gato: 16x16 patches through ResNet-style conv blocks
+    num_channels: int = 3
+    stem_channels: int = 64
+    stem_blocks: int = 2
+    hidden_size: int = 256
+    image_mean: tuple = (0.5, 0.5, 0.5)
+    image_std: tuple = (0.5, 0.5, 0.5)
+    max_frames: int = 64
+    pretrained_path: str | None = None  # a local transformers vision model (SigLIP, CLIP) instead of the stem
+    freeze: bool = True
+
+
+@dataclass
+class AudioConfig:
+    n_mels: int = 80
+    hidden_size: int = 256
+    num_latents: int = 32  # audio always goes through a global resampler
+    pretrained_path: str | None = None  # a local Whisper checkpoint instead of the conv stem
+    freeze: bool = True
+
+
+@dataclass
+class ResamplerConfig:
+    mode: str = "global"  # "global" (Flamingo), "per_frame" (Apollo), "pool3d" (PLLaVA)
+    num_latents: int = 64  # per media item in "global" mode (Flamingo's 64)
+    latents_per_frame: int = 8  # per frame in "per_frame" mode (Apollo: 8-32 tokens per frame)
+    depth: int = 2
+    num_heads: int = 4
+    head_dim: int = 64
+    pool_frames: int = 4  # "pool3d" output grid: frames x hw x hw
+    pool_hw: int = 4
+
+
+@dataclass
+class FusionConfig:
+    mode: str = "xattn"  # "xattn" gated cross-attention, "concat" latents spliced at the placeholders, "both"
+    every_k_layers: int = 1  # a gated cross-attention block before every k-th encoder layer
+    in_decoder: bool = False  # also before every k-th decoder layer
+    media_attention: str = "previous"  # Flamingo's rule (the group just before a token) or "all"
+
+
+SUB_CONFIGS = {"text": TextConfig, "vision": VisionConfig, "audio": AudioConfig, "resampler": ResamplerConfig,
+               "fusion": FusionConfig}
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # tests: well under 2M parameters with a ~2.4k vocabulary
+    "tiny": {"text": dict(d_model=64, num_encoder_layers=2, num_decoder_layers=2, num_heads=4, head_dim=16, d_ff=128),
+             "vision": dict(image_size=32, patch_size=16, stem_channels=16, stem_blocks=1, hidden_size=64),
+             "audio": dict(hidden_size=64, num_latents=4),
+             "resampler": dict(num_latents=8, latents_per_frame=2, depth=1, num_heads=2, head_dim=16,
+                               pool_frames=2, pool_hw=2)},
+    # the default model: ~15M parameters (31 MB in bf16), small enough to ship inside the package
+    "small": {"text": dict(d_model=256, num_encoder_layers=4, num_decoder_layers=4, num_heads=4, head_dim=64,
+                           d_ff=768),
+              "vision": dict(image_size=64, patch_size=16, stem_channels=32, stem_blocks=2, hidden_size=256),
+              "audio": dict(hidden_size=256, num_latents=16),
+              "resampler": dict(num_latents=32, latents_per_frame=8, depth=2, num_heads=4, head_dim=64)},
+    # roughly T5-base scale
+    "base": {"text": dict(d_model=768, num_encoder_layers=12, num_decoder_layers=12, num_heads=12, head_dim=64,
+                          d_ff=2048),
+             "vision": dict(image_size=224, patch_size=16, stem_channels=64, stem_blocks=2, hidden_size=768),
+             "audio": dict(hidden_size=768, num_latents=32),
+             "resampler": dict(num_latents=64, latents_per_frame=16, depth=2, num_heads=12, head_dim=64)},
+}
+
+
+def _build(name: str, cls, value: Any):
+    # Sub-configs arrive as dataclasses (code), dicts (config.json) or None (defaults); unknown keys fail loudly.
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return copy.deepcopy(value)
+    if not isinstance(value, Mapping):
+        raise ConfigError(name, value, f"expected a mapping of {cls.__name__} fields")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ConfigError(f"{name}.{unknown[0]}", value[unknown[0]], f"unknown field; known: {sorted(known)}")
+    data = dict(value)
+    for key in ("image_mean", "image_std"):
+        if key in data:
+            data[key] = tuple(data[key])
+    return cls(**data)
+
+
+class UnifiedConfig(PretrainedConfig):
+    """The whole model's configuration: `text`, `vision`, `audio`, `resampler`, `fusion` sub-configs."""
+
+    model_type = "unified"
+    sub_config_names = tuple(SUB_CONFIGS)
+
+    def __init__(self, text=None, vision=None, audio=None, resampler=None, fusion=None, **kwargs):
+        self.text = _build("text", TextConfig, text)
+        self.vision = _build("vision", VisionConfig, vision)
+        self.audio = _build("audio", AudioConfig, audio)
+        self.resampler = _build("resampler", ResamplerConfig, resampler)
+        self.fusion = _build("fusion", FusionConfig, fusion)
+        t = self.text
+        kwargs.setdefault("tie_word_embeddings", True)
+        for key in ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id"):
+            kwargs[key] = getattr(t, key)
+        kwargs["is_encoder_decoder"] = True
+        super().__init__(**kwargs)
+        self.validate()
+
+    # Flat names transformers' generation and cache code read.
+    @property
+    def vocab_size(self) -> int:
+        return self.text.vocab_size
+
+    @property
+    def hidden_size(self) -> int:
+        return self.text.d_model
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.text.num_decoder_layers
+
+    @property
+    def num_attention_heads(self) -> int:
+        return self.text.num_heads
+
+    @property
+    def num_key_value_heads(self) -> int:
+        return self.text.num_heads
+
+    @property
+    def head_dim(self) -> int:
+        return self.text.head_dim
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Mapping[str, Any]) -> UnifiedConfig:
+        """A named preset ("tiny", "small", "base"); `overrides` per sub-config, e.g. `fusion={"mode": "concat"}`."""
+        if name not in PRESETS:
+            raise ConfigError("preset", name, f"unknown preset; known: {sorted(PRESETS)}")
+        parts = {key: dict(value) for key, value in PRESETS[name].items()}
+        extra = {}
+        for key, value in overrides.items():
+            if key in SUB_CONFIGS:
+                if not isinstance(value, Mapping):
+                    raise ConfigError(key, value, "expected a mapping of overrides")
+                parts[key] = {**parts.get(key, {}), **value}
+            else:
+                extra[key] = value
+        return cls(**parts, **extra)
+
+    def validate(self) -> UnifiedConfig:
+        """Check the sub-configs agree; raise `ConfigError` naming the first bad field."""
+        t, v, a, r, f = self.text, self.vision, self.audio, self.resampler, self.fusion
+        for name, value in (("text.vocab_size", t.vocab_size), ("text.d_model", t.d_model),
+                            ("text.num_heads", t.num_heads), ("text.head_dim", t.head_dim), ("text.d_ff", t.d_ff),
+                            ("text.num_encoder_layers", t.num_encoder_layers),
+                            ("text.num_decoder_layers", t.num_decoder_layers),
+                            ("vision.hidden_size", v.hidden_size), ("audio.hidden_size", a.hidden_size),
+                            ("audio.num_latents", a.num_latents), ("resampler.num_latents", r.num_latents),
+                            ("resampler.depth", r.depth), ("resampler.num_heads", r.num_heads),
+                            ("resampler.head_dim", r.head_dim)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(name, value, "expected a positive int")
+        if t.head_dim % 2:
+            raise ConfigError("text.head_dim", t.head_dim, "rotary embeddings need an even head_dim")
+        if not 0.0 <= t.dropout < 1.0:
+            raise ConfigError("text.dropout", t.dropout, "expected a probability in [0, 1)")
+        if t.rope_scaling is not None:
+            kind = t.rope_scaling.get("type") if isinstance(t.rope_scaling, Mapping) else None
+            if kind not in ("linear", "yarn"):
+                raise ConfigError("text.rope_scaling", t.rope_scaling, "expected None or {'type': 'linear'|'yarn', "
+                                  "'factor': f > 1}")
+            if not float(t.rope_scaling.get("factor", 0)) >= 1.0:
+                raise ConfigError("text.rope_scaling.factor", t.rope_scaling.get("factor"), "expected >= 1")
+        ids = [i for i in (t.image_token_id, t.video_token_id, t.audio_token_id) if i is not None]
+        for i in ids:
+            if not 0 <= i < t.vocab_size:
+                raise ConfigError("text.*_token_id", i, f"placeholder id outside the vocabulary (0..{t.vocab_size - 1})")
+        if v.image_size % v.patch_size:
+            raise ConfigError("vision.image_size", v.image_size, f"must be a multiple of patch_size={v.patch_size}")
+        if v.patch_size % 4:
+            raise ConfigError("vision.patch_size", v.patch_size, "must be a multiple of 4 (the stem's first stride)")
+        if r.mode not in ("global", "per_frame", "pool3d"):
+            raise ConfigError("resampler.mode", r.mode, "expected 'global', 'per_frame' or 'pool3d'")
+        if not 1 <= r.latents_per_frame <= 64:
+            raise ConfigError("resampler.latents_per_frame", r.latents_per_frame, "expected 1..64")
+        if r.pool_frames < 1 or r.pool_hw < 1 or r.pool_hw > v.image_size // v.patch_size:
+            raise ConfigError("resampler.pool_hw", r.pool_hw, "expected 1..patches per side")
+        if f.mode not in ("xattn", "concat", "both"):
+            raise ConfigError("fusion.mode", f.mode, "expected 'xattn', 'concat' or 'both'")
+        if not 1 <= f.every_k_layers <= t.num_encoder_layers:
+            raise ConfigError("fusion.every_k_layers", f.every_k_layers,
+                              f"expected 1..num_encoder_layers ({t.num_encoder_layers})")
+        if f.media_attention not in ("previous", "all"):
+            raise ConfigError("fusion.media_attention", f.media_attention, "expected 'previous' or 'all'")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        for name in SUB_CONFIGS:
+            out[name] = asdict(getattr(self, name))
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "num_key_value_heads", "head_dim"):
+            out.pop(name, None)  # derived from `text`, not stored twice
+        return out
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        # Sub-configs are always written whole: a diff against defaults would hide what a preset set.
+        out = super().to_diff_dict()
+        out.update({name: asdict(getattr(self, name)) for name in SUB_CONFIGS})
+        return out

@@ -1,0 +1,276 @@
+"""`UnifiedForConditionalGeneration`: the encoder-decoder, native to transformers.
+
+    inputs -> tokens + media latents (MediaEncoder) -> encoder (gated cross-attention before every k-th layer,
+    and/or latents spliced at the placeholders) -> decoder (causal self-attention, cross-attention) -> tied LM head
+
+Axis legend: B batch, L encoder length, Lt decoder length, S media latents, D d_model, V vocabulary.
+
+    >>> model = UnifiedForConditionalGeneration(UnifiedConfig.preset("tiny"))
+    >>> out = model(input_ids=ids, attention_mask=mask, labels=labels)      # Seq2SeqLMOutput with .loss
+    >>> model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+
+from unified.model.attention import ATTENTION_FUNCTIONS
+from unified.model.configuration import UnifiedConfig
+from unified.model.encoders import TimeEmbedding
+from unified.model.fusion import GatedCrossAttentionBlock
+from unified.model.layers import DecoderLayer, EncoderLayer, RMSNorm, RotaryEmbedding
+from unified.model.media import MediaEncoder, cross_attention_memory, splice_latents
+from unified.model.media import media_mask as media_mask_for
+
+
+@dataclass
+class UnifiedEncoderOutput(BaseModelOutput):
+    """The encoder's states plus what the decoder needs with them: the mask over the (possibly spliced) sequence and
+    the media memory for decoder-side cross-attention."""
+
+    attention_mask: torch.Tensor | None = None  # (B, L') after splicing
+    media: torch.Tensor | None = None  # (B, S, D)
+    media_keep: torch.Tensor | None = None  # (B, S) bool: real latents
+
+
+class FusedLayer(nn.Module):
+    """A gated cross-attention block in front of an existing layer; the layer keeps its own keys under `.layer`."""
+
+    def __init__(self, layer: nn.Module, xattn: GatedCrossAttentionBlock):
+        super().__init__()
+        self.xattn, self.layer = xattn, layer
+
+    def forward(self, x, *args, media=None, media_mask=None, **kwargs):
+        if media is not None:
+            x = self.xattn(x, media, media_mask)
+        return self.layer(x, *args, **kwargs)
+
+
+def _key_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    # (B, L) 0/1 -> bool (B, 1, 1, L), or None when nothing is padded (lets SDPA take its unmasked fast path).
+    if attention_mask is None or bool(attention_mask.all()):
+        return None
+    return attention_mask.bool()[:, None, None, :]
+
+
+def _xattn(config: UnifiedConfig) -> GatedCrossAttentionBlock:
+    t = config.text
+    return GatedCrossAttentionBlock(t.d_model, t.d_model, t.num_heads, t.head_dim)
+
+
+class UnifiedPreTrainedModel(PreTrainedModel):
+    config_class = UnifiedConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["EncoderLayer", "DecoderLayer", "FusedLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, UnifiedForConditionalGeneration):
+            init.normal_(module.shared.weight, mean=0.0, std=self.config.text.init_std)
+        if isinstance(module, RMSNorm):
+            init.ones_(module.weight)
+        # Non-persistent buffers are not in the checkpoint: recompute them (a model built on the meta device has none).
+        if isinstance(module, RotaryEmbedding):
+            init.copy_(module.inv_freq, module.compute_inv_freq())
+            module._cos = module._sin = None
+        if isinstance(module, TimeEmbedding):
+            init.copy_(module.omega, module.compute_omega())
+
+
+class UnifiedEncoder(UnifiedPreTrainedModel):
+    """Token embeddings + media, then pre-norm layers; gated cross-attention before every k-th layer (xattn)."""
+
+    def __init__(self, config: UnifiedConfig, embed_tokens: nn.Embedding):
+        super().__init__(config)
+        t, f = config.text, config.fusion
+        self.embed_tokens = embed_tokens
+        self.media = MediaEncoder(config)
+        impl = config._attn_implementation or "sdpa"
+        layers = []
+        for i in range(t.num_encoder_layers):
+            layer = EncoderLayer(t, attn_implementation=impl)
+            if f.mode in ("xattn", "both") and i % f.every_k_layers == 0:
+                layer = FusedLayer(layer, _xattn(config))
+            layers.append(layer)
+        self.layers = nn.ModuleList(layers)
+        self.norm = RMSNorm(t.d_model, t.norm_eps)
+        self.rotary = RotaryEmbedding(t)
+        self.dropout = nn.Dropout(t.dropout)
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, pixel_values=None, pixel_mask=None, frame_times=None,
+                frame_time_ids=None, audio_features=None, audio_mask=None, inputs_embeds=None,
+                output_hidden_states=False, return_dict=True, **kwargs) -> UnifiedEncoderOutput:
+        embeds = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, D)
+        if attention_mask is None:
+            attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+        latents = self.media(pixel_values, pixel_mask, frame_times, audio_features, audio_mask)
+        mode = self.config.fusion.mode
+        media, latent_group, token_group = cross_attention_memory(input_ids, latents, self.config)  # (B, S, D)
+        if mode in ("concat", "both") and media is not None:
+            embeds, attention_mask, token_group = splice_latents(
+                embeds, attention_mask, input_ids, latents, frame_time_ids, self.embed_tokens, self.config,
+                token_group)  # (B, L', D), (B, L'), (B, L')
+        xattn_media = media if mode in ("xattn", "both") else None
+        xattn_mask = media_mask_for(token_group, latent_group, self.config) if xattn_media is not None else None
+        x = self.dropout(embeds)
+        positions = torch.arange(x.shape[1], device=x.device)
+        rotary = self.rotary(positions, x.dtype)
+        mask = _key_mask(attention_mask)
+        hidden = [x] if output_hidden_states else None
+        for layer in self.layers:
+            if isinstance(layer, FusedLayer):
+                x = layer(x, mask, rotary, media=xattn_media, media_mask=xattn_mask)
+            else:
+                x = layer(x, mask, rotary)
+            if output_hidden_states:
+                hidden.append(x)
+        x = self.norm(x)
+        decoder_media = media if self.config.fusion.in_decoder else None
+        keep = latent_group >= 0 if decoder_media is not None else None  # (B, S)
+        return UnifiedEncoderOutput(last_hidden_state=x, hidden_states=tuple(hidden) if hidden else None,
+                                    attention_mask=attention_mask, media=decoder_media, media_keep=keep)
+
+
+class UnifiedDecoder(nn.Module):
+    """Causal pre-norm decoder with cross-attention (and optional gated media cross-attention)."""
+
+    def __init__(self, config: UnifiedConfig, embed_tokens: nn.Embedding):
+        super().__init__()
+        t, f = config.text, config.fusion
+        self.embed_tokens = embed_tokens
+        impl = config._attn_implementation or "sdpa"
+        layers = []
+        for i in range(t.num_decoder_layers):
+            layer = DecoderLayer(t, i, attn_implementation=impl)
+            if f.in_decoder and i % f.every_k_layers == 0:
+                layer = FusedLayer(layer, _xattn(config))
+            layers.append(layer)
+        self.layers = nn.ModuleList(layers)
+        self.norm = RMSNorm(t.d_model, t.norm_eps)
+        self.rotary = RotaryEmbedding(t)
+        self.dropout = nn.Dropout(t.dropout)
+
+    def forward(self, input_ids, encoder_states, encoder_mask, attention_mask=None, past_key_values=None,
+                media=None, media_keep=None, output_hidden_states=False):
+        x = self.dropout(self.embed_tokens(input_ids))  # (B, Lt, D)
+        start = past_key_values.get_seq_length() if past_key_values is not None else 0
+        positions = torch.arange(start, start + x.shape[1], device=x.device)
+        rotary = self.rotary(positions, x.dtype)
+        self_mask = _key_mask(attention_mask)
+        if self_mask is not None and self_mask.shape[-1] != start + x.shape[1]:
+            self_mask = None  # a mask for the new tokens only: causal order already covers them
+        cross_mask = _key_mask(encoder_mask)
+        media_mask = None
+        if media is not None and media_keep is not None:
+            media_mask = media_keep[:, None, :].expand(-1, x.shape[1], -1)  # (B, Lt, S): every real latent
+        hidden = [x] if output_hidden_states else None
+        for layer in self.layers:
+            args = (x, self_mask, rotary, encoder_states, cross_mask)
+            if isinstance(layer, FusedLayer):
+                x = layer(*args, past_key_values=past_key_values, media=media, media_mask=media_mask)
+            else:
+                x = layer(*args, past_key_values=past_key_values)
+            if output_hidden_states:
+                hidden.append(x)
+        return self.norm(x), hidden
+
+
+class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
+    """The whole model: `forward` returns `Seq2SeqLMOutput`; `generate` does greedy, beam and sampling with a KV cache;
+    media are encoded once per `generate` call (they live in the encoder pass)."""
+
+    _tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight",
+                          "decoder.embed_tokens.weight": "shared.weight",
+                          "lm_head.weight": "shared.weight"}
+
+    def __init__(self, config: UnifiedConfig):
+        super().__init__(config)
+        t = config.text
+        self.shared = nn.Embedding(t.vocab_size, t.d_model)
+        self.encoder = UnifiedEncoder(config, self.shared)
+        self.decoder = UnifiedDecoder(config, self.shared)
+        self.lm_head = nn.Linear(t.d_model, t.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.shared
+
+    def set_input_embeddings(self, value):
+        self.shared = value
+        self.encoder.embed_tokens = value
+        self.decoder.embed_tokens = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def get_encoder(self, modality=None):
+        return self.encoder
+
+    def set_attn_implementation(self, attn_implementation):
+        """Switch every attention layer ("eager", "sdpa", "xformers")."""
+        name = attn_implementation if isinstance(attn_implementation, str) else attn_implementation.get("", "sdpa")
+        if name not in ATTENTION_FUNCTIONS:
+            from unified.errors import ConfigError
+
+            raise ConfigError("attn_implementation", name, f"expected one of {sorted(ATTENTION_FUNCTIONS)}")
+        self.config._attn_implementation = name
+        for module in self.modules():
+            if hasattr(module, "attn_implementation"):
+                module.attn_implementation = name
+
+    def _shift_right(self, labels: torch.Tensor) -> torch.Tensor:
+        start = self.config.text.decoder_start_token_id
+        shifted = labels.new_full(labels.shape, start)
+        shifted[:, 1:] = labels[:, :-1]
+        return shifted.masked_fill(shifted == -100, self.config.text.pad_token_id)
+
+    def forward(self, input_ids=None, attention_mask=None, pixel_values=None, pixel_mask=None, frame_times=None,
+                frame_time_ids=None, audio_features=None, audio_mask=None, decoder_input_ids=None,
+                decoder_attention_mask=None, labels=None, encoder_outputs=None, past_key_values=None,
+                use_cache=None, inputs_embeds=None, output_hidden_states=None, return_dict=None, **kwargs):
+        if encoder_outputs is None:
+            encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
+                                           pixel_values=pixel_values, pixel_mask=pixel_mask, frame_times=frame_times,
+                                           frame_time_ids=frame_time_ids, audio_features=audio_features,
+                                           audio_mask=audio_mask, inputs_embeds=inputs_embeds,
+                                           output_hidden_states=bool(output_hidden_states))
+        elif not isinstance(encoder_outputs, UnifiedEncoderOutput):
+            encoder_outputs = UnifiedEncoderOutput(last_hidden_state=encoder_outputs[0])
+        encoder_mask = encoder_outputs.attention_mask
+        if encoder_mask is None:
+            encoder_mask = attention_mask
+        if labels is not None and decoder_input_ids is None:
+            decoder_input_ids = self._shift_right(labels)
+        if use_cache and past_key_values is None:
+            past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        if not use_cache:
+            past_key_values = None
+        states, hidden = self.decoder(decoder_input_ids, encoder_outputs.last_hidden_state, encoder_mask,
+                                      attention_mask=decoder_attention_mask, past_key_values=past_key_values,
+                                      media=encoder_outputs.media,
+                                      media_keep=encoder_outputs.media_keep,
+                                      output_hidden_states=bool(output_hidden_states))
+        logits = self.lm_head(states)  # (B, Lt, V)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        return Seq2SeqLMOutput(loss=loss, logits=logits, past_key_values=past_key_values,
+                               decoder_hidden_states=tuple(hidden) if hidden else None,
+                               encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+                               encoder_hidden_states=encoder_outputs.hidden_states)
+
+
+UnifiedModel = UnifiedForConditionalGeneration  # the short name the docs use
