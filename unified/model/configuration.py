@@ -42,6 +42,7 @@ class TextConfig:
     image_token_id: int | None = None  # placeholders, from the tokenizer (UnifiedTokenizer.image_token_id ...)
     video_token_id: int | None = None
     audio_token_id: int | None = None
+    embed_dim: int = 128  # the embedding head (retrieval): pooled encoder states -> L2-normalised vectors
 
 
 @dataclass

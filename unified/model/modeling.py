@@ -22,6 +22,7 @@ from transformers import initialization as init
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
+from unified.heads.embedding import EmbeddingHead
 from unified.model.attention import ATTENTION_FUNCTIONS
 from unified.model.configuration import UnifiedConfig
 from unified.model.encoders import TimeEmbedding
@@ -203,6 +204,7 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
         self.encoder = UnifiedEncoder(config, self.shared)
         self.decoder = UnifiedDecoder(config, self.shared)
         self.lm_head = nn.Linear(t.d_model, t.vocab_size, bias=False)
+        self.embed_head = EmbeddingHead(t.d_model, t.embed_dim, learn_temperature=True)
         self.post_init()
 
     def get_input_embeddings(self):
@@ -231,6 +233,14 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
             if hasattr(module, "attn_implementation"):
                 module.attn_implementation = name
 
+    def embed(self, input_ids=None, attention_mask=None, **media) -> torch.Tensor:
+        """Inputs (text and/or media, as the processor gives them) -> (B, embed_dim) unit vectors: the encoder's
+        states mean-pooled over real positions through the embedding head. `labels` are ignored."""
+        media.pop("labels", None)
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **media)
+        mask = out.attention_mask if out.attention_mask is not None else attention_mask
+        return self.embed_head(out.last_hidden_state, mask).embeddings
+
     def _shift_right(self, labels: torch.Tensor) -> torch.Tensor:
         start = self.config.text.decoder_start_token_id
         shifted = labels.new_full(labels.shape, start)
@@ -240,7 +250,12 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, pixel_mask=None, frame_times=None,
                 frame_time_ids=None, audio_features=None, audio_mask=None, decoder_input_ids=None,
                 decoder_attention_mask=None, labels=None, encoder_outputs=None, past_key_values=None,
-                use_cache=None, inputs_embeds=None, output_hidden_states=None, return_dict=None, **kwargs):
+                use_cache=None, inputs_embeds=None, output_hidden_states=None, return_dict=None,
+                return_embeddings=False, **kwargs):
+        if return_embeddings:  # the embedding head (retrieval), through forward so DDP/accelerate wrappers see it
+            return self.embed(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
+                              pixel_mask=pixel_mask, frame_times=frame_times, frame_time_ids=frame_time_ids,
+                              audio_features=audio_features, audio_mask=audio_mask)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
                                            pixel_values=pixel_values, pixel_mask=pixel_mask, frame_times=frame_times,

@@ -69,6 +69,7 @@ class Task:
     main_metric: ClassVar[str] = ""  # the metric the integral score uses (default: the first of `metrics`)
     head: ClassVar[str] = "lm"
     row_fields: ClassVar[tuple[str, ...]] = ()  # fields a row must carry besides its media
+    target_fields: ClassVar[tuple[str, ...]] = ()  # those of `row_fields` only training/evaluation need
 
     def __init__(self, **options: Any):
         if options:
@@ -87,8 +88,10 @@ class Task:
                              f"it accepts {sorted(self.accepts)}")
         return media
 
-    def check_row(self, row: Mapping[str, Any]) -> None:
-        missing = [f for f in self.row_fields if row.get(f) is None]
+    def check_row(self, row: Mapping[str, Any], with_target: bool = True) -> None:
+        """Raise `InputError` naming the fields a row lacks (the target's only when `with_target`)."""
+        needed = [f for f in self.row_fields if with_target or f not in self.target_fields]
+        missing = [f for f in needed if row.get(f) is None]
         if missing:
             raise InputError(f"{self.name} row", sorted(row), f"missing field(s) {missing}")
 
@@ -101,7 +104,7 @@ class Task:
     def to_example(self, row: Mapping[str, Any], *, rng: random.Random | None = None,
                    with_target: bool = True) -> Example:
         """Row -> `Example`. `rng` None means evaluation (the first prompt, no shuffling)."""
-        self.check_row(row)
+        self.check_row(row, with_target)
         media = self.media_of(row)
         return Example(self.prompt(row, media, rng), media, self.target(row) if with_target else None,
                        self.options(row, rng))
@@ -124,6 +127,10 @@ class Task:
         from unified.task_zoo.metrics import get_metric
 
         return {name: float(get_metric(name)(predictions, truths)) for name in self.metrics}
+
+    def normalised(self, metrics: Mapping[str, float], rows: list[Mapping[str, Any]]) -> float:
+        """The main metric mapped to [0, 1], higher is better (what the integral score averages)."""
+        return min(1.0, max(0.0, float(metrics[self.primary_metric])))
 
     @property
     def primary_metric(self) -> str:

@@ -1,0 +1,66 @@
+"""Rows of one task -> a model batch -> a loss. The one place training and evaluation turn rows into tensors.
+
+    >>> batch = task_batch(get_task("vqa"), rows, processor, rng=random.Random(0))
+    >>> loss = task_loss(get_task("vqa"), model, processor, rows, rng=random.Random(0))
+
+Every task trains through the LM head on its target text, except `retrieval` (head "embed"), which pulls each
+clip's embedding towards its own text's and away from the other texts in the batch (InfoNCE).
+A media file that cannot be decoded raises `MediaDecodeError` naming the row it came from (`row["_source"]`).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from unified.errors import InputError, MediaDecodeError
+from unified.heads.embedding import info_nce
+
+
+def _process(processor: Any, example: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return processor.process(example)
+    except MediaDecodeError as exc:
+        source = row.get("_source")
+        if source is None:
+            raise
+        raise MediaDecodeError(f"{source} {exc.what}", exc.value, exc.reason) from exc
+
+
+def task_batch(task: Any, rows: Sequence[Mapping[str, Any]], processor: Any, *, rng: random.Random | None = None,
+               with_target: bool = True) -> dict[str, torch.Tensor]:
+    """Rows -> processor batch (prompts sampled with `rng`; `rng=None` is evaluation: first prompt, no shuffling)."""
+    if not rows:
+        raise InputError(f"{task.name} rows", [], "expected at least one row")
+    items = []
+    for row in rows:
+        example = task.to_example(row, rng=rng, with_target=with_target)
+        items.append(_process(processor, example.as_processor_input(), row))
+    return processor.collate(items)
+
+
+def text_batch(task: Any, rows: Sequence[Mapping[str, Any]], processor: Any) -> dict[str, torch.Tensor]:
+    """The text side of retrieval rows (`Retrieval.text_example`)."""
+    return processor.collate([processor.process(task.text_example(row).as_processor_input()) for row in rows])
+
+
+def to_device(batch: Mapping[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def task_loss(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
+              rng: random.Random | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """The task's training loss on `rows` (a scalar)."""
+    device = device if device is not None else next(model.parameters()).device
+    if task.head == "embed":
+        # Clips and their texts in one batch (one forward, as DDP wants): rows 0..N-1 media, N..2N-1 text.
+        items = [_process(processor, task.to_example(row, rng=rng).as_processor_input(), row) for row in rows]
+        items += [processor.process(task.text_example(row).as_processor_input()) for row in rows]
+        embeddings = model(**to_device(processor.collate(items), device), return_embeddings=True)  # (2N, E)
+        core = getattr(model, "module", model)  # DDP/accelerate wrap the model; the temperature lives on it
+        return info_nce(embeddings[: len(rows)], embeddings[len(rows):], core.embed_head.temperature)
+    batch = to_device(task_batch(task, rows, processor, rng=rng), device)
+    return model(**batch).loss

@@ -1,0 +1,137 @@
+"""From rows to typed predictions: each task's output grammar becomes a decoding constraint, and the generated text
+goes through the task's `parse`.
+
+    grammar     the decoder may write                         tokens
+    text        anything                                      up to `max_new_tokens`
+    loc         location tokens only                          exactly 4 (a box)
+    time        time tokens only                              exactly 2 (a span)
+    val         value tokens only                             exactly len(row["values"])
+    int         integer tokens, then eos                      up to 4
+    options     one of the row's choices (labels or texts)    a choice, then eos
+    embedding   nothing: the embedding head answers           -
+
+Rows whose constraints differ (three options vs four, two values vs one) are generated in separate groups, so every
+row gets exactly its own grammar.
+
+    >>> predict(get_task("grounding"), model, processor, rows)     # [Box(...), Box(...), ...]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from unified.errors import InputError
+from unified.model.generation import AllowedTokensLogitsProcessor
+from unified.task_zoo.batching import task_batch, text_batch, to_device
+
+
+def choices(task: Any, row: Mapping[str, Any]) -> list[str] | None:
+    """What an "options" task may answer for this row: option labels (multiple choice, generate mode), option texts
+    (rank mode, classify)."""
+    if hasattr(task, "option_labels"):
+        return task.option_labels(row) if task.mode == "generate" else [str(o) for o in row["options"]]
+    return task.options(row, None)
+
+
+def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens: int = 32
+               ) -> tuple[tuple, dict[str, Any]]:
+    """(group key, `generate` keyword arguments) for one row under its task's grammar."""
+    grammar, eos = task.grammar, tokenizer.eos_token_id
+    if grammar == "text":
+        return ("text",), {"max_new_tokens": max_new_tokens}
+    if grammar in ("loc", "time", "val"):
+        ids = {"loc": tokenizer.loc_ids, "time": tokenizer.time_ids, "val": tokenizer.val_ids}[grammar]
+        count = {"loc": 4, "time": 2}.get(grammar) or task.count(row)
+        processor = AllowedTokensLogitsProcessor(ids)
+        return (grammar, count), {"max_new_tokens": count, "min_new_tokens": count, "logits_processor": [processor]}
+    if grammar == "int":
+        processor = AllowedTokensLogitsProcessor([*tokenizer.int_ids, eos])
+        return ("int",), {"max_new_tokens": 4, "logits_processor": [processor]}
+    if grammar == "options":
+        options = choices(task, row)
+        sequences = [tokenizer.encode(o) for o in options]
+        if len({tuple(s) for s in sequences}) < len(sequences):
+            raise InputError(f"{task.name} choices", options, "two of them encode to the same tokens in this "
+                             "vocabulary (characters it lacks become <unk>); train the tokenizer on them")
+        processor = AllowedTokensLogitsProcessor(sequences=sequences, eos_token_id=eos)
+        longest = max(len(s) for s in sequences) + 1
+        return ("options", tuple(options)), {"max_new_tokens": longest, "logits_processor": [processor]}
+    raise ValueError(f"grammar {grammar!r} has no decoding constraint")
+
+
+def _groups(keys: Sequence[tuple]) -> dict[tuple, list[int]]:
+    groups: dict[tuple, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(key, []).append(index)
+    return groups
+
+
+@torch.no_grad()
+def generate_texts(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
+                   batch_size: int = 16, max_new_tokens: int = 32, num_beams: int = 1,
+                   on_batch: Callable[[int], None] | None = None) -> list[str]:
+    """Rows -> generated text per row, each under its grammar (rows grouped by constraint, batched)."""
+    tokenizer, device = processor.tokenizer, next(model.parameters()).device
+    keyed = [constraint(task, row, tokenizer, max_new_tokens) for row in rows]
+    texts: list[str] = [""] * len(rows)
+    for indices in _groups([key for key, _ in keyed]).values():
+        kwargs = keyed[indices[0]][1]
+        for start in range(0, len(indices), batch_size):
+            chunk = indices[start:start + batch_size]
+            batch = to_device(task_batch(task, [rows[i] for i in chunk], processor, with_target=False), device)
+            batch.pop("labels", None)
+            out = model.generate(**batch, num_beams=num_beams, do_sample=False, **kwargs)
+            for i, ids in zip(chunk, out.tolist()):
+                texts[i] = tokenizer.decode(ids)
+            if on_batch:
+                on_batch(len(chunk))
+    return texts
+
+
+@torch.no_grad()
+def rank_options(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
+                 on_batch: Callable[[int], None] | None = None) -> list[str]:
+    """Multiple choice by likelihood: each option text scored as the target (mean log-probability per token)."""
+    from unified.heads.multiple_choice import score_options
+
+    device = next(model.parameters()).device
+    answers = []
+    for row in rows:
+        options = [str(o) for o in row["options"]]
+        example = task.to_example(row, rng=None, with_target=False).as_processor_input()
+        batch = processor([{**example, "target": option} for option in options])
+        out = model(**to_device(batch, device))
+        scores = score_options(out.logits, batch["labels"].to(device))  # (n_options,)
+        answers.append(options[int(scores.argmax())])
+        if on_batch:
+            on_batch(1)
+    return answers
+
+
+@torch.no_grad()
+def embed_rows(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *, batch_size: int = 16,
+               text_side: bool = False) -> torch.Tensor:
+    """Retrieval rows -> (N, E) unit embeddings of their media (or of their texts with `text_side=True`)."""
+    device = next(model.parameters()).device
+    parts = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        batch = text_batch(task, chunk, processor) if text_side else task_batch(task, chunk, processor,
+                                                                                with_target=False)
+        batch.pop("labels", None)
+        parts.append(model(**to_device(batch, device), return_embeddings=True).float().cpu())
+    return torch.cat(parts)
+
+
+def predict(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[Any]:
+    """Typed predictions for rows of one task (str, Box, (start, end), floats, an option, an embedding)."""
+    if task.grammar == "embedding":
+        return list(embed_rows(task, model, processor, rows, batch_size=kwargs.get("batch_size", 16)))
+    if getattr(task, "mode", "generate") == "rank":
+        texts = rank_options(task, model, processor, rows, on_batch=kwargs.get("on_batch"))
+    else:
+        texts = generate_texts(task, model, processor, rows, **kwargs)
+    return [task.parse(text, row) for text, row in zip(texts, rows)]

@@ -1,0 +1,29 @@
+"""`text2text`: a text-only instruction and its answer (Apollo keeps 10-14 % text-only data in the mix so the
+language side is not forgotten)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from unified.task_zoo.base import Task
+from unified.task_zoo.registry import register_task
+from unified.task_zoo.tasks.vqa import normalise_answer
+
+
+@register_task("text2text")
+class Text2Text(Task):
+    accepts = frozenset()
+    prompts = ("{text}",)
+    grammar = "text"
+    metrics = ("accuracy",)
+    row_fields = ("text", "target")
+    target_fields = ("target",)
+
+    def target(self, row: Mapping[str, Any]) -> str:
+        return str(row["target"])
+
+    def parse(self, text: str, row: Mapping[str, Any]) -> str:
+        return normalise_answer(text)
+
+    def truth(self, row: Mapping[str, Any]) -> str:
+        return normalise_answer(str(row["target"]))

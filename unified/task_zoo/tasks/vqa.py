@@ -1,0 +1,33 @@
+"""`vqa`: an open question about an image or a video; the answer is short free text (exact-match accuracy)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from unified.task_zoo.base import Task
+from unified.task_zoo.registry import register_task
+
+
+def normalise_answer(text: str) -> str:
+    """Lower case, no surrounding spaces or final full stop: "The red one." == "the red one"."""
+    return " ".join(text.lower().strip().rstrip(".").split())
+
+
+@register_task("vqa")
+class VQA(Task):
+    accepts = frozenset({"image", "video"})
+    requires = frozenset()
+    prompts = ("{question}", "question: {question} answer:", "answer briefly: {question}")
+    grammar = "text"
+    metrics = ("accuracy",)
+    row_fields = ("question", "answer")
+    target_fields = ("answer",)
+
+    def target(self, row: Mapping[str, Any]) -> str:
+        return str(row["answer"])
+
+    def parse(self, text: str, row: Mapping[str, Any]) -> str:
+        return normalise_answer(text)
+
+    def truth(self, row: Mapping[str, Any]) -> str:
+        return normalise_answer(str(row["answer"]))
