@@ -17,3 +17,42 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
 def test_unknown_command_exits_2():
     bad = subprocess.run([sys.executable, "-m", "unified.cli", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_tasks_lists_every_builtin(capsys):
+    import json
+
+    from unified.task_zoo import list_tasks
+
+    assert main(["tasks", "--json"]) == 0
+    described = json.loads(capsys.readouterr().out)
+    assert [d["name"] for d in described] == list_tasks()
+    assert main(["tasks"]) == 0
+    assert "temporal_grounding" in capsys.readouterr().out
+
+
+def test_synth_then_eval_then_generate(tmp_path, capsys):
+    import json
+
+    from task_rows import tiny_stack
+
+    assert main(["data", "synth", "--out", str(tmp_path / "data"), "--n", "3", "--seed", "9", "--split", "test"]) == 0
+    assert (tmp_path / "data" / "video_mcqa.jsonl").is_file()
+    tokenizer, processor, model = tiny_stack()
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    capsys.readouterr()
+    code = main(["eval", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data"), "--tasks",
+                 "classify", "grounding", "--max-rows", "2", "--json"])
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["metrics"]) == {"classify", "grounding"} and 0 <= result["integral"] <= 1
+    clip = json.loads((tmp_path / "data" / "classify.jsonl").read_text().splitlines()[0])["video"]
+    code = main(["generate", "--model", str(tmp_path / "model"), "--task", "classify", "--video",
+                 str(tmp_path / "data" / clip), "--labels", "left", "right", "up", "down", "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out) in ["left", "right", "up", "down"]
+
+
+def test_user_mistakes_print_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["eval", "--model", str(tmp_path), "--data", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("unified: error: ")

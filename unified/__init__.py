@@ -1,3 +1,18 @@
-"""unified: one multitask, multimodal encoder-decoder."""
+"""unified: one multitask, multimodal encoder-decoder.
+
+    from unified import Model
+    Model.generate(task="caption", video="clip.mp4")
+"""
 
 __version__ = "0.1.0"
+
+__all__ = ["Model", "__version__"]
+
+
+def __getattr__(name: str):
+    # `import unified` stays light; the model stack loads on first use of `unified.Model`.
+    if name == "Model":
+        from unified.api import Model
+
+        return Model
+    raise AttributeError(f"module 'unified' has no attribute {name!r}")

@@ -1,8 +1,19 @@
-"""The `unified` command line: `unified demo` (more subcommands arrive with the task zoo and training)."""
+"""The `unified` command line.
+
+    unified demo [--out DIR]                          a synthetic clip through every task with the default model
+    unified generate --task caption --video x.mp4 [--model PATH] [--question ...] [--options a b c]
+    unified eval --model PATH --data DIR [--tasks ...] [--ablate] [--json]
+    unified data synth --out DIR --n N --seed S --split train|test|compositional
+    unified train CONFIG [key=value ...]              the same loop as `accelerate launch training/multitask.py`
+    unified tasks [--json]                            the registered tasks: inputs, grammar, prompts, metrics
+
+A user's mistake (a missing file, an unknown task) prints one `unified: error: ...` line and exits with 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from unified.errors import UnifiedError
@@ -15,12 +26,128 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model(path: str | None):
+    from unified import Model
+
+    return Model.default() if path is None else Model.from_pretrained(path)
+
+
+def _printable(value):
+    if hasattr(value, "tolist"):
+        return [round(float(v), 4) for v in value.tolist()]
+    if hasattr(value, "_asdict"):
+        return {k: round(float(v), 2) for k, v in value._asdict().items()}
+    if isinstance(value, (list, tuple)):
+        return [_printable(v) for v in value]
+    return value
+
+
+def _generate(args: argparse.Namespace) -> int:
+    model = _load_model(args.model)
+    fields = {k: getattr(args, k) for k in ("image", "video", "audio", "question", "text", "phrase", "options",
+                                            "labels") if getattr(args, k) is not None}
+    if args.num_values is not None:
+        fields["num_values"] = args.num_values
+    answer = model.generate(task=args.task, **fields)
+    print(json.dumps(_printable(answer)) if args.json else _printable(answer))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from unified.data import load_data_dir
+
+    model = _load_model(args.model)
+    data, reports = load_data_dir(args.data, args.tasks, skip_bad_rows=args.skip_bad_rows)
+    result = model.evaluate(data, ablate=args.ablate, max_rows=args.max_rows, batch_size=args.batch_size,
+                            progress=not args.json)
+    skipped = [r.summary() for r in reports if r.skipped]
+    if args.json:
+        print(json.dumps({**result.to_dict(), "skipped_rows": skipped}))
+    else:
+        print(result.table())
+        for line in skipped:
+            print(f"skipped: {line}")
+    return 0
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from unified.data.synthetic import write_split
+
+    files = write_split(args.out, args.n, seed=args.seed, split=args.split, progress=True)
+    for task, path in sorted(files.items()):
+        print(f"{task:<20} {path}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from unified.training import main as train_main
+
+    return int(train_main([args.config, *args.overrides]) or 0)
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    from unified.task_zoo import get_task, list_tasks
+
+    described = [get_task(name).describe() for name in list_tasks()]
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return 0
+    for d in described:
+        inputs = ", ".join(d["accepts"]) or "text only"
+        required = f" (requires {', '.join(d['requires'])})" if d["requires"] else ""
+        print(f"{d['name']}\n  inputs:  {inputs}{required}\n  output:  {d['grammar']} (head {d['head']})\n"
+              f"  metrics: {', '.join(d['metrics'])}\n  prompts: {' | '.join(d['prompts'])}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unified", description="One multitask, multimodal encoder-decoder.")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="write a clip and run the end-to-end path on it")
-    demo.add_argument("--out", default=None, help="folder for the clip (default: a new temp folder)")
+
+    demo = sub.add_parser("demo", help="write a synthetic clip and run every task on it with the default model")
+    demo.add_argument("--out", default=None, help="folder for the clip, table and PNG (default: a new temp folder)")
     demo.set_defaults(func=_demo)
+
+    gen = sub.add_parser("generate", help="answer one task for the given inputs")
+    gen.add_argument("--task", required=True)
+    gen.add_argument("--model", default=None, help="a saved model directory (default: the built-in model)")
+    for name in ("image", "video", "audio"):
+        gen.add_argument(f"--{name}", default=None, help=f"{name} file")
+    for name in ("question", "text", "phrase"):
+        gen.add_argument(f"--{name}", default=None)
+    gen.add_argument("--options", nargs="+", default=None, help="multiple-choice options")
+    gen.add_argument("--labels", nargs="+", default=None, help="class labels (classify)")
+    gen.add_argument("--num-values", type=int, default=None, help="how many numbers to answer (regress)")
+    gen.add_argument("--json", action="store_true")
+    gen.set_defaults(func=_generate)
+
+    ev = sub.add_parser("eval", help="evaluate a model on a data directory (one file per task)")
+    ev.add_argument("--model", default=None, help="a saved model directory (default: the built-in model)")
+    ev.add_argument("--data", required=True)
+    ev.add_argument("--tasks", nargs="+", default=None)
+    ev.add_argument("--ablate", action="store_true", help="also evaluate with one frame, no audio, no media")
+    ev.add_argument("--max-rows", type=int, default=None, help="a seeded sample of at most this many rows per task")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--skip-bad-rows", action="store_true")
+    ev.add_argument("--json", action="store_true", help="print one JSON object of the metrics")
+    ev.set_defaults(func=_eval)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    synth = data.add_parser("synth", help="write a split of the synthetic audio-visual world (mp4 + JSONL per task)")
+    synth.add_argument("--out", required=True)
+    synth.add_argument("--n", type=int, default=100, help="clips")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--split", default="train", choices=["train", "test", "compositional"])
+    synth.set_defaults(func=_synth)
+
+    train = sub.add_parser("train", help="multitask training from a YAML config (key=value overrides)")
+    train.add_argument("config")
+    train.add_argument("overrides", nargs="*")
+    train.set_defaults(func=_train)
+
+    tasks = sub.add_parser("tasks", help="the registered tasks with their inputs, prompts and metrics")
+    tasks.add_argument("--json", action="store_true")
+    tasks.set_defaults(func=_tasks)
     return parser
 
 
