@@ -35,6 +35,7 @@ class TextConfig:
     rope_scaling: dict | None = None  # {"type": "linear", "factor": 2} or {"type": "yarn", "factor": 4, ...}
     max_position_embeddings: int = 2048  # the trained context; YaRN stretches it by its factor
     init_std: float = 0.02
+    embed_init_std: float = 1.0  # the shared (tied) embedding; logits use states * d_model ** -0.5 (as T5)
     pad_token_id: int = 0
     eos_token_id: int = 1
     bos_token_id: int = 3
@@ -99,12 +100,13 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
              "audio": dict(hidden_size=64, num_latents=4),
              "resampler": dict(num_latents=8, latents_per_frame=2, depth=1, num_heads=2, head_dim=16,
                                pool_frames=2, pool_hw=2)},
-    # the default model: ~15M parameters (31 MB in bf16), small enough to ship inside the package
+    # the default model: ~12.4M parameters (under 25 MB in bf16), small enough to ship inside the package
     "small": {"text": dict(d_model=256, num_encoder_layers=4, num_decoder_layers=4, num_heads=4, head_dim=64,
                            d_ff=768),
               "vision": dict(image_size=64, patch_size=16, stem_channels=32, stem_blocks=2, hidden_size=256),
               "audio": dict(hidden_size=256, num_latents=16),
-              "resampler": dict(num_latents=32, latents_per_frame=8, depth=2, num_heads=4, head_dim=64)},
+              "resampler": dict(num_latents=32, latents_per_frame=8, depth=1, num_heads=4, head_dim=64),
+              "fusion": dict(every_k_layers=2)},
     # roughly T5-base scale
     "base": {"text": dict(d_model=768, num_encoder_layers=12, num_decoder_layers=12, num_heads=12, head_dim=64,
                           d_ff=2048),

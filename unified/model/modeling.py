@@ -78,8 +78,10 @@ class UnifiedPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, UnifiedForConditionalGeneration):
-            init.normal_(module.shared.weight, mean=0.0, std=self.config.text.init_std)
+        t = self.config.text
+        if isinstance(module, nn.Embedding) and tuple(module.weight.shape) == (t.vocab_size, t.d_model):
+            # T5's scheme for tied embeddings: unit-variance rows, the head's input scaled by d_model ** -0.5
+            init.normal_(module.weight, mean=0.0, std=t.embed_init_std)
         if isinstance(module, RMSNorm):
             init.ones_(module.weight)
         # Non-persistent buffers are not in the checkpoint: recompute them (a model built on the meta device has none).
@@ -278,6 +280,10 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
                                       media=encoder_outputs.media,
                                       media_keep=encoder_outputs.media_keep,
                                       output_hidden_states=bool(output_hidden_states))
+        if self.config.tie_word_embeddings:
+            # T5's rule for a tied head: scale by d_model ** -0.5, or the output side's large gradients swamp the
+            # input embeddings and the encoder stops telling tokens apart
+            states = states * self.config.text.d_model ** -0.5
         logits = self.lm_head(states)  # (B, Lt, V)
         loss = None
         if labels is not None:

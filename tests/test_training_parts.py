@@ -1,0 +1,105 @@
+"""Training parts against hand-computed truths: config loading and errors, mixture probabilities, the row stream,
+parameter groups."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from unified.errors import ConfigError
+from unified.training.config import load_config
+from unified.training.data import RowStream
+from unified.training.loop import group_of, lr_factor
+from unified.training.mixture import TaskSampler
+
+CONFIGS = sorted((Path(__file__).parents[1] / "training" / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.optim.max_steps >= 1 and cfg.stages
+
+
+def test_overrides_and_errors(tmp_path):
+    cfg = load_config(CONFIGS[0], ["optim.max_steps=7", "mixture.strategy=uniform", "optim.lr=1e-4"])
+    assert (cfg.optim.max_steps, cfg.mixture.strategy, cfg.optim.lr) == (7, "uniform", 1e-4)
+    with pytest.raises(ConfigError, match="optim.lrr"):
+        load_config(CONFIGS[0], ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match="optim.max_steps"):
+        load_config(CONFIGS[0], ["optim.max_steps=many"])
+    with pytest.raises(ConfigError, match="mixture.strategy"):
+        load_config(CONFIGS[0], ["mixture.strategy=random"])
+    with pytest.raises(ConfigError, match=r"stages\[0\].train"):
+        load_config(CONFIGS[0], ["stages=[{train: [everything]}]"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(CONFIGS[0], ["optim.lr"])
+    (tmp_path / "bad.yaml").write_text("optim: {lr: [1, 2}\n")
+    with pytest.raises(ConfigError, match="YAML"):
+        load_config(tmp_path / "bad.yaml")
+
+
+SIZES = {"vqa": 900, "caption": 100}
+
+
+def test_mixture_probabilities_by_hand():
+    def p(strategy, step=0, **kw):
+        return TaskSampler(SIZES, strategy, **kw).probabilities(step)
+
+    assert p("proportional") == pytest.approx({"vqa": 0.9, "caption": 0.1})
+    assert p("temperature", temperature=2.0) == pytest.approx({"vqa": 0.75, "caption": 0.25})  # 30 : 10
+    assert p("uniform") == pytest.approx({"vqa": 0.5, "caption": 0.5})
+    assert p("weights", weights={"vqa": 1, "caption": 3}) == pytest.approx({"vqa": 0.25, "caption": 0.75})
+    assert p("annealed", step=0, anneal_steps=100) == pytest.approx({"vqa": 0.9, "caption": 0.1})
+    assert p("annealed", step=50, anneal_steps=100) == pytest.approx({"vqa": 0.7, "caption": 0.3})
+    assert p("annealed", step=100, anneal_steps=100) == pytest.approx({"vqa": 0.5, "caption": 0.5})
+    dynamic = TaskSampler(SIZES, "dynamic", temperature=1.0)
+    dynamic.observe("vqa", 1.0)
+    dynamic.observe("caption", 3.0)
+    assert dynamic.probabilities(0)["caption"] == pytest.approx(1 / (1 + 2.718281828 ** -2))
+    with pytest.raises(ConfigError, match="no weight"):
+        TaskSampler(SIZES, "weights", weights={"vqa": 1})
+
+
+def test_sampling_follows_the_probabilities_and_resumes_exactly():
+    sampler = TaskSampler(SIZES, "temperature", temperature=2.0, seed=3)
+    counts = Counter(sampler.sample(i) for i in range(4000))
+    assert abs(counts["vqa"] / 4000 - 0.75) < 0.03
+    state = sampler.state_dict()
+    after = [sampler.sample(i) for i in range(50)]
+    again = TaskSampler(SIZES, "temperature", temperature=2.0, seed=99)
+    again.load_state_dict(state)
+    assert [again.sample(i) for i in range(50)] == after
+
+
+def test_row_stream_gives_ranks_different_rows_and_resumes():
+    data = {"vqa": [{"i": i} for i in range(10)]}
+    a, b = RowStream(data, seed=1), RowStream(data, seed=1)
+    rank0, rank1 = a.batch("vqa", 3, rank=0, world=2), b.batch("vqa", 3, rank=1, world=2)
+    assert not {r["i"] for r in rank0} & {r["i"] for r in rank1}
+    assert len({r["i"] for r in rank0 + rank1}) == 6
+    epoch = [r["i"] for r in RowStream(data, seed=1).take("vqa", 10)]
+    assert sorted(epoch) == list(range(10))  # one epoch is a permutation
+    stream = RowStream(data, seed=1)
+    stream.take("vqa", 7)
+    state = stream.state_dict()
+    rest = stream.take("vqa", 6)
+    resumed = RowStream(data, seed=1)
+    resumed.load_state_dict(state)
+    assert resumed.take("vqa", 6) == rest
+
+
+def test_parameter_groups_and_schedule():
+    assert group_of("encoder.layers.0.xattn.attn.to_q.weight") == "xattn"
+    assert group_of("encoder.media.visual_resampler.latents") == "resampler"
+    assert group_of("encoder.media.visual.stem.0.weight") == "media"
+    assert group_of("shared.weight") == "embeddings"
+    assert group_of("encoder.layers.0.layer.self_attn.q_proj.weight") == "encoder"
+    assert group_of("decoder.layers.1.cross_attn.q_proj.weight") == "decoder"
+    assert group_of("embed_head.proj.weight") == "heads"
+    cfg = load_config(CONFIGS[0], ["optim.warmup_steps=10", "optim.max_steps=110"])
+    assert lr_factor(cfg, 4) == pytest.approx(0.5)  # warmup: (4 + 1) / 10
+    assert lr_factor(cfg, 60) == pytest.approx(0.5)  # half way through the cosine
+    assert lr_factor(cfg, 110) == pytest.approx(0.0, abs=1e-9)

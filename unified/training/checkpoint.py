@@ -1,0 +1,71 @@
+"""Atomic, resumable checkpoints.
+
+A checkpoint is a directory `step-{N:08d}/` holding the model (safetensors) with its vocabulary and processor, and
+`trainer.pt` (optimizer, scheduler, sampler, data position, RNG states). It is written into a temporary sibling and
+renamed into place, so a run killed mid-write leaves the previous checkpoint intact and never a half-written one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+PREFIX = "step-"
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(root: str | Path, step: int, model: Any, processor: Any, trainer_state: dict[str, Any],
+                    keep: int = 2, name: str | None = None) -> Path:
+    """Write `root/step-N` (or `root/name`) atomically; keep the newest `keep` step checkpoints."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / (name or f"{PREFIX}{step:08d}")
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp, safe_serialization=True)
+    processor.save_pretrained(tmp)
+    torch.save({**trainer_state, "step": step}, tmp / "trainer.pt")
+    old = None
+    if final.exists():  # replace: move the old one aside first so the rename stays atomic
+        old = root / f".old-{final.name}-{os.getpid()}"
+        final.rename(old)
+    tmp.rename(final)
+    if old is not None:
+        shutil.rmtree(old)
+    if name is None:
+        for stale in list_checkpoints(root)[:-keep]:
+            shutil.rmtree(stale)
+    return final
+
+
+def list_checkpoints(root: str | Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "trainer.pt").is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def latest_checkpoint(root: str | Path) -> Path | None:
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any]:
+    return torch.load(Path(path) / "trainer.pt", weights_only=False)  # our own file: RNG states are not tensors

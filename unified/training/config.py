@@ -1,0 +1,228 @@
+"""The training config: nested dataclasses read from YAML (safe-loaded) with dotted `key=value` overrides.
+
+    >>> cfg = load_config("training/configs/tiny-smoke.yaml", ["optim.max_steps=20", "mixture.strategy=uniform"])
+    >>> cfg.optim.max_steps
+    20
+
+Unknown keys and values of the wrong type raise `ConfigError` naming the dotted key, before anything trains.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from unified.errors import ConfigError
+
+STRATEGIES = ("proportional", "temperature", "uniform", "weights", "annealed", "dynamic")
+GROUPS = ("media", "resampler", "xattn", "encoder", "decoder", "embeddings", "heads")
+
+
+@dataclass
+class ModelSection:
+    preset: str = "tiny"
+    text: dict = field(default_factory=dict)  # overrides of the preset's sub-configs
+    vision: dict = field(default_factory=dict)
+    audio: dict = field(default_factory=dict)
+    resampler: dict = field(default_factory=dict)
+    fusion: dict = field(default_factory=dict)
+    init_from: str | None = None  # a saved model directory to start from (its vocabulary and processor too)
+    gradient_checkpointing: bool = False
+    compile: bool = False
+
+
+@dataclass
+class SyntheticSection:
+    n_train: int = 200
+    n_eval: int = 40
+    seed: int = 0
+
+
+@dataclass
+class DataSection:
+    train_dir: str | None = None
+    eval_dir: str | None = None
+    synthetic: SyntheticSection | None = None  # written under output_dir/data when no train_dir is given
+    tasks: list | None = None  # default: every task with a file
+    skip_bad_rows: bool = False
+
+
+@dataclass
+class TokenizerSection:
+    path: str | None = None
+    text_vocab_size: int = 400
+
+
+@dataclass
+class ProcessorSection:
+    image_size: int = 64
+    video_fps: float = 4.0
+    max_frames: int = 8
+
+
+@dataclass
+class MixtureSection:
+    strategy: str = "proportional"
+    temperature: float = 2.0  # "temperature": p ~ size ** (1 / T)
+    weights: dict = field(default_factory=dict)  # "weights": explicit per-task sampling weights
+    anneal_steps: int = 1000  # "annealed": proportional -> uniform over this many steps
+    loss_weights: dict = field(default_factory=dict)  # per-task loss multipliers
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    max_steps: int = 200
+    batch_size: int = 8
+    grad_accum: int = 1
+    clip: float = 1.0
+    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
+    max_bad_steps: int = 5  # non-finite losses in a row before the run stops
+
+
+@dataclass
+class Stage:
+    name: str = "all"
+    steps: int | None = None  # None: until max_steps
+    train: list = field(default_factory=lambda: list(GROUPS))
+    lr_scale: float = 1.0
+
+
+@dataclass
+class EvalSection:
+    every: int = 0  # 0: only at the end
+    max_rows: int = 32
+    batch_size: int = 16
+
+
+@dataclass
+class CheckpointSection:
+    every: int = 100
+    keep: int = 2
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    seed: int = 0
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
+    processor: ProcessorSection = field(default_factory=ProcessorSection)
+    mixture: MixtureSection = field(default_factory=MixtureSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    stages: list = field(default_factory=lambda: [Stage()])
+    eval: EvalSection = field(default_factory=EvalSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    task_options: dict = field(default_factory=dict)  # e.g. {video_mcqa: {mode: rank, labels: [P, Q, R, S]}}
+    log_every: int = 10
+
+    def validate(self) -> TrainConfig:
+        m, o = self.mixture, self.optim
+        if m.strategy not in STRATEGIES:
+            raise ConfigError("mixture.strategy", m.strategy, f"expected one of {STRATEGIES}")
+        if m.strategy == "weights" and not m.weights:
+            raise ConfigError("mixture.weights", m.weights, "strategy 'weights' needs a weight per task")
+        if m.temperature <= 0:
+            raise ConfigError("mixture.temperature", m.temperature, "expected > 0")
+        for name, value in (("optim.max_steps", o.max_steps), ("optim.batch_size", o.batch_size),
+                            ("optim.grad_accum", o.grad_accum), ("checkpoint.keep", self.checkpoint.keep)):
+            if value < 1:
+                raise ConfigError(name, value, "expected >= 1")
+        if o.mixed_precision not in ("no", "bf16", "fp16"):
+            raise ConfigError("optim.mixed_precision", o.mixed_precision, "expected 'no', 'bf16' or 'fp16'")
+        for i, stage in enumerate(self.stages):
+            bad = sorted(set(stage.train) - set(GROUPS))
+            if bad:
+                raise ConfigError(f"stages[{i}].train", bad, f"unknown parameter groups; known: {GROUPS}")
+        if self.data.train_dir is None and self.data.synthetic is None and self.model.init_from is None:
+            raise ConfigError("data", "train_dir/synthetic", "give data.train_dir or a data.synthetic section")
+        return self
+
+
+# ------------------------------------------------------------------------------------------------ building
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_type(key: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [h for h in typing.get_args(hint) if h is not type(None)]
+        if value is None:
+            return None
+        return _check_type(key, value, options[0])
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint is list and key.endswith("stages"):
+        if not isinstance(value, list):
+            raise ConfigError(key, value, "expected a list of stages")
+        return [_build(Stage, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    expected = origin or hint
+    if expected in (int, float, str, bool, list, dict) and (not isinstance(value, expected) or
+                                                            (expected is int and isinstance(value, bool))):
+        raise ConfigError(key, value, f"expected {expected.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _build(cls, data: Any, prefix: str = ""):
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(prefix or "config", data, "expected a mapping")
+    hints = _hints(cls)
+    unknown = sorted(set(data) - set(hints))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(", ".join(where + k for k in unknown), data[unknown[0]],
+                          f"unknown key; known: {sorted(hints)}")
+    values = {k: _check_type(f"{prefix}.{k}" if prefix else k, v, hints[k]) for k, v in data.items()}
+    return cls(**values)
+
+
+def _set_dotted(data: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(key, value, f"{part} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """YAML file (optional) + `key=value` overrides (values parsed as YAML: 3, 0.1, true, [a, b]) -> validated."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("config", str(path), "no such file")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError("config", str(path), f"not valid YAML: {err}") from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError("override", item, "expected key=value, e.g. optim.lr=3e-4")
+        key, raw = item.split("=", 1)
+        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+    return _build(TrainConfig, data).validate()
+
+
+def to_dict(config: TrainConfig) -> dict:
+    return dataclasses.asdict(config)

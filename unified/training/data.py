@@ -1,0 +1,100 @@
+"""Training data: rows per task (from files or the synthetic world), a vocabulary trained on them, and a row stream
+whose position is part of the checkpoint.
+
+`RowStream` walks each task's rows in a seeded permutation per epoch; step s of a run with W processes takes
+`batch_size * W` consecutive rows and rank r keeps every W-th, so ranks see different rows and a resumed run continues
+exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from unified.data import load_data_dir
+from unified.task_zoo import get_task
+
+
+def _synthetic(out: Path, n: int, seed: int, split: str, log) -> Path:
+    from unified.data.synthetic import write_split
+
+    done = out / ".complete"
+    if not done.is_file():
+        log(f"writing {n} synthetic {split} clips to {out}")
+        write_split(out, n, seed=seed, split=split, progress=True)
+        done.write_text(f"{n} {seed} {split}\n")
+    return out
+
+
+def load_training_data(cfg: Any, log=print) -> tuple[dict[str, list], dict[str, list]]:
+    """({task: train rows}, {task: eval rows}) as the config's data section says."""
+    d = cfg.data
+    train_dir, eval_dir = d.train_dir, d.eval_dir
+    if train_dir is None and d.synthetic is not None:
+        root = Path(cfg.output_dir) / "data"
+        s = d.synthetic
+        train_dir = _synthetic(root / "train", s.n_train, s.seed, "train", log)
+        if eval_dir is None and s.n_eval > 0:
+            eval_dir = _synthetic(root / "test", s.n_eval, s.seed, "test", log)
+    train, reports = load_data_dir(train_dir, d.tasks, skip_bad_rows=d.skip_bad_rows)
+    evaluation = {}
+    if eval_dir is not None:
+        evaluation, more = load_data_dir(eval_dir, d.tasks, skip_bad_rows=d.skip_bad_rows)
+        reports += more
+    for report in reports:
+        if report.skipped:
+            log(f"skipped rows: {report.summary()}")
+    return train, evaluation
+
+
+def tokenizer_corpus(train: dict[str, list], per_task: int = 500, seed: int = 0) -> list[str]:
+    """Every prompt template, target and option of (a sample of) the training rows: what the vocabulary must cover."""
+    rng = random.Random(seed)
+    texts = []
+    for name, rows in train.items():
+        task = get_task(name)
+        for row in rows[:per_task]:
+            for _ in range(2):
+                example = task.to_example(row, rng=rng)
+                texts.append(example.text)
+                if example.target:
+                    texts.append(example.target)
+            if name == "retrieval":
+                texts.append(task.text_example(row).text)
+        texts.extend(task.prompts)
+        labels = getattr(task, "labels", ())
+        texts.extend(f"{label}. {label}" for label in labels)
+    return texts
+
+
+class RowStream:
+    def __init__(self, data: dict[str, list], seed: int = 0):
+        self.data, self.seed = data, seed
+        self.position = {task: [0, 0] for task in data}  # task -> [epoch, index]
+
+    def _order(self, task: str, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch, sorted(self.data).index(task)]).permutation(
+            len(self.data[task]))
+
+    def take(self, task: str, count: int) -> list[dict]:
+        rows = []
+        while len(rows) < count:
+            epoch, index = self.position[task]
+            order = self._order(task, epoch)
+            take = order[index:index + count - len(rows)]
+            rows += [self.data[task][i] for i in take]
+            index += len(take)
+            self.position[task] = [epoch + 1, 0] if index >= len(order) else [epoch, index]
+        return rows
+
+    def batch(self, task: str, batch_size: int, rank: int = 0, world: int = 1) -> list[dict]:
+        return self.take(task, batch_size * world)[rank::world]
+
+    def state_dict(self) -> dict:
+        return {"position": {k: list(v) for k, v in self.position.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position.update({k: list(v) for k, v in state["position"].items()})

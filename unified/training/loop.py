@@ -1,0 +1,338 @@
+"""The multitask training loop, written once: `accelerate launch training/multitask.py --config C` and
+`unified train C` both run `train(config)`.
+
+    for step in range(start, max_steps):
+        stage = the stage this step is in (which parameter groups train, its learning-rate scale)
+        task  = sampler.sample(step)                       # the mixture strategy; one task per batch
+        rows  = stream.batch(task, batch_size, rank, world)
+        loss  = loss_weight[task] * task_loss(task, model, processor, rows)
+        backward, clip, AdamW step, warmup + cosine schedule  (a non-finite loss skips the step and is counted)
+        every eval.every steps: task metrics + integral score on held-out rows; the best is kept in best/
+        every checkpoint.every steps: an atomic checkpoint (model, optimizer, scheduler, sampler, rows, RNG)
+
+A run whose output directory holds checkpoints resumes from the newest one and follows the same trajectory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from unified.errors import ConfigError, UnifiedError
+from unified.training.checkpoint import (latest_checkpoint, load_trainer_state, rng_state, save_checkpoint,
+                                         set_rng_state)
+from unified.training.config import TrainConfig, to_dict
+from unified.training.data import RowStream, load_training_data, tokenizer_corpus
+from unified.training.mixture import TaskSampler
+
+
+class TrainingError(UnifiedError):
+    """The run cannot go on (non-finite losses, a mis-launched multi-process run); the message says why."""
+
+
+# ------------------------------------------------------------------------------------------------ pieces
+def group_of(name: str) -> str:
+    """The parameter group a parameter belongs to (what stages freeze and unfreeze)."""
+    if ".xattn." in name:
+        return "xattn"
+    if "resampler" in name:
+        return "resampler"
+    if name.startswith("encoder.media") or name.startswith("encoder.time"):
+        return "media"
+    if name.startswith(("shared", "encoder.embed_tokens", "decoder.embed_tokens")):
+        return "embeddings"
+    if name.startswith(("lm_head", "embed_head")):
+        return "heads"
+    return "encoder" if name.startswith("encoder") else "decoder"
+
+
+def stage_at(cfg: TrainConfig, step: int):
+    end = 0
+    for stage in cfg.stages:
+        end = math.inf if stage.steps is None else end + stage.steps
+        if step < end:
+            return stage
+    return cfg.stages[-1]
+
+
+def apply_stage(model, stage) -> int:
+    """Set requires_grad by group; returns how many parameters train."""
+    trained = 0
+    for name, param in model.named_parameters():
+        param.requires_grad_(group_of(name) in stage.train)
+        trained += param.numel() if param.requires_grad else 0
+    return trained
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    o = cfg.optim
+    warm = min(1.0, (step + 1) / max(1, o.warmup_steps))
+    progress = min(1.0, max(0, step - o.warmup_steps) / max(1, o.max_steps - o.warmup_steps))
+    return warm * 0.5 * (1 + math.cos(math.pi * progress)) * stage_at(cfg, step).lr_scale
+
+
+def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
+    """(tokenizer, processor, model) from `model.init_from` or built fresh (vocabulary trained on the rows)."""
+    from unified.model import UnifiedConfig, UnifiedModel
+    from unified.processing import UnifiedProcessor
+    from unified.tokenizers import UnifiedTokenizer
+
+    if cfg.model.init_from:
+        processor = UnifiedProcessor.from_pretrained(cfg.model.init_from)
+        return processor.tokenizer, processor, UnifiedModel.from_pretrained(cfg.model.init_from)
+    if cfg.tokenizer.path:
+        tokenizer = UnifiedTokenizer.from_pretrained(cfg.tokenizer.path)
+    else:
+        corpus = tokenizer_corpus(train_rows, seed=cfg.seed)
+        tokenizer = UnifiedTokenizer.train(corpus, text_vocab_size=cfg.tokenizer.text_vocab_size,
+                                           hard_vocab_limit=False)
+        log(f"vocabulary: {tokenizer.vocab_size} ids, trained on {len(corpus)} texts")
+    p = cfg.processor
+    processor = UnifiedProcessor(tokenizer, image_size=p.image_size, video_fps=p.video_fps, max_frames=p.max_frames)
+    m = cfg.model
+    config = UnifiedConfig.preset(
+        m.preset,
+        text={**m.text, "vocab_size": tokenizer.vocab_size, "image_token_id": tokenizer.image_token_id,
+              "video_token_id": tokenizer.video_token_id, "audio_token_id": tokenizer.audio_token_id},
+        vision={"image_size": p.image_size, "max_frames": max(p.max_frames, 8), **m.vision},
+        audio=m.audio, resampler=m.resampler, fusion=m.fusion)
+    config.validate()
+    torch.manual_seed(cfg.seed)
+    return tokenizer, processor, UnifiedModel(config)
+
+
+def _check_world(accelerator) -> None:
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        raise TrainingError(f"the launcher started {launched} processes but this one sees a world of "
+                            f"{accelerator.num_processes}: each process would train alone on the same data. On CPU "
+                            "use `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N ...`")
+
+
+def _plot(history: list[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for task in sorted({h["task"] for h in history}):
+        points = [(h["step"], h["loss"]) for h in history if h["task"] == task and math.isfinite(h["loss"])]
+        smooth, xs, ys = None, [], []
+        for step, loss in points:
+            smooth = loss if smooth is None else 0.9 * smooth + 0.1 * loss
+            xs.append(step)
+            ys.append(smooth)
+        ax.plot(xs, ys, label=task)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (EMA)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+# ------------------------------------------------------------------------------------------------ the loop
+def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Run (or resume) training; returns a summary. `stop_after` ends the process's work after that many steps
+    (for tests of resuming)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    from unified.task_zoo import get_task
+    from unified.task_zoo.batching import task_loss
+
+    out = Path(cfg.output_dir)
+    ckpt_root = out / "checkpoints"
+    accelerator = Accelerator(mixed_precision=cfg.optim.mixed_precision,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    _check_world(accelerator)
+    main = accelerator.is_main_process
+    log = (lambda msg: tqdm.write(f"[train] {msg}")) if main else (lambda msg: None)
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    with accelerator.main_process_first():  # rank 0 writes synthetic data once; the others then read it
+        train_rows, eval_rows = load_training_data(cfg, log)
+    resume = latest_checkpoint(ckpt_root)
+    if resume is not None:
+        cfg.model.init_from = str(resume)
+        log(f"resuming from {resume}")
+    tokenizer, processor, model = build_stack(cfg, train_rows, log)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    tasks = {name: get_task(name, **cfg.task_options.get(name, {})) for name in train_rows}
+    sampler = TaskSampler({t: len(r) for t, r in train_rows.items()}, cfg.mixture.strategy,
+                          temperature=cfg.mixture.temperature, weights=cfg.mixture.weights,
+                          anneal_steps=cfg.mixture.anneal_steps, seed=cfg.seed)
+    stream = RowStream(train_rows, seed=cfg.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step))
+    start, best, bad_in_row, skipped, history = 0, -1.0, 0, 0, []
+    if resume is not None:
+        state = load_trainer_state(resume)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.load_state_dict(state["sampler"])
+        stream.load_state_dict(state["stream"])
+        set_rng_state(state["rng"])
+        start, best, skipped, history = state["step"], state["best"], state["skipped"], state["history"]
+    if cfg.model.compile:
+        model = torch.compile(model)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core = accelerator.unwrap_model(model)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, default=str))
+
+    def trainer_state(step: int) -> dict[str, Any]:
+        return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "sampler": sampler.state_dict(), "stream": stream.state_dict(), "rng": rng_state(),
+                "best": best, "skipped": skipped, "history": history}
+
+    def checkpoint(step: int, name: str | None = None) -> None:
+        if main:
+            save_checkpoint(ckpt_root if name is None else out, step, core, processor, trainer_state(step),
+                            keep=cfg.checkpoint.keep, name=name)
+        accelerator.wait_for_everyone()
+
+    def evaluate_now(step: int) -> float | None:
+        nonlocal best
+        if not eval_rows or not main:
+            return None
+        from unified.task_zoo.evaluation import evaluate
+
+        result = evaluate(core, processor, eval_rows, max_rows=cfg.eval.max_rows, batch_size=cfg.eval.batch_size,
+                          task_options=cfg.task_options, progress=False)
+        for name, metrics in result.metrics.items():
+            if name in sampler.losses and cfg.mixture.strategy == "dynamic":
+                sampler.observe(name, 1.0 - result.scores[name])  # low held-out score -> sampled more
+        log(f"step {step}: integral {result.integral:.3f}  " +
+            "  ".join(f"{n} {s:.2f}" for n, s in result.scores.items()))
+        with open(out / "eval.jsonl", "a") as f:
+            f.write(json.dumps({"step": step, "integral": result.integral, "metrics": result.metrics}) + "\n")
+        if result.integral > best:
+            best = result.integral
+            save_checkpoint(out, step, core, processor, {}, name="best")
+        return result.integral
+
+    stage = None
+    bar = tqdm(total=cfg.optim.max_steps, initial=start, desc="train", unit="step", disable=not (progress and main))
+    recent: dict[str, float] = {}
+    started, steps_done = time.perf_counter(), 0
+    model.train()
+    for step in range(start, cfg.optim.max_steps):
+        if stage is not stage_at(cfg, step):
+            stage = stage_at(cfg, step)
+            log(f"stage {stage.name!r} from step {step}: {apply_stage(core, stage) / 1e6:.2f} M parameters train")
+        name = sampler.sample(step)
+        rows = stream.batch(name, cfg.optim.batch_size, accelerator.process_index, accelerator.num_processes)
+        prompt_rng = random.Random(cfg.seed * 1_000_003 + step)
+        with accelerator.autocast():
+            loss = task_loss(tasks[name], model, processor, rows, rng=prompt_rng, device=accelerator.device)
+            loss = loss * float(cfg.mixture.loss_weights.get(name, 1.0))
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            skipped += 1
+            bad_in_row += 1
+            optimizer.zero_grad(set_to_none=True)
+            log(f"step {step}: non-finite loss on {name}; step skipped ({bad_in_row} in a row)")
+            if bad_in_row >= cfg.optim.max_bad_steps:
+                checkpoint(step)
+                raise TrainingError(f"{bad_in_row} non-finite losses in a row (last on task {name!r}) at step "
+                                    f"{step}; a checkpoint was written to {ckpt_root}. Lower optim.lr or check "
+                                    "the data")
+            scheduler.step()
+            continue
+        bad_in_row = 0
+        accelerator.backward(loss)
+        if cfg.optim.clip:
+            accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.optim.clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        if cfg.mixture.strategy == "dynamic" and not eval_rows:  # no held-out rows: training loss drives it
+            sampler.observe(name, value)
+        history.append({"step": step, "task": name, "loss": value})
+        recent[name] = value if name not in recent else 0.9 * recent[name] + 0.1 * value
+        bar.update(1)
+        if (step + 1) % max(1, cfg.log_every) == 0:
+            bar.set_postfix_str(" ".join(f"{t[:8]} {v:.2f}" for t, v in sorted(recent.items())))
+        done = step + 1
+        if cfg.eval.every and done % cfg.eval.every == 0 and done < cfg.optim.max_steps:
+            evaluate_now(done)
+            model.train()
+        if cfg.checkpoint.every and done % cfg.checkpoint.every == 0:
+            checkpoint(done)
+        steps_done += 1
+        if stop_after is not None and steps_done >= stop_after:
+            bar.close()
+            return {"step": done, "stopped": True}
+    bar.close()
+    end = cfg.optim.max_steps
+    final = evaluate_now(end)
+    checkpoint(end)
+    if main:
+        core.save_pretrained(out / "final")
+        processor.save_pretrained(out / "final")
+    summary = summarise(history, sampler, skipped, time.perf_counter() - started, final, best)
+    if main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        _plot(history, out / "loss.png")
+        log("\n" + summary_table(summary))
+    return summary
+
+
+def summarise(history, sampler, skipped, seconds, final, best) -> dict[str, Any]:
+    per_task = {}
+    for task in sampler.tasks:
+        losses = [h["loss"] for h in history if h["task"] == task]
+        k = max(1, len(losses) // 10)
+        per_task[task] = {"batches": len(losses), "first_loss": sum(losses[:k]) / k if losses else None,
+                          "last_loss": sum(losses[-k:]) / k if losses else None}
+    return {"steps": len(history), "skipped_steps": skipped, "seconds": round(seconds, 1), "tasks": per_task,
+            "final_integral": final, "best_integral": best if best >= 0 else None}
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    lines = [f"{'task':<20} {'batches':>8} {'first loss':>11} {'last loss':>10}"]
+    for task, t in summary["tasks"].items():
+        first = "-" if t["first_loss"] is None else f"{t['first_loss']:.3f}"
+        last = "-" if t["last_loss"] is None else f"{t['last_loss']:.3f}"
+        lines.append(f"{task:<20} {t['batches']:>8} {first:>11} {last:>10}")
+    lines.append(f"{summary['steps']} steps in {summary['seconds']} s, {summary['skipped_steps']} skipped; "
+                 f"final integral {summary['final_integral']}, best {summary['best_integral']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`unified train CONFIG [key=value ...]` / `training/multitask.py --config CONFIG [key=value ...]`."""
+    import argparse
+
+    from unified.training.config import load_config
+
+    parser = argparse.ArgumentParser(prog="unified train", description="Multitask training from a YAML config.")
+    parser.add_argument("config", nargs="?", default=None)
+    parser.add_argument("--config", dest="config_flag", default=None)
+    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. optim.max_steps=100")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.config_flag and args.config:  # `--config C a=b`: the positional slot caught the first override
+        overrides.insert(0, args.config)
+    path = args.config_flag or args.config
+    if path is None:
+        raise ConfigError("config", None, "give a YAML config: unified train training/configs/tiny-smoke.yaml")
+    train(load_config(path, overrides))
+    return 0
