@@ -231,6 +231,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     stage = None
     bar = tqdm(total=cfg.optim.max_steps, initial=start, desc="train", unit="step", disable=not (progress and main))
     recent: dict[str, float] = {}
+    seen: list[str] = []  # the rows this process trained on (written per rank at the end)
     started, steps_done = time.perf_counter(), 0
     model.train()
     for step in range(start, cfg.optim.max_steps):
@@ -239,6 +240,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
             log(f"stage {stage.name!r} from step {step}: {apply_stage(core, stage) / 1e6:.2f} M parameters train")
         name = sampler.sample(step)
         rows = stream.batch(name, cfg.optim.batch_size, accelerator.process_index, accelerator.num_processes)
+        seen.extend(row.get("_source", "") for row in rows)
         prompt_rng = random.Random(cfg.seed * 1_000_003 + step)
         with accelerator.autocast():
             loss = task_loss(tasks[name], model, processor, rows, rng=prompt_rng, device=accelerator.device)
@@ -287,12 +289,25 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     if main:
         core.save_pretrained(out / "final")
         processor.save_pretrained(out / "final")
+    _write_rank_report(out, accelerator, core, seen)
     summary = summarise(history, sampler, skipped, time.perf_counter() - started, final, best)
     if main:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         _plot(history, out / "loss.png")
         log("\n" + summary_table(summary))
     return summary
+
+
+def _write_rank_report(out: Path, accelerator, model, seen: list[str]) -> None:
+    """OUTPUT/ranks/rank-R.json: the world size, the rows this rank trained on and a parameter checksum, so a
+    multi-process run can be checked (ranks saw different rows and ended with the same weights)."""
+    folder = out / "ranks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        checksum = float(sum(p.double().abs().sum() for p in model.parameters()))
+    report = {"rank": accelerator.process_index, "world_size": accelerator.num_processes, "rows": seen,
+              "param_checksum": checksum}
+    (folder / f"rank-{accelerator.process_index}.json").write_text(json.dumps(report))
 
 
 def summarise(history, sampler, skipped, seconds, final, best) -> dict[str, Any]:
