@@ -90,14 +90,7 @@ class Model:
         """Keyword arguments -> rows (one per item of the batched arguments) and whether the input was a batch."""
         given = {k: v for k, v in fields.items() if v is not None}
         media = [m for m in MODALITIES if m in given]
-        unknown = sorted(set(media) - task.accepts)
-        if unknown:
-            raise InputError(f"{task.name} input", unknown, f"this task accepts {sorted(task.accepts) or 'no media'}"
-                             f" and requires {sorted(task.requires) or 'none'}")
-        missing = sorted(task.requires - set(media))
-        if missing:
-            raise InputError(f"{task.name} input", missing, f"missing; this task requires {sorted(task.requires)} "
-                             f"and accepts {sorted(task.accepts)}")
+        task.media_of({m: given[m] for m in media})  # raises InputError listing what the task accepts / requires
         sizes = {len(v) for k, v in given.items() if k in media and isinstance(v, (list, tuple))}
         if len(sizes) > 1:
             raise InputError("media", sorted(sizes), "batched media must all have the same length")

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from unified.task_zoo.base import Task
 from unified.task_zoo.registry import register_task
-from unified.task_zoo.tasks.vqa import normalise_answer
+from unified.task_zoo.metrics import normalise as normalise_answer
 
 
 @register_task("text2text")

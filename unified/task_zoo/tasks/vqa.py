@@ -5,12 +5,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from unified.task_zoo.base import Task
+from unified.task_zoo.metrics import normalise as normalise_answer
 from unified.task_zoo.registry import register_task
-
-
-def normalise_answer(text: str) -> str:
-    """Lower case, no surrounding spaces or final full stop: "The red one." == "the red one"."""
-    return " ".join(text.lower().strip().rstrip(".").split())
 
 
 @register_task("vqa")
