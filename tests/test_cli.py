@@ -43,10 +43,11 @@ def test_synth_then_eval_then_generate(tmp_path, capsys):
     processor.save_pretrained(tmp_path / "model")
     capsys.readouterr()
     code = main(["eval", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "data"), "--tasks",
-                 "classify", "grounding", "--max-rows", "2", "--json"])
+                 "classify", "grounding", "--max-rows", "2", "--ablate", "--json"])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result["metrics"]) == {"classify", "grounding"} and 0 <= result["integral"] <= 1
+    assert set(result["ablation"]) == {"full", "one_frame", "no_audio", "no_media"}
     clip = json.loads((tmp_path / "data" / "classify.jsonl").read_text().splitlines()[0])["video"]
     code = main(["generate", "--model", str(tmp_path / "model"), "--task", "classify", "--video",
                  str(tmp_path / "data" / clip), "--labels", "left", "right", "up", "down", "--json"])

@@ -90,3 +90,12 @@ def test_caption_metrics_equal_pycocoevalcap_on_the_same_pairs():
     assert ours["rouge_l"] == pytest.approx(Rouge().compute_score(gts, res)[0])
     assert 0 < again["meteor"] <= 1
     assert tokenize("A Red, circle!") == "a red circle"
+
+
+def test_missing_java_says_what_to_install(monkeypatch):
+    from unified.task_zoo import metrics
+
+    monkeypatch.setattr(metrics.shutil, "which", lambda name: None)
+    with pytest.raises(metrics.MetricsUnavailable, match="Java"):
+        CaptionScorer()
+    CaptionScorer(metrics=("bleu4",))  # the pure-Python metrics need no Java
