@@ -3,6 +3,7 @@ learning that is real (loss falls, a multiple-choice task beats chance on held-o
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -128,3 +129,73 @@ def test_two_cpu_processes_share_the_work_and_end_identical(data, tmp_path):
     # each step splits one permutation of the task's rows between the ranks: never the same row at the same time
     assert all(a != b for a, b in zip(r0["rows"], r1["rows"]))
     assert r0["param_checksum"] == pytest.approx(r1["param_checksum"], rel=1e-9)
+
+
+def test_per_task_lora_adapters_train_alone_save_load_and_merge(data, tmp_path):
+    """lora-per-task.yaml: the base stays exactly as initialised, each adapter changes only when its tasks train,
+    the saved adapters load into a plain model and are chosen by task, and merging one equals running it."""
+    from peft.tuners.lora import LoraLayer
+
+    from unified.api import Model
+    from unified.model import UnifiedModel
+
+    config = ROOT / "training" / "configs" / "lora-per-task.yaml"
+    cfg = load_config(config, [f"output_dir={tmp_path}", f"data.train_dir={data / 'train'}", "data.synthetic=null",
+                               "data.tasks=[vqa, caption, classify]", "optim.max_steps=6",
+                               "optim.weight_decay=0.0", "checkpoint.every=3", "checkpoint.keep=5",
+                               "tokenizer.text_vocab_size=200"])
+    train(cfg, progress=False)
+    final = tmp_path / "final"
+    saved = json.loads((final / "adapters" / "adapters.json").read_text())
+    assert saved["names"] == ["classify", "language"]
+    # the base: identical to a fresh build with the same seed (the initial weights), under plain names
+    torch.manual_seed(0)
+    fresh = UnifiedModel(UnifiedModel.config_class.from_pretrained(final))
+    base, initial = weights(final), fresh.state_dict()
+    assert base and not any("lora_" in k or "base_layer" in k for k in base)
+    assert all(torch.equal(base[k], initial[k]) for k in base)
+    a3 = load_file(tmp_path / "checkpoints" / "step-00000003" / "adapters" / "language" / "adapter_model.safetensors")
+    a6 = load_file(final / "adapters" / "language" / "adapter_model.safetensors")
+    c6 = load_file(final / "adapters" / "classify" / "adapter_model.safetensors")
+    assert any(not torch.equal(a3[k], a6[k]) for k in a3)  # the language adapter trained
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in c6.items() if "lora_B" in k)  # so did classify
+
+    model = Model.from_pretrained(final)
+    adapters = model.network.task_adapters
+    clip = str(next((data / "train" / "clips").glob("*.mp4")))
+    model.generate(task="classify", video=clip, labels=["left", "right", "up", "down"])
+    assert adapters.active == "classify"
+    model.generate(task="vqa", video=clip, question="what colour is the circle?")
+    assert adapters.active == "language"
+
+    batch = model.processor({"text": "<video> what colour is it?", "video": clip, "target": "red"})
+    q = model.network.encoder.layers[0].layer.self_attn.q_proj
+    with torch.no_grad():
+        with_adapter = model.network(**batch).logits
+        lora_layers = [m for m in model.network.modules() if isinstance(m, LoraLayer)]
+        for m in lora_layers:
+            m.enable_adapters(False)  # peft's switch: the base alone
+        base_only = model.network(**batch).logits
+        for m in lora_layers:
+            m.enable_adapters(True)
+        weight_before = q.base_layer.weight.clone()
+        assert adapters.merge("vqa") == "language"
+        merged = model.network(**batch).logits
+    assert not torch.allclose(with_adapter, base_only)  # the adapter does something
+    assert not torch.equal(q.base_layer.weight, weight_before)  # merging moved it into the base weight
+    torch.testing.assert_close(merged, with_adapter, rtol=1e-4, atol=1e-4)
+
+
+def test_losses_reach_tensorboard(data, tmp_path):
+    """log_with=auto writes TensorBoard events (read back with TensorBoard's own reader): one loss per step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg = load_config(SMOKE, [f"output_dir={tmp_path}", f"data.train_dir={data / 'train'}", "data.synthetic=null",
+                              "data.tasks=[vqa]", "optim.max_steps=5", "checkpoint.every=100",
+                              "tokenizer.text_vocab_size=200"])
+    summary = train(cfg, progress=False)
+    events = EventAccumulator(str(next((tmp_path / "logs").rglob("events.out.tfevents.*")).parent))
+    events.Reload()
+    losses = events.Scalars("loss/vqa")
+    assert [e.step for e in losses] == [0, 1, 2, 3, 4]
+    assert losses[0].value == pytest.approx(summary["tasks"]["vqa"]["first_loss"], rel=1e-5)

@@ -59,12 +59,14 @@ class Model:
                         dtype: torch.dtype | None = None) -> Model:
         """A directory written by `save_pretrained` (or by training): config + safetensors + vocabulary + processor."""
         from unified.model import UnifiedModel
+        from unified.model.adapters import load_saved_adapters
         from unified.processing import UnifiedProcessor
 
         path = Path(path)
         if not (path / "config.json").is_file():
             raise InputError("model", str(path), "not a saved model: no config.json there")
         network = UnifiedModel.from_pretrained(path, dtype=dtype or torch.float32)
+        load_saved_adapters(network, path)  # per-task LoRA adapters, chosen by task in generate/evaluate
         if device is not None:
             network.to(device)
         return cls(network, UnifiedProcessor.from_pretrained(path))
@@ -82,7 +84,9 @@ class Model:
             return _default
 
     def save_pretrained(self, path: str | Path, **kwargs: Any) -> None:
-        self.network.save_pretrained(path, **kwargs)
+        from unified.model.adapters import save_model
+
+        save_model(self.network, path, **kwargs)
         self.processor.save_pretrained(path)
 
     # ------------------------------------------------------------------ inference

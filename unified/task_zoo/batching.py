@@ -18,6 +18,7 @@ import torch
 
 from unified.errors import InputError, MediaDecodeError
 from unified.heads.embedding import info_nce
+from unified.model.adapters import select_adapter
 
 
 def _process(processor: Any, example: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
@@ -55,6 +56,7 @@ def task_loss(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str,
               rng: random.Random | None = None, device: torch.device | str | None = None) -> torch.Tensor:
     """The task's training loss on `rows` (a scalar)."""
     device = device if device is not None else next(model.parameters()).device
+    select_adapter(model, task.name)  # per-task LoRA adapters, when the model has them
     if task.head == "embed":
         # Clips and their texts in one batch (one forward, as DDP wants): rows 0..N-1 media, N..2N-1 text.
         items = [_process(processor, task.to_example(row, rng=rng).as_processor_input(), row) for row in rows]

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from unified.errors import InputError
+from unified.model.adapters import select_adapter
 from unified.model.generation import AllowedTokensLogitsProcessor
 from unified.task_zoo.batching import task_batch, text_batch, to_device
 
@@ -75,6 +76,7 @@ def generate_texts(task: Any, model: Any, processor: Any, rows: Sequence[Mapping
                    on_batch: Callable[[int], None] | None = None) -> list[str]:
     """Rows -> generated text per row, each under its grammar (rows grouped by constraint, batched)."""
     tokenizer, device = processor.tokenizer, next(model.parameters()).device
+    select_adapter(model, task.name)
     keyed = [constraint(task, row, tokenizer, max_new_tokens) for row in rows]
     texts: list[str] = [""] * len(rows)
     for indices in _groups([key for key, _ in keyed]).values():
@@ -98,6 +100,7 @@ def rank_options(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[s
     from unified.heads.multiple_choice import score_options
 
     device = next(model.parameters()).device
+    select_adapter(model, task.name)
     answers = []
     for row in rows:
         options = [str(o) for o in row["options"]]
@@ -116,6 +119,7 @@ def embed_rows(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str
                text_side: bool = False) -> torch.Tensor:
     """Retrieval rows -> (N, E) unit embeddings of their media (or of their texts with `text_side=True`)."""
     device = next(model.parameters()).device
+    select_adapter(model, task.name)
     parts = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]

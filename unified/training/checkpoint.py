@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from unified.model.adapters import save_model
+
 PREFIX = "step-"
 
 
@@ -38,7 +40,7 @@ def save_checkpoint(root: str | Path, step: int, model: Any, processor: Any, tra
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp, safe_serialization=True)
+    save_model(model, tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
     torch.save({**trainer_state, "step": step}, tmp / "trainer.pt")
     old = None

@@ -19,9 +19,11 @@ from typing import Any
 import yaml
 
 from unified.errors import ConfigError
+from unified.model.adapters import DEFAULT_TARGETS
 
 STRATEGIES = ("proportional", "temperature", "uniform", "weights", "annealed", "dynamic")
-GROUPS = ("media", "resampler", "xattn", "encoder", "decoder", "embeddings", "heads")
+TRACKERS = ("auto", "none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
+GROUPS = ("media", "resampler", "xattn", "encoder", "decoder", "embeddings", "heads", "lora")
 
 
 @dataclass
@@ -97,6 +99,16 @@ class Stage:
 
 
 @dataclass
+class LoraSection:
+    enabled: bool = False
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    groups: dict = field(default_factory=dict)  # task -> adapter name; a task not listed gets its own adapter
+
+
+@dataclass
 class EvalSection:
     every: int = 0  # 0: only at the end
     max_rows: int = 32
@@ -122,8 +134,10 @@ class TrainConfig:
     stages: list = field(default_factory=lambda: [Stage()])
     eval: EvalSection = field(default_factory=EvalSection)
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    lora: LoraSection = field(default_factory=LoraSection)  # per-task adapters (peft); "lora" is their stage group
     task_options: dict = field(default_factory=dict)  # e.g. {video_mcqa: {mode: rank, labels: [P, Q, R, S]}}
     log_every: int = 10
+    log_with: str = "auto"  # accelerate trackers: "auto" (TensorBoard when installed), "none", or a tracker name
 
     def validate(self) -> TrainConfig:
         m, o = self.mixture, self.optim
@@ -143,6 +157,14 @@ class TrainConfig:
             bad = sorted(set(stage.train) - set(GROUPS))
             if bad:
                 raise ConfigError(f"stages[{i}].train", bad, f"unknown parameter groups; known: {GROUPS}")
+        if self.log_with not in TRACKERS:
+            raise ConfigError("log_with", self.log_with, f"expected one of {TRACKERS}")
+        if self.lora.enabled and self.lora.r < 1:
+            raise ConfigError("lora.r", self.lora.r, "expected a rank >= 1")
+        uses_lora = any("lora" in stage.train for stage in self.stages)
+        if self.lora.enabled and not uses_lora:
+            raise ConfigError("stages", [s.train for s in self.stages],
+                              "lora.enabled but no stage trains the 'lora' group")
         if self.data.train_dir is None and self.data.synthetic is None and self.model.init_from is None:
             raise ConfigError("data", "train_dir/synthetic", "give data.train_dir or a data.synthetic section")
         return self

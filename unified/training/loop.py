@@ -27,8 +27,14 @@ import torch
 from tqdm.auto import tqdm
 
 from unified.errors import ConfigError, UnifiedError
-from unified.training.checkpoint import (latest_checkpoint, load_trainer_state, rng_state, save_checkpoint,
-                                         set_rng_state)
+from unified.model.adapters import TaskAdapters, load_saved_adapters, save_model
+from unified.training.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from unified.training.config import TrainConfig, to_dict
 from unified.training.data import RowStream, load_training_data, tokenizer_corpus
 from unified.training.mixture import TaskSampler
@@ -41,6 +47,8 @@ class TrainingError(UnifiedError):
 # ------------------------------------------------------------------------------------------------ pieces
 def group_of(name: str) -> str:
     """The parameter group a parameter belongs to (what stages freeze and unfreeze)."""
+    if "lora_" in name:
+        return "lora"
     if ".xattn." in name:
         return "xattn"
     if "resampler" in name:
@@ -87,7 +95,9 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
 
     if cfg.model.init_from:
         processor = UnifiedProcessor.from_pretrained(cfg.model.init_from)
-        return processor.tokenizer, processor, UnifiedModel.from_pretrained(cfg.model.init_from)
+        model = UnifiedModel.from_pretrained(cfg.model.init_from)
+        load_saved_adapters(model, cfg.model.init_from)
+        return processor.tokenizer, processor, model
     if cfg.tokenizer.path:
         tokenizer = UnifiedTokenizer.from_pretrained(cfg.tokenizer.path)
     else:
@@ -107,6 +117,29 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
     config.validate()
     torch.manual_seed(cfg.seed)
     return tokenizer, processor, UnifiedModel(config)
+
+
+def trackers(log_with: str) -> list[str] | None:
+    """The accelerate trackers for `log_with`: "auto" = TensorBoard when it is installed, "none" = none."""
+    if log_with == "none":
+        return None
+    if log_with == "auto":
+        from accelerate.utils import is_tensorboard_available
+
+        return ["tensorboard"] if is_tensorboard_available() else None
+    return [log_with]
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
+    # TensorBoard's hparams take scalars and strings only
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value, default=str)
+    return out
 
 
 def _check_world(accelerator) -> None:
@@ -156,7 +189,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
 
     out = Path(cfg.output_dir)
     ckpt_root = out / "checkpoints"
-    accelerator = Accelerator(mixed_precision=cfg.optim.mixed_precision,
+    accelerator = Accelerator(mixed_precision=cfg.optim.mixed_precision, log_with=trackers(cfg.log_with),
+                              project_dir=str(out),
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     _check_world(accelerator)
     main = accelerator.is_main_process
@@ -174,6 +208,11 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     tasks = {name: get_task(name, **cfg.task_options.get(name, {})) for name in train_rows}
+    if cfg.lora.enabled and getattr(model, "task_adapters", None) is None:
+        lo = cfg.lora
+        adapters = TaskAdapters.attach(model, tasks, lo.groups, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
+                                       target_modules=lo.target_modules)
+        log(f"LoRA: adapters {', '.join(adapters.names)} (r={lo.r}) on {', '.join(lo.target_modules)}")
     sampler = TaskSampler({t: len(r) for t, r in train_rows.items()}, cfg.mixture.strategy,
                           temperature=cfg.mixture.temperature, weights=cfg.mixture.weights,
                           anneal_steps=cfg.mixture.anneal_steps, seed=cfg.seed)
@@ -196,6 +235,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, default=str))
+    if accelerator.log_with:
+        accelerator.init_trackers("logs", config=_flat(to_dict(cfg)))  # OUTPUT/logs/ for TensorBoard
 
     def trainer_state(step: int) -> dict[str, Any]:
         return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -219,6 +260,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         for name, metrics in result.metrics.items():
             if name in sampler.losses and cfg.mixture.strategy == "dynamic":
                 sampler.observe(name, 1.0 - result.scores[name])  # low held-out score -> sampled more
+        if accelerator.log_with:
+            accelerator.log({"eval/integral": result.integral, **{f"eval/{n}": v for n, v in result.scores.items()}},
+                            step=step)
         log(f"step {step}: integral {result.integral:.3f}  " +
             "  ".join(f"{n} {s:.2f}" for n, s in result.scores.items()))
         with open(out / "eval.jsonl", "a") as f:
@@ -268,6 +312,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         if cfg.mixture.strategy == "dynamic" and not eval_rows:  # no held-out rows: training loss drives it
             sampler.observe(name, value)
         history.append({"step": step, "task": name, "loss": value})
+        if accelerator.log_with:
+            accelerator.log({f"loss/{name}": value, "lr": scheduler.get_last_lr()[0]}, step=step)
         recent[name] = value if name not in recent else 0.9 * recent[name] + 0.1 * value
         bar.update(1)
         if (step + 1) % max(1, cfg.log_every) == 0:
@@ -287,7 +333,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     final = evaluate_now(end)
     checkpoint(end)
     if main:
-        core.save_pretrained(out / "final")
+        save_model(core, out / "final")
         processor.save_pretrained(out / "final")
     _write_rank_report(out, accelerator, core, seen)
     summary = summarise(history, sampler, skipped, time.perf_counter() - started, final, best)
@@ -295,6 +341,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
         _plot(history, out / "loss.png")
         log("\n" + summary_table(summary))
+    accelerator.end_training()
     return summary
 
 
