@@ -4,14 +4,25 @@ import sys
 from unified.cli import main
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+def test_demo_runs_every_task_on_a_fresh_clip(tmp_path, capsys):
+    """Without a default model the demo trains a stand-in (a few steps here); every registered task answers, the
+    truths printed are the ones written with the clip, and the picture is the frames plus the grounding frame."""
+    import json
+
+    from PIL import Image
+
+    from unified.task_zoo import list_tasks
+
+    assert main(["demo", "--out", str(tmp_path), "--train-steps", "3", "--seed", "11"]) == 0
     out = capsys.readouterr().out
-    assert (tmp_path / "demo.mp4").is_file()
-    # truths written into the clip: 24 frames at 8 fps (3 s) -> 6 frames at 2 fps; a 440 Hz tone
-    assert "frames (6, 96, 128, 3)" in out
-    assert "peak 440 Hz" in out
-    assert "pixel_values (1, 1, 6, 3, 64, 64)" in out
+    report = json.loads((tmp_path / "demo.json").read_text())
+    assert [r[0] for r in report["rows"]] == list_tasks()
+    assert "trained here for 3 steps" in report["model"] and "trained here for 3 steps" in out
+    written = json.loads((tmp_path / "clip" / "vqa.jsonl").read_text().splitlines()[0])
+    assert next(r for r in report["rows"] if r[0] == "vqa")[3] == written["answer"]
+    scene = json.loads((tmp_path / "clip" / "scenes.jsonl").read_text())
+    with Image.open(tmp_path / "demo.png") as png:  # 8 frames + the grounding frame, each 64 px shown at 2x
+        assert png.size[0] == 9 * (128 + 6) + 6 and scene["clip_id"].startswith("test_11_")
 
 
 def test_unknown_command_exits_2():

@@ -22,7 +22,7 @@ from unified.errors import UnifiedError
 def _demo(args: argparse.Namespace) -> int:
     from unified.demo import run_demo
 
-    run_demo(args.out)
+    run_demo(args.out, model_path=args.model, seed=args.seed, train_steps=args.train_steps)
     return 0
 
 
@@ -106,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="write a synthetic clip and run every task on it with the default model")
     demo.add_argument("--out", default=None, help="folder for the clip, table and PNG (default: a new temp folder)")
+    demo.add_argument("--model", default=None, help="a saved model (default: the built-in one, else a tiny one "
+                                                    "trained on the spot)")
+    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic clip")
+    demo.add_argument("--train-steps", type=int, default=300,
+                      help="steps of the stand-in tiny model when there is no default model")
     demo.set_defaults(func=_demo)
 
     gen = sub.add_parser("generate", help="answer one task for the given inputs")
