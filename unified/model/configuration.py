@@ -34,7 +34,7 @@ class TextConfig:
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None  # {"type": "linear", "factor": 2} or {"type": "yarn", "factor": 4, ...}
     max_position_embeddings: int = 2048  # the trained context; YaRN stretches it by its factor
-    init_std: float = 0.02
+    init_gain: float = 1.0  # every Linear / Conv weight ~ N(0, init_gain² / fan_in), at any width
     embed_init_std: float = 1.0  # the shared (tied) embedding; logits use states * d_model ** -0.5 (as T5)
     pad_token_id: int = 0
     eos_token_id: int = 1
@@ -88,6 +88,8 @@ class FusionConfig:
     every_k_layers: int = 1  # a gated cross-attention block before every k-th encoder layer
     in_decoder: bool = False  # also before every k-th decoder layer
     media_attention: str = "previous"  # Flamingo's rule (the group just before a token) or "all"
+    gate_init: float = 0.0  # tanh-gate start: 0 keeps a pretrained LM exactly as it was (Flamingo); from scratch,
+    # 0.5 lets media shape the text states from step 0 (with 0 the gates stayed ~0.004 and media went unused)
 
 
 SUB_CONFIGS = {"text": TextConfig, "vision": VisionConfig, "audio": AudioConfig, "resampler": ResamplerConfig,

@@ -8,8 +8,9 @@ Gated cross-attention (Flamingo). Each `GatedCrossAttentionBlock` computes
     x = x + attn(LN(x), media, media_mask) * tanh(attn_gate)
     x = x + ff(LN(x)) * tanh(ff_gate)
 
-with both gates initialised at 0, so a fresh block is exactly the identity and the wrapped language model starts
-where it was; every other weight has its normal initialisation, so the gates receive gradient from step 0.
+with both gates initialised at 0 (`gate_init`), so a fresh block is exactly the identity and the wrapped language model
+starts where it was; every other weight has its normal initialisation, so the gates receive gradient from step 0.
+Training from scratch there is no language model to protect: `fusion.gate_init: 0.5` opens the gates halfway.
 
 Which latents a text token may see (`build_media_mask`):
 
@@ -102,14 +103,16 @@ class GatedCrossAttentionBlock(nn.Module):
         True
     """
 
-    def __init__(self, dim: int, media_dim: int, num_heads: int, head_dim: int, ff_mult: int = 4):
+    def __init__(self, dim: int, media_dim: int, num_heads: int, head_dim: int, ff_mult: int = 4,
+                 gate_init: float = 0.0):
         super().__init__()
+        self.gate_init = gate_init
         self.attn_norm = nn.LayerNorm(dim)
         self.attn = MaskedCrossAttention(dim, media_dim, num_heads, head_dim)
-        self.attn_gate = nn.Parameter(torch.zeros(1))
+        self.attn_gate = nn.Parameter(torch.full((1,), float(gate_init)))
         self.ff_norm = nn.LayerNorm(dim)
         self.ff = nn.Sequential(nn.Linear(dim, dim * ff_mult), nn.GELU(), nn.Linear(dim * ff_mult, dim))
-        self.ff_gate = nn.Parameter(torch.zeros(1))
+        self.ff_gate = nn.Parameter(torch.full((1,), float(gate_init)))
 
     def forward(self, x: torch.Tensor, media: torch.Tensor, media_mask: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), media, media_mask) * self.attn_gate.tanh()

@@ -64,7 +64,7 @@ def _key_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
 
 def _xattn(config: UnifiedConfig) -> GatedCrossAttentionBlock:
     t = config.text
-    return GatedCrossAttentionBlock(t.d_model, t.d_model, t.num_heads, t.head_dim)
+    return GatedCrossAttentionBlock(t.d_model, t.d_model, t.num_heads, t.head_dim, gate_init=config.fusion.gate_init)
 
 
 class UnifiedPreTrainedModel(PreTrainedModel):
@@ -79,11 +79,23 @@ class UnifiedPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         t = self.config.text
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d)) and tuple(module.weight.shape) != (t.vocab_size,
+                                                                                                 t.d_model):
+            # Scaled by fan-in, not a fixed 0.02: at d_model 64-256 a fixed 0.02 shrinks every projection's output
+            # to 0.16-0.3 of its input, so media features reach the text stream faint and the model learns to do
+            # without them (measured: the media-shuffled loss equalled the real one for 1,500 steps; with this init
+            # a tiny model memorises 24 clips through their media in 50 steps). The tied head keeps the embedding's.
+            init.normal_(module.weight, mean=0.0, std=t.init_gain / module.weight[0].numel() ** 0.5)
+            if module.bias is not None:
+                init.zeros_(module.bias)
         if isinstance(module, nn.Embedding) and tuple(module.weight.shape) == (t.vocab_size, t.d_model):
             # T5's scheme for tied embeddings: unit-variance rows, the head's input scaled by d_model ** -0.5
             init.normal_(module.weight, mean=0.0, std=t.embed_init_std)
         if isinstance(module, RMSNorm):
             init.ones_(module.weight)
+        if isinstance(module, GatedCrossAttentionBlock):
+            init.constant_(module.attn_gate, module.gate_init)
+            init.constant_(module.ff_gate, module.gate_init)
         # Non-persistent buffers are not in the checkpoint: recompute them (a model built on the meta device has none).
         if isinstance(module, RotaryEmbedding):
             init.copy_(module.inv_freq, module.compute_inv_freq())
