@@ -28,3 +28,53 @@ def test_the_add_a_task_example_runs(capsys):
         assert abs(tokens_to_values(target)[0] - 3.0) < 0.05  # mu-law value tokens round-trip the count
     finally:
         registry.TASKS.pop("count_shapes", None)
+
+
+def test_every_python_block_runs_in_order(tmp_path, monkeypatch):
+    """All of the README's Python blocks, top to bottom in one namespace, in a folder holding the files they name:
+    a clip and frames of the synthetic world, a SentencePiece model, data folders, a trained model (the built-in
+    default model) and a run with per-task adapters."""
+    import io
+    import shutil
+    import sys
+    import textwrap
+
+    import pytest
+    import sentencepiece as spm
+
+    from unified.api import DEFAULT_MODEL_DIR
+    from unified.data.synthetic import write_split
+    from unified.model.adapters import TaskAdapters, save_model
+
+    if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+        pytest.skip("the README's Model example needs the built-in default model, which this checkout lacks")
+    monkeypatch.chdir(tmp_path)
+    write_split(tmp_path / "data" / "train", 3, seed=1, split="train", progress=False)
+    write_split(tmp_path / "data" / "test", 3, seed=1, split="test", progress=False)
+    clips = sorted((tmp_path / "data" / "test" / "clips").glob("*.mp4"))
+    for name, source in (("clip.mp4", clips[0]), ("a.mp4", clips[1]), ("b.mp4", clips[2])):
+        shutil.copy(source, name)
+    for name in ("frame.png", "photo.png"):
+        shutil.copy(next((tmp_path / "data" / "test" / "clips").glob("*.png")), name)
+    text = [line for line in (README.read_text().lower().split("\n")) if line.strip()]
+    model_file = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=model_file, vocab_size=200,
+                                   hard_vocab_limit=False, minloglevel=2)
+    (tmp_path / "spiece.model").write_bytes(model_file.getvalue())
+    (tmp_path / "runs" / "shapes-small").mkdir(parents=True)
+    (tmp_path / "runs" / "shapes-small" / "best").symlink_to(DEFAULT_MODEL_DIR)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from task_rows import tiny_stack
+
+    _, _, tiny = tiny_stack()
+    TaskAdapters.attach(tiny, ["vqa", "caption"], r=2)
+    save_model(tiny, tmp_path / "runs" / "lora-per-task" / "final")
+
+    namespace = {"__name__": "readme"}
+    try:
+        for i, block in enumerate(python_blocks()):
+            exec(compile(textwrap.dedent(block), f"README.md block {i}", "exec"), namespace)
+    finally:
+        registry.TASKS.pop("count_shapes", None)
+    assert isinstance(namespace["result"].integral, float)
+    assert namespace["adapters"].active == "language" or namespace["adapters"].active in ("vqa", "caption")

@@ -1,0 +1,40 @@
+"""Copy a trained model into the package as the built-in default model, in bf16 (half the bytes of fp32).
+
+    python training/export_default.py runs/shapes-small/best [--out unified/default_model]
+
+Writes config.json, model.safetensors (bf16), the vocabulary and processor files next to the model card
+(README.md, written by hand from `unified eval` numbers). `Model.default()` loads it back in fp32.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+LIMIT_MB = 25.0
+
+
+def main() -> None:
+    from unified.model import UnifiedModel
+    from unified.processing import UnifiedProcessor
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", help="a saved model directory (OUTPUT/best or OUTPUT/final)")
+    parser.add_argument("--out", default=str(Path(__file__).parents[1] / "unified" / "default_model"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = UnifiedModel.from_pretrained(args.run).to(torch.bfloat16)
+    model.save_pretrained(out, safe_serialization=True)
+    UnifiedProcessor.from_pretrained(args.run).save_pretrained(out)
+    size = (out / "model.safetensors").stat().st_size / 2**20
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{out}: {params / 1e6:.2f} M parameters, model.safetensors {size:.1f} MiB")
+    if size > LIMIT_MB:
+        raise SystemExit(f"model.safetensors is {size:.1f} MiB, over the {LIMIT_MB} MiB the package allows")
+
+
+if __name__ == "__main__":
+    main()
