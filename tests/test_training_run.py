@@ -208,3 +208,28 @@ def test_losses_reach_tensorboard(data, tmp_path):
     losses = events.Scalars("loss/vqa")
     assert [e.step for e in losses] == [0, 1, 2, 3, 4]
     assert losses[0].value == pytest.approx(summary["tasks"]["vqa"]["first_loss"], rel=1e-5)
+
+
+def test_gradient_accumulation_equals_one_big_batch(tmp_path):
+    """optim.grad_accum=2 with batches of 4 takes the same optimizer step as one batch of 8 (one task, one prompt,
+    targets of equal length, so the mean of the two micro-batch losses is the mean over all 8 rows)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    directions = ["left", "right", "up", "down"]
+    rows = [{"text": f"the shape number {i} moves {d}. which way does it move?", "target": d}
+            for i, d in enumerate(directions * 4)]
+    (data / "text2text.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = [f"data.train_dir={data}", "data.synthetic=null", "optim.max_steps=1", "optim.clip=0",
+              "optim.weight_decay=0.0", "optim.warmup_steps=1", "checkpoint.every=1", "tokenizer.text_vocab_size=200",
+              "log_with=none"]
+    train(load_config(SMOKE, [f"output_dir={tmp_path / 'big'}", "optim.batch_size=8", *common]), progress=False)
+    summary = train(load_config(SMOKE, [f"output_dir={tmp_path / 'acc'}", "optim.batch_size=4", "optim.grad_accum=2",
+                                        *common]), progress=False)
+    assert summary["steps"] == 1 and summary["tasks"]["text2text"]["batches"] == 2
+    train(load_config(SMOKE, [f"output_dir={tmp_path / 'half'}", "optim.batch_size=4", *common]), progress=False)
+    big, acc, half = (weights(tmp_path / name / "final") for name in ("big", "acc", "half"))
+    assert big.keys() == acc.keys() == half.keys()
+    for key in big:
+        torch.testing.assert_close(acc[key], big[key], rtol=1e-4, atol=1e-6)
+    # the check can fail: one batch of 4 (half the rows) takes a different step
+    assert any(not torch.allclose(half[k], big[k], rtol=1e-4, atol=1e-6) for k in big)

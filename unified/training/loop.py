@@ -5,7 +5,7 @@
         stage = the stage this step is in (which parameter groups train, its learning-rate scale)
         task  = sampler.sample(step)                       # the mixture strategy; one task per batch
         rows  = stream.batch(task, batch_size, rank, world)
-        loss  = loss_weight[task] * task_loss(task, model, processor, rows)
+        loss  = loss_weight[task] * task_loss(task, model, processor, rows)   (optim.grad_accum such batches)
         backward, clip, AdamW step, warmup + cosine schedule  (a non-finite loss skips the step and is counted)
         every eval.every steps: task metrics + integral score on held-out rows; the best is kept in best/
         every checkpoint.every steps: an atomic checkpoint (model, optimizer, scheduler, sampler, rows, RNG)
@@ -15,6 +15,7 @@ A run whose output directory holds checkpoints resumes from the newest one and f
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -282,39 +283,48 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         if stage is not stage_at(cfg, step):
             stage = stage_at(cfg, step)
             log(f"stage {stage.name!r} from step {step}: {apply_stage(core, stage) / 1e6:.2f} M parameters train")
-        name = sampler.sample(step)
-        rows = stream.batch(name, cfg.optim.batch_size, accelerator.process_index, accelerator.num_processes)
-        seen.extend(row.get("_source", "") for row in rows)
-        prompt_rng = random.Random(cfg.seed * 1_000_003 + step)
-        with accelerator.autocast():
-            loss = task_loss(tasks[name], model, processor, rows, rng=prompt_rng, device=accelerator.device)
-            loss = loss * float(cfg.mixture.loss_weights.get(name, 1.0))
-        value = float(loss.detach())
-        if not math.isfinite(value):
+        done_micro, bad = [], None
+        for micro in range(cfg.optim.grad_accum):  # each micro-batch is one task's batch; gradients add up
+            name = sampler.sample(step)
+            rows = stream.batch(name, cfg.optim.batch_size, accelerator.process_index, accelerator.num_processes)
+            seen.extend(row.get("_source", "") for row in rows)
+            prompt_rng = random.Random((cfg.seed * 1_000_003 + step) * 64 + micro)
+            with accelerator.autocast():
+                loss = task_loss(tasks[name], model, processor, rows, rng=prompt_rng, device=accelerator.device)
+                loss = loss * float(cfg.mixture.loss_weights.get(name, 1.0))
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                bad = name
+                break
+            last = micro == cfg.optim.grad_accum - 1
+            with contextlib.nullcontext() if last else accelerator.no_sync(model):  # DDP syncs on the last only
+                accelerator.backward(loss / cfg.optim.grad_accum)
+            done_micro.append((name, value))
+        if bad is not None:
             skipped += 1
             bad_in_row += 1
             optimizer.zero_grad(set_to_none=True)
-            log(f"step {step}: non-finite loss on {name}; step skipped ({bad_in_row} in a row)")
+            log(f"step {step}: non-finite loss on {bad}; step skipped ({bad_in_row} in a row)")
             if bad_in_row >= cfg.optim.max_bad_steps:
                 checkpoint(step)
-                raise TrainingError(f"{bad_in_row} non-finite losses in a row (last on task {name!r}) at step "
+                raise TrainingError(f"{bad_in_row} non-finite losses in a row (last on task {bad!r}) at step "
                                     f"{step}; a checkpoint was written to {ckpt_root}. Lower optim.lr or check "
                                     "the data")
             scheduler.step()
             continue
         bad_in_row = 0
-        accelerator.backward(loss)
         if cfg.optim.clip:
             accelerator.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.optim.clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        if cfg.mixture.strategy == "dynamic" and not eval_rows:  # no held-out rows: training loss drives it
-            sampler.observe(name, value)
-        history.append({"step": step, "task": name, "loss": value})
-        if accelerator.log_with:
-            accelerator.log({f"loss/{name}": value, "lr": scheduler.get_last_lr()[0]}, step=step)
-        recent[name] = value if name not in recent else 0.9 * recent[name] + 0.1 * value
+        for name, value in done_micro:
+            if cfg.mixture.strategy == "dynamic" and not eval_rows:  # no held-out rows: training loss drives it
+                sampler.observe(name, value)
+            history.append({"step": step, "task": name, "loss": value})
+            if accelerator.log_with:
+                accelerator.log({f"loss/{name}": value, "lr": scheduler.get_last_lr()[0]}, step=step)
+            recent[name] = value if name not in recent else 0.9 * recent[name] + 0.1 * value
         bar.update(1)
         if (step + 1) % max(1, cfg.log_every) == 0:
             bar.set_postfix_str(" ".join(f"{t[:8]} {v:.2f}" for t, v in sorted(recent.items())))
@@ -364,7 +374,7 @@ def summarise(history, sampler, skipped, seconds, final, best) -> dict[str, Any]
         k = max(1, len(losses) // 10)
         per_task[task] = {"batches": len(losses), "first_loss": sum(losses[:k]) / k if losses else None,
                           "last_loss": sum(losses[-k:]) / k if losses else None}
-    return {"steps": len(history), "skipped_steps": skipped, "seconds": round(seconds, 1), "tasks": per_task,
+    return {"steps": len({h["step"] for h in history}), "skipped_steps": skipped, "seconds": round(seconds, 1), "tasks": per_task,
             "final_integral": final, "best_integral": best if best >= 0 else None}
 
 
