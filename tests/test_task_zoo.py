@@ -149,3 +149,26 @@ def test_regress_score_is_normalised_by_the_value_range():
     rows = [{"inputs": [1.0], "values": [5.0], "value_range": [0, 10]}]
     assert task.normalised({"mae": 2.5, "rmse": 2.5}, rows) == pytest.approx(0.75)
     assert task.normalised({"mae": 20.0, "rmse": 20.0}, rows) == 0.0
+
+
+def test_a_mixed_batch_is_the_token_weighted_mean_of_its_tasks(rows, stack):
+    """mixed_loss over vqa + caption + retrieval rows (vqa weighted 2) against each task's own loss from its own
+    one-task batch (the model's built-in token mean) combined by hand: generative parts by target-token count,
+    the retrieval part by row count."""
+    from unified.task_zoo.batching import mixed_loss, task_batch
+
+    _, processor, model = stack
+    model.eval()
+    tasks = {n: get_task(n) for n in ("vqa", "caption", "retrieval")}
+    named = [("vqa", r) for r in rows["vqa"]] + [("caption", r) for r in rows["caption"]] + \
+            [("retrieval", r) for r in rows["retrieval"]]
+    with torch.no_grad():
+        loss, parts = mixed_loss(tasks, named, model, processor, loss_weights={"vqa": 2.0})
+        own = {n: float(task_loss(tasks[n], model, processor, rows[n])) for n in tasks}
+        tokens = {n: int((task_batch(tasks[n], rows[n], processor)["labels"] != -100).sum()) for n in ("vqa", "caption")}
+    for name in tasks:
+        assert parts[name] == pytest.approx(own[name], rel=1e-4)
+    generative = (2.0 * own["vqa"] * tokens["vqa"] + own["caption"] * tokens["caption"]) / sum(tokens.values())
+    n_gen, n_ret = len(rows["vqa"]) + len(rows["caption"]), len(rows["retrieval"])
+    expected = (generative * n_gen + own["retrieval"] * n_ret) / (n_gen + n_ret)
+    assert float(loss) == pytest.approx(expected, rel=1e-4)

@@ -233,3 +233,14 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
         torch.testing.assert_close(acc[key], big[key], rtol=1e-4, atol=1e-6)
     # the check can fail: one batch of 4 (half the rows) takes a different step
     assert any(not torch.allclose(half[k], big[k], rtol=1e-4, atol=1e-6) for k in big)
+
+
+def test_mixed_batches_train_several_tasks_per_step(data, tmp_path):
+    cfg = load_config(SMOKE, [f"output_dir={tmp_path}", f"data.train_dir={data / 'train'}", "data.synthetic=null",
+                              "data.tasks=[vqa, caption, retrieval]", "mixture.mixed_batches=true",
+                              "mixture.strategy=uniform", "optim.max_steps=3", "optim.batch_size=12",
+                              "checkpoint.every=100", "tokenizer.text_vocab_size=200", "log_with=none"])
+    summary = train(cfg, progress=False)
+    assert summary["steps"] == 3
+    batches = {t: s["batches"] for t, s in summary["tasks"].items()}
+    assert sum(batches.values()) > 3 and all(b >= 1 for b in batches.values())  # several tasks inside each step

@@ -66,3 +66,42 @@ def task_loss(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str,
         return info_nce(embeddings[: len(rows)], embeddings[len(rows):], core.embed_head.temperature)
     batch = to_device(task_batch(task, rows, processor, rng=rng), device)
     return model(**batch).loss
+
+
+def mixed_loss(tasks: Mapping[str, Any], named_rows: Sequence[tuple[str, Mapping[str, Any]]], model: Any,
+               processor: Any, *, rng: random.Random | None = None, device: torch.device | str | None = None,
+               loss_weights: Mapping[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """One batch holding rows of several tasks -> (loss, {task: its own loss}).
+
+    Generative rows go through ONE forward pass: each target token's cross-entropy is weighted by its task's loss
+    weight and the sum is divided by the number of target tokens (the same token mean as a one-task batch).
+    Retrieval rows (head "embed") take their own InfoNCE pass; the two parts are combined by row count.
+    """
+    import torch.nn.functional as F
+
+    device = device if device is not None else next(model.parameters()).device
+    weights = {name: float((loss_weights or {}).get(name, 1.0)) for name, _ in named_rows}
+    generative = [(n, r) for n, r in named_rows if tasks[n].head != "embed"]
+    parts: dict[str, float] = {}
+    total, rows_done = None, 0
+    if generative:
+        items = [_process(processor, tasks[n].to_example(r, rng=rng).as_processor_input(), r) for n, r in generative]
+        batch = to_device(processor.collate(items), device)
+        labels = batch["labels"]  # (B, Lt), -100 on padding
+        logits = model(**batch).logits  # (B, Lt, V)
+        token_loss = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        real = labels != -100
+        row_weight = torch.tensor([weights[n] for n, _ in generative], device=token_loss.device)
+        total = (token_loss * row_weight[:, None]).sum() / real.sum().clamp_min(1)
+        for name in dict.fromkeys(n for n, _ in generative):
+            mine = torch.tensor([n == name for n, _ in generative], device=real.device)[:, None] & real
+            parts[name] = float(token_loss[mine].mean().detach())
+        total, rows_done = total * len(generative), len(generative)
+    for name in dict.fromkeys(n for n, _ in named_rows if tasks[n].head == "embed"):
+        rows = [r for n, r in named_rows if n == name]
+        loss = task_loss(tasks[name], model, processor, rows, rng=rng, device=device)
+        parts[name] = float(loss.detach())
+        weighted = loss * weights[name] * len(rows)
+        total = weighted if total is None else total + weighted
+        rows_done += len(rows)
+    return total / rows_done, parts

@@ -75,6 +75,7 @@ class MixtureSection:
     weights: dict = field(default_factory=dict)  # "weights": explicit per-task sampling weights
     anneal_steps: int = 1000  # "annealed": proportional -> uniform over this many steps
     loss_weights: dict = field(default_factory=dict)  # per-task loss multipliers
+    mixed_batches: bool = False  # True: each row's task drawn from the mixture (one forward for generative rows)
 
 
 @dataclass
@@ -157,6 +158,9 @@ class TrainConfig:
             bad = sorted(set(stage.train) - set(GROUPS))
             if bad:
                 raise ConfigError(f"stages[{i}].train", bad, f"unknown parameter groups; known: {GROUPS}")
+        if self.mixture.mixed_batches and self.lora.enabled:
+            raise ConfigError("mixture.mixed_batches", True, "per-task LoRA switches adapters per batch; use one task "
+                              "per batch (mixed_batches: false) with lora.enabled")
         if self.log_with not in TRACKERS:
             raise ConfigError("log_with", self.log_with, f"expected one of {TRACKERS}")
         if self.lora.enabled and self.lora.r < 1:

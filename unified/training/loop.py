@@ -120,6 +120,30 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
     return tokenizer, processor, UnifiedModel(config)
 
 
+def batch_loss(cfg: TrainConfig, tasks, sampler, stream, model, processor, step: int, rng: random.Random,
+               accelerator, seen: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+    """One batch's loss and {task: its loss}: one task per batch, or (`mixture.mixed_batches`) each row's task drawn
+    from the mixture."""
+    from unified.task_zoo.batching import mixed_loss, task_loss
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    if not cfg.mixture.mixed_batches:
+        name = sampler.sample(step)
+        rows = stream.batch(name, cfg.optim.batch_size, rank, world)
+        seen.extend(row.get("_source", "") for row in rows)
+        loss = task_loss(tasks[name], model, processor, rows, rng=rng, device=accelerator.device)
+        loss = loss * float(cfg.mixture.loss_weights.get(name, 1.0))
+        return loss, {name: float(loss.detach())}
+    drawn = [sampler.sample(step) for _ in range(cfg.optim.batch_size)]
+    named_rows = []
+    for name in dict.fromkeys(drawn):  # each task's rows in one take, so ranks still split them
+        rows = stream.batch(name, drawn.count(name), rank, world)
+        seen.extend(row.get("_source", "") for row in rows)
+        named_rows += [(name, row) for row in rows]
+    return mixed_loss(tasks, named_rows, model, processor, rng=rng, device=accelerator.device,
+                      loss_weights=cfg.mixture.loss_weights)
+
+
 def trackers(log_with: str) -> list[str] | None:
     """The accelerate trackers for `log_with`: "auto" = TensorBoard when it is installed, "none" = none."""
     if log_with == "none":
@@ -186,7 +210,6 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     from accelerate.utils import DistributedDataParallelKwargs
 
     from unified.task_zoo import get_task
-    from unified.task_zoo.batching import task_loss
 
     out = Path(cfg.output_dir)
     ckpt_root = out / "checkpoints"
@@ -285,21 +308,18 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
             log(f"stage {stage.name!r} from step {step}: {apply_stage(core, stage) / 1e6:.2f} M parameters train")
         done_micro, bad = [], None
         for micro in range(cfg.optim.grad_accum):  # each micro-batch is one task's batch; gradients add up
-            name = sampler.sample(step)
-            rows = stream.batch(name, cfg.optim.batch_size, accelerator.process_index, accelerator.num_processes)
-            seen.extend(row.get("_source", "") for row in rows)
             prompt_rng = random.Random((cfg.seed * 1_000_003 + step) * 64 + micro)
             with accelerator.autocast():
-                loss = task_loss(tasks[name], model, processor, rows, rng=prompt_rng, device=accelerator.device)
-                loss = loss * float(cfg.mixture.loss_weights.get(name, 1.0))
+                loss, parts = batch_loss(cfg, tasks, sampler, stream, model, processor, step, prompt_rng,
+                                         accelerator, seen)
             value = float(loss.detach())
             if not math.isfinite(value):
-                bad = name
+                bad = ", ".join(parts)
                 break
             last = micro == cfg.optim.grad_accum - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(model):  # DDP syncs on the last only
                 accelerator.backward(loss / cfg.optim.grad_accum)
-            done_micro.append((name, value))
+            done_micro.extend(parts.items())
         if bad is not None:
             skipped += 1
             bad_in_row += 1
