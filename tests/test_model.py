@@ -130,6 +130,15 @@ def test_cached_generation_equals_uncached():
             past = out.past_key_values
             steps.append(out.logits)
     assert torch.allclose(full, torch.cat(steps, dim=1), atol=1e-5)
+    # and generate() itself must carry its cache from step to step: its raw logits at every step equal the
+    # one-pass logits over the prefix (transformers 5 passes the cache as `cache=`; ignoring it restarted the decoder
+    # at position 0 every step and greedy decoding of a trained model fell apart after the first token)
+    # (a random model keeps writing one token, so start from a varied prefix to make the history matter)
+    prefix = torch.tensor([[0, 5, 9, 17], [0, 11, 3, 8]])
+    out = model.generate(**batch, decoder_input_ids=prefix, use_cache=True, output_logits=True,
+                         return_dict_in_generate=True, **kwargs)
+    one_pass = model(**batch, decoder_input_ids=out.sequences).logits  # (B, 4 + 6, V)
+    assert torch.allclose(torch.stack(out.logits, dim=1), one_pass[:, 3:-1], atol=1e-4)
 
 
 def test_beam_search_and_sampling_run():

@@ -265,7 +265,10 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
                 frame_time_ids=None, audio_features=None, audio_mask=None, decoder_input_ids=None,
                 decoder_attention_mask=None, labels=None, encoder_outputs=None, past_key_values=None,
                 use_cache=None, inputs_embeds=None, output_hidden_states=None, return_dict=None,
-                return_embeddings=False, **kwargs):
+                return_embeddings=False, cache=None, **kwargs):
+        # transformers 5's generate hands the running KV cache over as `cache` (`past_key_values` is the older
+        # name); dropping it would restart the decoder at position 0 with only the newest token at every step
+        past_key_values = past_key_values if past_key_values is not None else cache
         if return_embeddings:  # the embedding head (retrieval), through forward so DDP/accelerate wrappers see it
             return self.embed(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
                               pixel_mask=pixel_mask, frame_times=frame_times, frame_time_ids=frame_time_ids,
