@@ -19,6 +19,8 @@ a `Box` (grounding), `(start, end)` seconds (temporal_grounding), floats (regres
 
 from __future__ import annotations
 
+import json
+
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +32,7 @@ from unified.errors import InputError
 from unified.task_zoo.base import MODALITIES
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+TASK_OPTIONS = "task_options.json"  # per-task settings saved with a model, e.g. {"video_mcqa": {"mode": "rank"}}
 _default: Model | None = None
 _default_lock = threading.Lock()
 
@@ -69,7 +72,9 @@ class Model:
         load_saved_adapters(network, path)  # per-task LoRA adapters, chosen by task in generate/evaluate
         if device is not None:
             network.to(device)
-        return cls(network, UnifiedProcessor.from_pretrained(path))
+        options = path / TASK_OPTIONS
+        task_options = json.loads(options.read_text()) if options.is_file() else None
+        return cls(network, UnifiedProcessor.from_pretrained(path), task_options)
 
     @classmethod
     def default(cls) -> Model:
@@ -87,6 +92,8 @@ class Model:
         from unified.model.adapters import save_model
 
         save_model(self.network, path, **kwargs)
+        if self.task_options:
+            (Path(path) / TASK_OPTIONS).write_text(json.dumps(self.task_options, indent=2))
         self.processor.save_pretrained(path)
 
     # ------------------------------------------------------------------ inference
@@ -104,8 +111,9 @@ class Model:
         for i in range(n):
             row = {}
             for key, value in given.items():
-                per_item = key in media or (isinstance(value, list) and len(value) == n and key not in
-                                            ("options", "labels", "inputs"))
+                listy = key in ("options", "labels", "inputs")  # list-valued fields: a list of lists is per item
+                per_item = key in media or (isinstance(value, list) and len(value) == n and (
+                    not listy or all(isinstance(v, (list, tuple)) for v in value)))
                 row[key] = value[i] if batched and per_item else value
             rows.append(self._complete(task, row))
         return rows, batched
