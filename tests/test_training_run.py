@@ -229,10 +229,12 @@ def test_gradient_accumulation_equals_one_big_batch(tmp_path):
     train(load_config(SMOKE, [f"output_dir={tmp_path / 'half'}", "optim.batch_size=4", *common]), progress=False)
     big, acc, half = (weights(tmp_path / name / "final") for name in ("big", "acc", "half"))
     assert big.keys() == acc.keys() == half.keys()
+    # Adam's first step is about lr * sign(gradient): where a gradient is ~0, float rounding can move a weight by a
+    # few 1e-6; the step itself is lr = 3e-3 per weight, so 2e-5 still tells one step from another
     for key in big:
-        torch.testing.assert_close(acc[key], big[key], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(acc[key], big[key], rtol=1e-3, atol=2e-5)
     # the check can fail: one batch of 4 (half the rows) takes a different step
-    assert any(not torch.allclose(half[k], big[k], rtol=1e-4, atol=1e-6) for k in big)
+    assert any(not torch.allclose(half[k], big[k], rtol=1e-3, atol=2e-5) for k in big)
 
 
 def test_mixed_batches_train_several_tasks_per_step(data, tmp_path):
