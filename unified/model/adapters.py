@@ -75,9 +75,9 @@ class TaskAdapters:
             _inject(model, name, adapters.settings)
             state = load_file(str(directory / name / "adapter_model.safetensors"))
             result = set_peft_model_state_dict(model, state, adapter_name=name)
-            missing = [k for k in result.unexpected_keys if "lora_" in k]
-            if missing:
-                raise InputError(f"adapters/{name}", missing[:3], "weights that fit no LoRA layer of this model")
+            unused = [k for k in result.unexpected_keys if "lora_" in k]
+            if unused:
+                raise InputError(f"adapters/{name}", unused[:3], "weights that fit no LoRA layer of this model")
         adapters.activate_adapter(adapters.names[0])
         model.task_adapters = adapters
         return adapters
