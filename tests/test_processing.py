@@ -127,3 +127,39 @@ def test_save_and_load_round_trip(tokenizer, clips, tmp_path):
         assert torch.equal(a[key], b[key]), key
     with pytest.raises(InputError, match="processor_config.json"):
         UnifiedProcessor.from_pretrained(tmp_path / "missing")
+
+
+def test_media_cache_decodes_each_file_once_and_notices_a_rewrite(tokenizer, tmp_path):
+    clip = write_index_video(tmp_path / "clip.mp4", num_frames=20, fps=10, size=(128, 96), with_audio_hz=1000.0)
+    example = {"text": "<video><audio> where is it", "video": clip, "audio": clip, "target": "left"}
+    plain = UnifiedProcessor(tokenizer, image_size=128, video_fps=2.0, max_frames=8)
+    cached = UnifiedProcessor(tokenizer, image_size=128, video_fps=2.0, max_frames=8).cache_media(2**30)
+    first, again = cached([example]), cached([example])
+    assert cached.media_cache.misses == 2 and cached.media_cache.hits == 2  # video + audio, each once
+    for key, value in plain([example]).items():
+        assert torch.equal(first[key], value) and torch.equal(again[key], value), key
+    # 2 s at 2 fps -> source frames 0, 5, 10, 15
+    assert [read_index(_unnormalise(first["pixel_values"][0, 0, t])) for t in range(4)] == [0, 5, 10, 15]
+    # rewritten in place with other content: decoded again, not served stale
+    write_index_video(clip, num_frames=20, fps=5, size=(128, 96), with_audio_hz=1000.0)
+    frames = cached([example])["pixel_values"][0, 0]
+    assert [read_index(_unnormalise(frames[t])) for t in range(4)] == [0, 2, 5, 7]  # on screen at 0, .5, 1, 1.5 s
+    assert cached.media_cache.misses == 4
+
+
+def test_media_cache_drops_the_least_recently_used_past_its_budget(tmp_path):
+    from unified.media.cache import MediaCache
+
+    cache = MediaCache(max_bytes=3 * 400)  # room for three 100-float tensors
+    files = [tmp_path / f"{i}.bin" for i in range(4)]
+    for f in files:
+        f.write_bytes(b"x")
+    for i, f in enumerate(files[:3]):
+        cache.get("t", f, (), lambda i=i: torch.full((100,), float(i)))
+    cache.get("t", files[0], (), lambda: pytest.fail("file 0 was cached"))  # 0 becomes the most recent
+    cache.get("t", files[3], (), lambda: torch.full((100,), 3.0))  # evicts 1, the least recently used
+    assert len(cache) == 3 and cache.bytes == 1200
+    assert cache.get("t", files[1], (), lambda: torch.full((100,), -1.0))[0].item() == -1.0  # reloaded
+    assert cache.get("t", "not a file", (), lambda: "passed through") == "passed through"
+    with pytest.raises(ConfigError, match="max_bytes"):
+        MediaCache(0)

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from unified.errors import ConfigError, InputError
 from unified.media import Video, load_audio, load_image, load_video, log_mel
+from unified.media.cache import MediaCache
 from unified.tokenizers import UnifiedTokenizer, time_to_token
 
 PROCESSOR_CONFIG = "processor_config.json"
@@ -86,6 +87,15 @@ class UnifiedProcessor:
         base = asdict(config) if config is not None else {}
         self.config = ProcessorConfig.from_dict({**base, **overrides})
         self.tokenizer = tokenizer
+        self.media_cache: MediaCache | None = None  # `cache_media(max_bytes)`; not part of the saved config
+
+    def cache_media(self, max_bytes: int) -> UnifiedProcessor:
+        """Keep decoded media files in memory (`unified.media.cache.MediaCache`), up to `max_bytes`."""
+        self.media_cache = MediaCache(max_bytes)
+        return self
+
+    def _load(self, kind: str, source: Any, settings: tuple, load):
+        return load() if self.media_cache is None else self.media_cache.get(kind, source, settings, load)
 
     # ---------------------------------------------------------------- one example
     def process(self, example: Mapping[str, Any]) -> dict[str, Any]:
@@ -115,7 +125,8 @@ class UnifiedProcessor:
         img_iter, vid_iter = iter(images), iter(videos)
         for slot in visual_slots:
             if slot == tok.image_token_id:
-                clip = load_image(next(img_iter))[None]  # (1, H, W, 3)
+                source = next(img_iter)
+                clip = self._load("image", source, (), lambda: load_image(source))[None]  # (1, H, W, 3)
                 stamp, duration = torch.zeros(1), 1.0
             else:
                 video = self._video(next(vid_iter))
@@ -140,8 +151,10 @@ class UnifiedProcessor:
             return source
         c = self.config
         if c.video_fps is None:
-            return load_video(source, fps=None, num_frames=c.num_frames)
-        return load_video(source, fps=c.video_fps, max_frames=c.max_frames)
+            return self._load("video", source, (None, c.num_frames),
+                              lambda: load_video(source, fps=None, num_frames=c.num_frames))
+        return self._load("video", source, (c.video_fps, c.max_frames),
+                          lambda: load_video(source, fps=c.video_fps, max_frames=c.max_frames))
 
     def _pixels(self, frames: torch.Tensor) -> torch.Tensor:
         # (T, H, W, 3) uint8 -> (T, 3, S, S) normalised float
@@ -155,7 +168,8 @@ class UnifiedProcessor:
 
     def _mel(self, source: Any) -> torch.Tensor:
         c = self.config
-        wave = load_audio(source, sampling_rate=c.sampling_rate)
+        wave = self._load("audio", source, (c.sampling_rate,),
+                          lambda: load_audio(source, sampling_rate=c.sampling_rate))
         limit = int(c.max_audio_seconds * c.sampling_rate)
         if wave.numel() > limit:
             raise InputError("audio", source, f"{wave.numel() / c.sampling_rate:.1f} s is longer than "

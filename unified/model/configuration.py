@@ -44,6 +44,11 @@ class TextConfig:
     video_token_id: int | None = None
     audio_token_id: int | None = None
     embed_dim: int = 128  # the embedding head (retrieval): pooled encoder states -> L2-normalised vectors
+    # Numbered ranges (loc, val, time) whose embeddings start as a smooth function of the bin: [[start, stop], ...]
+    # from `UnifiedTokenizer.ordinal_ranges`; None = plain random rows. See `unified.model.ordinal`.
+    ordinal_ranges: list | None = None
+    ordinal_width: float = 0.02  # the kernel's width as a fraction of the range (20 of 1000 location bins)
+    ordinal_noise: float = 0.25  # share of each row's variance that stays independent noise (bins stay distinct)
 
 
 @dataclass
@@ -215,6 +220,16 @@ class UnifiedConfig(PretrainedConfig):
             raise ConfigError("text.head_dim", t.head_dim, "rotary embeddings need an even head_dim")
         if not 0.0 <= t.dropout < 1.0:
             raise ConfigError("text.dropout", t.dropout, "expected a probability in [0, 1)")
+        if t.ordinal_ranges is not None:
+            for pair in t.ordinal_ranges:
+                if (not isinstance(pair, (list, tuple)) or len(pair) != 2
+                        or not 0 <= int(pair[0]) < int(pair[1]) <= t.vocab_size):
+                    raise ConfigError("text.ordinal_ranges", t.ordinal_ranges,
+                                      f"expected [start, stop] pairs inside the vocabulary (0..{t.vocab_size})")
+        if not 0.0 < t.ordinal_width <= 1.0:
+            raise ConfigError("text.ordinal_width", t.ordinal_width, "expected a fraction in (0, 1]")
+        if not 0.0 <= t.ordinal_noise <= 1.0:
+            raise ConfigError("text.ordinal_noise", t.ordinal_noise, "expected a fraction in [0, 1]")
         if t.rope_scaling is not None:
             kind = t.rope_scaling.get("type") if isinstance(t.rope_scaling, Mapping) else None
             if kind not in ("linear", "yarn"):

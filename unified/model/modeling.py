@@ -30,6 +30,7 @@ from unified.model.fusion import GatedCrossAttentionBlock
 from unified.model.layers import DecoderLayer, EncoderLayer, RMSNorm, RotaryEmbedding
 from unified.model.media import MediaEncoder, cross_attention_memory, splice_latents
 from unified.model.media import media_mask as media_mask_for
+from unified.model.ordinal import ordinal_rows
 
 
 @dataclass
@@ -91,6 +92,12 @@ class UnifiedPreTrainedModel(PreTrainedModel):
         if isinstance(module, nn.Embedding) and tuple(module.weight.shape) == (t.vocab_size, t.d_model):
             # T5's scheme for tied embeddings: unit-variance rows, the head's input scaled by d_model ** -0.5
             init.normal_(module.weight, mean=0.0, std=t.embed_init_std)
+            if t.ordinal_ranges:  # location / value / time bins start smooth in the bin (unified.model.ordinal)
+                rows = module.weight.detach().clone()
+                for start, stop in t.ordinal_ranges:
+                    rows[start:stop] = ordinal_rows(stop - start, t.d_model, t.ordinal_width, t.ordinal_noise,
+                                                    t.embed_init_std).to(rows)
+                init.copy_(module.weight, rows)  # like the other init.* calls, skipped for weights loaded from disk
         if isinstance(module, RMSNorm):
             init.ones_(module.weight)
         if isinstance(module, GatedCrossAttentionBlock):

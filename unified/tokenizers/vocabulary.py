@@ -206,6 +206,12 @@ class UnifiedTokenizer:
     def time_ids(self) -> range:
         return self.id_ranges["time"]
 
+    @property
+    def ordinal_ranges(self) -> list[list[int]]:
+        """[[start, stop], ...] of the numbered ranges whose order means distance (loc, val, time), for
+        `TextConfig.ordinal_ranges`."""
+        return [[ids.start, ids.stop] for ids in (self.loc_ids, self.val_ids, self.time_ids)]
+
     def kind(self, token_id: int) -> str:
         """Which range an id is in: "special", "text", "media", "loc", "val", "int" or "time"."""
         token_id = self._check_id(token_id)

@@ -53,6 +53,7 @@ class DataSection:
     synthetic: SyntheticSection | None = None  # written under output_dir/data when no train_dir is given
     tasks: list | None = None  # default: every task with a file
     skip_bad_rows: bool = False
+    media_cache_mb: int = 2048  # decoded media kept in memory across epochs (`UnifiedProcessor.cache_media`); 0 = off
 
 
 @dataclass
@@ -142,6 +143,9 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         m, o = self.mixture, self.optim
+        cache = self.data.media_cache_mb
+        if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0:
+            raise ConfigError("data.media_cache_mb", cache, "expected megabytes >= 0 (0 = no cache)")
         if m.strategy not in STRATEGIES:
             raise ConfigError("mixture.strategy", m.strategy, f"expected one of {STRATEGIES}")
         if m.strategy == "weights" and not m.weights:

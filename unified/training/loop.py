@@ -111,8 +111,8 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
     m = cfg.model
     config = UnifiedConfig.preset(
         m.preset,
-        text={**m.text, "vocab_size": tokenizer.vocab_size, "image_token_id": tokenizer.image_token_id,
-              "video_token_id": tokenizer.video_token_id, "audio_token_id": tokenizer.audio_token_id},
+        text={"ordinal_ranges": tokenizer.ordinal_ranges, **m.text, "vocab_size": tokenizer.vocab_size,
+              "image_token_id": tokenizer.image_token_id, "video_token_id": tokenizer.video_token_id, "audio_token_id": tokenizer.audio_token_id},
         vision={"image_size": p.image_size, "max_frames": max(p.max_frames, 8), **m.vision},
         audio=m.audio, resampler=m.resampler, fusion=m.fusion)
     config.validate()
@@ -229,6 +229,8 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         cfg.model.init_from = str(resume)
         log(f"resuming from {resume}")
     tokenizer, processor, model = build_stack(cfg, train_rows, log)
+    if cfg.data.media_cache_mb:
+        processor.cache_media(cfg.data.media_cache_mb * 2**20)  # each clip decoded once, not once per epoch
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     tasks = {name: get_task(name, **cfg.task_options.get(name, {})) for name in train_rows}
