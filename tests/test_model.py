@@ -270,3 +270,25 @@ def test_pretrained_vision_encoder_keeps_its_weights(tmp_path):
     assert not any(p.requires_grad for p in ours.values())
     out = model(**media_batch())
     assert torch.isfinite(out.loss)
+
+
+def test_pooled_audio_tokens_are_window_means_of_the_stem():
+    from einops import rearrange
+
+    model = tiny_model(audio={"resampler": "pool", "num_latents": 4})
+    batch = media_batch()
+    media = model.encoder.media
+    with torch.no_grad():
+        latents = media(audio_features=batch["audio_features"], audio_mask=batch["audio_mask"])
+        feats, mask = media.audio(batch["audio_features"], batch["audio_mask"].bool())  # (2, 1, F', D)
+        f = feats.shape[2]
+        # by hand: 4 windows over F' frames, each the mean of its frames (adaptive pooling's integer bounds)
+        bounds = [(i * f // 4, -(-(i + 1) * f // 4)) for i in range(4)]
+        windows = torch.stack([feats[0, 0, a:b].mean(0) for a, b in bounds])  # (4, D)
+        pool = media.audio_resampler
+        expected = media.audio_proj(pool.norm(pool.proj(windows)))
+    assert latents.audio.shape == (2, 1, 1, 4, model.config.text.d_model)
+    assert torch.allclose(latents.audio[0, 0, 0], expected, atol=1e-5)
+    assert latents.audio_mask.tolist() == [[[True]], [[False]]]  # the second item's audio is all padding
+    assert torch.count_nonzero(latents.audio[1]) == 0
+    assert torch.isfinite(model(**batch).loss)

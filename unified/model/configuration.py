@@ -70,7 +70,8 @@ class VisionConfig:
 class AudioConfig:
     n_mels: int = 80
     hidden_size: int = 256
-    num_latents: int = 32  # audio always goes through a global resampler
+    num_latents: int = 32  # audio tokens per item, from the resampler below
+    resampler: str = "perceiver"  # "perceiver" (Flamingo's, global) or "pool": num_latents time windows averaged
     pretrained_path: str | None = None  # a local Whisper checkpoint instead of the conv stem
     freeze: bool = True
 
@@ -251,6 +252,8 @@ class UnifiedConfig(PretrainedConfig):
             raise ConfigError("resampler.latents_per_frame", r.latents_per_frame, "expected 1..64")
         if r.pool_frames < 1 or r.pool_hw < 1 or r.pool_hw > v.image_size // v.patch_size:
             raise ConfigError("resampler.pool_hw", r.pool_hw, "expected 1..patches per side")
+        if a.resampler not in ("perceiver", "pool"):
+            raise ConfigError("audio.resampler", a.resampler, "expected 'perceiver' or 'pool'")
         if f.mode not in ("xattn", "concat", "both"):
             raise ConfigError("fusion.mode", f.mode, "expected 'xattn', 'concat' or 'both'")
         if not 1 <= f.every_k_layers <= t.num_encoder_layers:

@@ -59,7 +59,10 @@ class MediaEncoder(nn.Module):
             self.audio = PretrainedAudioEncoder(a.pretrained_path, a.hidden_size, freeze=a.freeze)
         else:
             self.audio = AudioEncoder(a.n_mels, a.hidden_size)
-        self.audio_resampler = PerceiverResampler(a.hidden_size, r.depth, a.num_latents, r.num_heads, r.head_dim)
+        if a.resampler == "pool":  # num_latents windows in time, each the mean of its frames: the beep stays put
+            self.audio_resampler = Pool3d(a.hidden_size, a.num_latents, 1)
+        else:
+            self.audio_resampler = PerceiverResampler(a.hidden_size, r.depth, a.num_latents, r.num_heads, r.head_dim)
         self.audio_proj = nn.Linear(a.hidden_size, d)
         self.max_frames = v.max_frames
 
@@ -88,8 +91,14 @@ class MediaEncoder(nn.Module):
                 audio_mask = torch.ones(B, A, audio_features.shape[-1], dtype=torch.bool,
                                         device=audio_features.device)
             feats, mask = self.audio(audio_features, audio_mask.bool())  # (B, A, F', Da), (B, A, F')
-            x = rearrange(feats, "b a f d -> (b a) 1 f d")
-            lat, lat_mask = self.audio_resampler(x, rearrange(mask, "b a f -> (b a) 1 f"))  # (B A, 1, K, Da)
+            if isinstance(self.audio_resampler, Pool3d):  # time windows: frames as "frames" of one 1 x 1 patch
+                pooled, window_mask = self.audio_resampler(rearrange(feats, "b a f d -> (b a) f 1 d"),
+                                                           rearrange(mask, "b a f -> (b a) f 1"))  # (B A, K, 1, Da)
+                lat = rearrange(pooled, "n k 1 d -> n 1 k d")
+                lat_mask = window_mask.any(dim=-1, keepdim=True)  # (B A, 1)
+            else:
+                x = rearrange(feats, "b a f d -> (b a) 1 f d")
+                lat, lat_mask = self.audio_resampler(x, rearrange(mask, "b a f -> (b a) 1 f"))  # (B A, 1, K, Da)
             out.audio = rearrange(self.audio_proj(lat), "(b a) t k d -> b a t k d", b=B)
             out.audio_mask = rearrange(lat_mask, "(b a) t -> b a t", b=B)
         return out
