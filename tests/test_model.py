@@ -273,14 +273,12 @@ def test_pretrained_vision_encoder_keeps_its_weights(tmp_path):
 
 
 def test_pooled_audio_tokens_are_window_means_of_the_stem():
-    from einops import rearrange
-
     model = tiny_model(audio={"resampler": "pool", "num_latents": 4})
     batch = media_batch()
     media = model.encoder.media
     with torch.no_grad():
         latents = media(audio_features=batch["audio_features"], audio_mask=batch["audio_mask"])
-        feats, mask = media.audio(batch["audio_features"], batch["audio_mask"].bool())  # (2, 1, F', D)
+        feats, _ = media.audio(batch["audio_features"], batch["audio_mask"].bool())  # (2, 1, F', D)
         f = feats.shape[2]
         # by hand: 4 windows over F' frames, each the mean of its frames (adaptive pooling's integer bounds)
         bounds = [(i * f // 4, -(-(i + 1) * f // 4)) for i in range(4)]

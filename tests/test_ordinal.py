@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from model_fixtures import tiny_config
+
 from unified.errors import ConfigError
 from unified.model import UnifiedForConditionalGeneration
 from unified.model.encoders import PatchStem

@@ -110,7 +110,7 @@ def test_learning_is_real(tmp_path):
     rows = data["audio_video_mcqa"]
     chance = sum(1 / len(r["options"]) for r in rows) / len(rows)  # two or three options each
     model = Model.from_pretrained(tmp_path / "final")
-    model.task_options = {"audio_video_mcqa": {"mode": "rank"}}
+    assert model.task_options == {"audio_video_mcqa": {"mode": "rank"}}  # saved with the model: it ranks options
     ablation = model.evaluate(data, ablate=True, progress=False).ablation
     full, silent = ablation["full"]["audio_video_mcqa"], ablation["no_audio"]["audio_video_mcqa"]
     assert full == pytest.approx(summary["final_integral"])

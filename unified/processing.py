@@ -126,7 +126,7 @@ class UnifiedProcessor:
         for slot in visual_slots:
             if slot == tok.image_token_id:
                 source = next(img_iter)
-                clip = self._load("image", source, (), lambda: load_image(source))[None]  # (1, H, W, 3)
+                clip = self._load("image", source, (), lambda s=source: load_image(s))[None]  # (1, H, W, 3)
                 stamp, duration = torch.zeros(1), 1.0
             else:
                 video = self._video(next(vid_iter))

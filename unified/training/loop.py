@@ -35,6 +35,7 @@ from unified.training.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    write_task_options,
 )
 from unified.training.config import TrainConfig, to_dict
 from unified.training.data import RowStream, load_training_data, tokenizer_corpus
@@ -272,7 +273,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     def checkpoint(step: int, name: str | None = None) -> None:
         if main:
             save_checkpoint(ckpt_root if name is None else out, step, core, processor, trainer_state(step),
-                            keep=cfg.checkpoint.keep, name=name)
+                            keep=cfg.checkpoint.keep, name=name, task_options=cfg.task_options)
         accelerator.wait_for_everyone()
 
     def evaluate_now(step: int) -> float | None:
@@ -295,7 +296,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
             f.write(json.dumps({"step": step, "integral": result.integral, "metrics": result.metrics}) + "\n")
         if result.integral > best:
             best = result.integral
-            save_checkpoint(out, step, core, processor, {}, name="best")
+            save_checkpoint(out, step, core, processor, {}, name="best", task_options=cfg.task_options)
         return result.integral
 
     stage = None
@@ -367,6 +368,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     if main:
         save_model(core, out / "final")
         processor.save_pretrained(out / "final")
+        write_task_options(out / "final", cfg.task_options)  # so unified.Model answers as it was trained
     _write_rank_report(out, accelerator, core, seen)
     summary = summarise(history, sampler, skipped, time.perf_counter() - started, final, best)
     if main:
