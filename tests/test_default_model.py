@@ -1,11 +1,11 @@
 """The built-in default model, called on the class as the design card shows it, on clips generated here with a seed
 it never saw.
 
-Only multiple choice is held to a quality bar here (clearly above chance). The shipped model does not reach the
-issue's goals (caption METEOR >= 0.5, multiple choice >= 0.9, boxes >= 0.8 at IoU 0.5): its captions are nearly the
-same sentence for every clip and its boxes barely beat a fixed centre box (measured numbers in
-unified/default_model/README.md), so for those the tests check the typed, well-formed answers the API promises,
-not their quality.
+The shipped model does not reach the issue's goals (caption METEOR >= 0.5, multiple choice >= 0.9, boxes >= 0.8 at
+IoU 0.5; measured numbers in unified/default_model/README.md). Captions and video multiple choice are held to bars
+measured on these 30 clips (METEOR 0.267, 11 distinct captions; 0.53 on 76 questions, chance 0.25) with a margin;
+boxes are not localised (mean IoU 0.06, below a fixed centre box's 0.11), so for them the tests check the typed,
+well-formed answers the API promises, not their quality.
 """
 
 from __future__ import annotations
@@ -47,6 +47,19 @@ def test_captions_are_sentences_about_shapes(clips):
     for caption in captions:
         words = caption.replace(",", " ").replace(".", " ").split()
         assert set(words) & set(COLOURS) and set(words) & set(KINDS), caption
+    assert len(set(captions)) >= 6  # it describes clips, not one sentence for all (measured 11 of 30)
+
+
+def test_captions_score_against_the_clips_own_references(clips):
+    from unified.task_zoo.metrics import CaptionScorer
+
+    data, _ = clips
+    rows = data["caption"]
+    captions = Model.generate(task="caption", video=[r["video"] for r in rows])
+    with CaptionScorer(("meteor",)) as scorer:
+        own = scorer.score(captions, [r["captions"] for r in rows])["meteor"]
+        shifted = scorer.score(captions, [r["captions"] for r in rows[1:] + rows[:1]])["meteor"]  # another clip's
+    assert own >= 0.22 and own > shifted + 0.03, (own, shifted)  # measured 0.267 on these 30 clips
 
 
 def test_multiple_choice_beats_chance_on_fresh_clips(clips):
@@ -56,7 +69,7 @@ def test_multiple_choice_beats_chance_on_fresh_clips(clips):
                             options=[r["options"] for r in rows])
     right = sum(p == r["options"][r["answer_index"]] for p, r in zip(picked, rows)) / len(rows)
     chance = sum(1 / len(r["options"]) for r in rows) / len(rows)  # 0.25: four options each
-    assert right >= chance + 0.1, (right, chance)  # measured 0.42 on these 30 clips (76 questions)
+    assert right >= chance + 0.18, (right, chance)  # measured 0.53 on these 30 clips (76 questions)
 
 
 def test_boxes_are_boxes_inside_the_frame(clips):

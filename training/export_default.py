@@ -2,7 +2,7 @@
 
     python training/export_default.py runs/shapes-small/best [--out unified/default_model]
 
-Writes config.json, model.safetensors (bf16), the vocabulary and processor files next to the model card
+Writes config.json, model.safetensors (bf16), the vocabulary, processor and task_options.json files next to the model card
 (README.md, written by hand from `unified eval` numbers). `Model.default()` loads it back in fp32.
 """
 
@@ -29,6 +29,9 @@ def main() -> None:
     model = UnifiedModel.from_pretrained(args.run).to(torch.bfloat16)
     model.save_pretrained(out, safe_serialization=True)
     UnifiedProcessor.from_pretrained(args.run).save_pretrained(out)
+    options = Path(args.run) / "task_options.json"  # how the model answers (e.g. multiple choice by ranking)
+    if options.is_file():
+        (out / options.name).write_text(options.read_text())
     size = (out / "model.safetensors").stat().st_size / 2**20
     params = sum(p.numel() for p in model.parameters())
     print(f"{out}: {params / 1e6:.2f} M parameters, model.safetensors {size:.1f} MiB")
