@@ -2,10 +2,10 @@
 it never saw.
 
 The shipped model does not reach the issue's goals (caption METEOR >= 0.5, multiple choice >= 0.9, boxes >= 0.8 at
-IoU 0.5; measured numbers in unified/default_model/README.md). Captions and video multiple choice are held to bars
-measured on these 30 clips (METEOR 0.267, 11 distinct captions; 0.53 on 76 questions, chance 0.25) with a margin;
-boxes are not localised (mean IoU 0.06, below a fixed centre box's 0.11), so for them the tests check the typed,
-well-formed answers the API promises, not their quality.
+IoU 0.5; measured numbers in unified/default_model/README.md). On these 30 clips it scored: caption METEOR 0.270
+with 16 distinct captions, video multiple choice 0.50 on 76 questions (chance 0.25), boxes mean IoU 0.135 (a fixed
+18 px box in the middle of the frame: 0.108). The tests hold it to those measurements with a margin, and to the
+typed, well-formed answers the API promises.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def test_captions_are_sentences_about_shapes(clips):
     for caption in captions:
         words = caption.replace(",", " ").replace(".", " ").split()
         assert set(words) & set(COLOURS) and set(words) & set(KINDS), caption
-    assert len(set(captions)) >= 6  # it describes clips, not one sentence for all (measured 11 of 30)
+    assert len(set(captions)) >= 8  # it describes clips, not one sentence for all (measured 16 of 30)
 
 
 def test_captions_score_against_the_clips_own_references(clips):
@@ -59,7 +59,7 @@ def test_captions_score_against_the_clips_own_references(clips):
     with CaptionScorer(("meteor",)) as scorer:
         own = scorer.score(captions, [r["captions"] for r in rows])["meteor"]
         shifted = scorer.score(captions, [r["captions"] for r in rows[1:] + rows[:1]])["meteor"]  # another clip's
-    assert own >= 0.22 and own > shifted + 0.03, (own, shifted)  # measured 0.267 on these 30 clips
+    assert own >= 0.22 and own > shifted + 0.03, (own, shifted)  # measured 0.270 on these 30 clips
 
 
 def test_multiple_choice_beats_chance_on_fresh_clips(clips):
@@ -69,10 +69,10 @@ def test_multiple_choice_beats_chance_on_fresh_clips(clips):
                             options=[r["options"] for r in rows])
     right = sum(p == r["options"][r["answer_index"]] for p, r in zip(picked, rows)) / len(rows)
     chance = sum(1 / len(r["options"]) for r in rows) / len(rows)  # 0.25: four options each
-    assert right >= chance + 0.18, (right, chance)  # measured 0.53 on these 30 clips (76 questions)
+    assert right >= chance + 0.18, (right, chance)  # measured 0.50 on these 30 clips (76 questions)
 
 
-def test_boxes_are_boxes_inside_the_frame(clips):
+def test_boxes_lie_in_the_frame_and_beat_a_fixed_centre_box(clips):
     data, _ = clips
     rows = data["grounding"]
     boxes = Model.generate(task="grounding", image=[r["image"] for r in rows], phrase=[r["phrase"] for r in rows])
@@ -80,3 +80,7 @@ def test_boxes_are_boxes_inside_the_frame(clips):
     for box, row in zip(boxes, rows):
         w, h = row["image_size"]
         assert 0 <= box.x1 <= box.x2 <= w and 0 <= box.y1 <= box.y2 <= h
+    # where the shape is, better than a prior: a fixed 18 px box in the middle of the 64 px frame
+    ious = [box.iou(Box(*row["box"])) for box, row in zip(boxes, rows)]
+    centre = [Box(23, 23, 41, 41).iou(Box(*row["box"])) for row in rows]
+    assert sum(ious) / len(ious) > sum(centre) / len(centre), (ious, centre)  # measured 0.135 vs 0.108
