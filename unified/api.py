@@ -37,6 +37,12 @@ _default: Model | None = None
 _default_lock = threading.Lock()
 
 
+
+def write_task_options(directory: str | Path, task_options: Mapping[str, Any] | None) -> None:
+    """The per-task settings a model answers with (e.g. multiple choice by ranking), next to its weights."""
+    if task_options:
+        (Path(directory) / TASK_OPTIONS).write_text(json.dumps(dict(task_options), indent=2))
+
 class _ClassOrInstance:
     """A method that, called on the class, runs on the built-in default model (loaded once per process)."""
 
@@ -92,8 +98,7 @@ class Model:
         from unified.model.adapters import save_model
 
         save_model(self.network, path, **kwargs)
-        if self.task_options:
-            (Path(path) / TASK_OPTIONS).write_text(json.dumps(self.task_options, indent=2))
+        write_task_options(path, self.task_options)
         self.processor.save_pretrained(path)
 
     # ------------------------------------------------------------------ inference

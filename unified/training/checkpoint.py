@@ -7,7 +7,6 @@ renamed into place, so a run killed mid-write leaves the previous checkpoint int
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import shutil
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from unified.api import write_task_options
 from unified.model.adapters import save_model
 
 PREFIX = "step-"
@@ -32,14 +32,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def write_task_options(directory: str | Path, task_options: dict | None) -> None:
-    """The per-task settings a model was trained with, next to its weights (`unified.api.TASK_OPTIONS`)."""
-    from unified.api import TASK_OPTIONS
-
-    if task_options:
-        (Path(directory) / TASK_OPTIONS).write_text(json.dumps(task_options, indent=2))
-
-
 def save_checkpoint(root: str | Path, step: int, model: Any, processor: Any, trainer_state: dict[str, Any],
                     keep: int = 2, name: str | None = None, task_options: dict | None = None) -> Path:
     """Write `root/step-N` (or `root/name`) atomically; keep the newest `keep` step checkpoints. `task_options`
@@ -52,7 +44,7 @@ def save_checkpoint(root: str | Path, step: int, model: Any, processor: Any, tra
         shutil.rmtree(tmp)
     save_model(model, tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
-    write_task_options(tmp, task_options)
+    write_task_options(tmp, task_options)  # how the model answers, as `unified.Model.save_pretrained` writes it
     torch.save({**trainer_state, "step": step}, tmp / "trainer.pt")
     old = None
     if final.exists():  # replace: move the old one aside first so the rename stays atomic

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from unified.api import write_task_options
 from unified.errors import ConfigError, UnifiedError
 from unified.model.adapters import TaskAdapters, load_saved_adapters, save_model
 from unified.training.checkpoint import (
@@ -35,7 +36,6 @@ from unified.training.checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
-    write_task_options,
 )
 from unified.training.config import TrainConfig, to_dict
 from unified.training.data import RowStream, load_training_data, tokenizer_corpus
