@@ -102,19 +102,23 @@ def ablate_row(row: Mapping[str, Any], mode: str, processor: Any) -> dict[str, A
 # ---------------------------------------------------------------------------------------------- evaluation
 def _retrieval_metrics(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]],
                        batch_size: int) -> dict[str, float]:
-    """Each clip ranks every distinct text of the split; the right one shares its `group` (or its text)."""
+    """Each clip ranks every distinct text of the split; it is right when the top texts include its own text or
+    any text of its `group`. Identical texts are one candidate: two clips captioned "a red circle moves left." have
+    the same right answer, and listing the text twice would tie the two and score only the first."""
     from unified.task_zoo.metrics import get_metric, rank_candidates
 
-    keys = [task.truth(row) for row in rows]
-    candidates, seen = [], {}
-    for row, key in zip(rows, keys):
-        if key not in seen:
-            seen[key] = len(candidates)
+    candidates, index = [], {}  # one row per distinct text
+    for row in rows:
+        if str(row["text"]) not in index:
+            index[str(row["text"])] = len(candidates)
             candidates.append(row)
+    in_group: dict[str, set[int]] = {}
+    for row in rows:
+        in_group.setdefault(task.truth(row), set()).add(index[str(row["text"])])
     media = embed_rows(task, model, processor, rows, batch_size=batch_size)  # (N, E)
     texts = embed_rows(task, model, processor, candidates, batch_size=batch_size, text_side=True)  # (C, E)
     ranked = rank_candidates(media @ texts.T)
-    truths = [seen[key] for key in keys]
+    truths = [in_group[task.truth(row)] for row in rows]
     return {name: float(get_metric(name)(ranked, truths)) for name in task.metrics}
 
 
