@@ -103,3 +103,26 @@ def test_parameter_groups_and_schedule():
     assert lr_factor(cfg, 4) == pytest.approx(0.5)  # warmup: (4 + 1) / 10
     assert lr_factor(cfg, 60) == pytest.approx(0.5)  # half way through the cosine
     assert lr_factor(cfg, 110) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_a_stage_draws_only_its_tasks_renormalised():
+    """weights a:b:c = 1:3:4; limited to [b, c] the draws follow 3/7 : 4/7 and never give a."""
+    sampler = TaskSampler({"a": 10, "b": 10, "c": 10}, strategy="weights", weights={"a": 1, "b": 3, "c": 4}, seed=0)
+    draws = [sampler.sample(0, only=["b", "c"]) for _ in range(7000)]
+    assert "a" not in draws
+    assert draws.count("b") / 7000 == pytest.approx(3 / 7, abs=0.02)
+    with pytest.raises(ConfigError, match="none of them"):
+        sampler.sample(0, only=["z"])
+
+
+def test_mixed_batches_keep_contrastive_tasks_whole():
+    """A mixed batch never holds a retrieval row next to others: retrieval (in-batch negatives) takes whole batches,
+    as often as the mixture draws it (1/3 here); the other batches mix the remaining tasks."""
+    sampler = TaskSampler({"vqa": 10, "caption": 10, "retrieval": 10}, strategy="uniform", seed=0)
+    plans = [sampler.batch_tasks(0, 8, mixed=True, whole=["retrieval"]) for _ in range(600)]
+    whole = [p for p in plans if "retrieval" in p]
+    assert all(p == ["retrieval"] * 8 for p in whole)
+    assert len(whole) / 600 == pytest.approx(1 / 3, abs=0.05)
+    mixed = [p for p in plans if "retrieval" not in p]
+    assert sum(len(set(p)) == 2 for p in mixed) > 0.9 * len(mixed)  # vqa and caption share batches
+    assert sampler.batch_tasks(0, 4, mixed=False) in (["vqa"] * 4, ["caption"] * 4, ["retrieval"] * 4)

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from unified.data.synthetic import write_split
+from unified.errors import ConfigError
 from unified.training import TrainingError, load_config, train
 
 ROOT = Path(__file__).parents[1]
@@ -82,6 +83,22 @@ def test_a_stage_trains_only_its_groups(data, tmp_path):
     after = weights(tmp_path / "checkpoints" / "step-00000004")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(".xattn." in k or "resampler" in k for k in changed)
+
+
+def test_a_stage_draws_only_its_tasks(data, tmp_path):
+    """A curriculum: the first 3 steps train vqa alone, then vqa and caption; an unknown stage task is refused."""
+    common = [f"data.train_dir={data / 'train'}", "data.synthetic=null", "data.tasks=[vqa, caption]",
+              "mixture.strategy=uniform", "checkpoint.every=100", "tokenizer.text_vocab_size=200", "log_with=none"]
+    stages = "stages=[{name: vqa-first, steps: 3, tasks: [vqa]}, {name: all}]"
+    first = train(load_config(SMOKE, [f"output_dir={tmp_path / 'a'}", "optim.max_steps=3", stages, *common]),
+                  progress=False)
+    assert {t: s["batches"] for t, s in first["tasks"].items()} == {"vqa": 3, "caption": 0}
+    both = train(load_config(SMOKE, [f"output_dir={tmp_path / 'b'}", "optim.max_steps=12", stages, *common]),
+                 progress=False)
+    assert both["tasks"]["vqa"]["batches"] >= 3 and both["tasks"]["caption"]["batches"] >= 1
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.tasks"):
+        train(load_config(SMOKE, [f"output_dir={tmp_path / 'c'}", "optim.max_steps=1",
+                                  "stages=[{tasks: [grounding]}]", *common]), progress=False)
 
 
 def test_two_processes_that_each_see_world_size_one_stop(data, tmp_path):

@@ -98,6 +98,7 @@ class Stage:
     steps: int | None = None  # None: until max_steps
     train: list = field(default_factory=lambda: list(GROUPS))
     lr_scale: float = 1.0
+    tasks: list | None = None  # None: the whole mixture; else batches come only from these tasks (a curriculum)
 
 
 @dataclass

@@ -2,8 +2,9 @@
 `unified train C` both run `train(config)`.
 
     for step in range(start, max_steps):
-        stage = the stage this step is in (which parameter groups train, its learning-rate scale)
-        task  = sampler.sample(step)                       # the mixture strategy; one task per batch
+        stage = the stage this step is in (its tasks, which parameter groups train, its learning-rate scale)
+        task  = sampler.sample(step, only=stage.tasks)     # the mixture strategy; one task per batch
+                (mixture.mixed_batches: a task per row, contrastive tasks still a whole batch)
         rows  = stream.batch(task, batch_size, rank, world)
         loss  = loss_weight[task] * task_loss(task, model, processor, rows)   (optim.grad_accum such batches)
         backward, clip, AdamW step, warmup + cosine schedule  (a non-finite loss skips the step and is counted)
@@ -122,20 +123,22 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
 
 
 def batch_loss(cfg: TrainConfig, tasks, sampler, stream, model, processor, step: int, rng: random.Random,
-               accelerator, seen: list[str]) -> tuple[torch.Tensor, dict[str, float]]:
+               accelerator, seen: list[str], only: list[str] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """One batch's loss and {task: its loss}: one task per batch, or (`mixture.mixed_batches`) each row's task drawn
-    from the mixture."""
+    from the mixture, contrastive tasks still a whole batch. `only`: the stage's tasks (None: all)."""
     from unified.task_zoo.batching import mixed_loss, task_loss
 
     rank, world = accelerator.process_index, accelerator.num_processes
-    if not cfg.mixture.mixed_batches:
-        name = sampler.sample(step)
+    whole = [name for name, task in tasks.items() if task.head == "embed"]
+    drawn = sampler.batch_tasks(step, cfg.optim.batch_size, mixed=cfg.mixture.mixed_batches, only=only,
+                                whole=whole)
+    if len(set(drawn)) == 1:
+        name = drawn[0]
         rows = stream.batch(name, cfg.optim.batch_size, rank, world)
         seen.extend(row.get("_source", "") for row in rows)
         loss = task_loss(tasks[name], model, processor, rows, rng=rng, device=accelerator.device)
         loss = loss * float(cfg.mixture.loss_weights.get(name, 1.0))
         return loss, {name: float(loss.detach())}
-    drawn = [sampler.sample(step) for _ in range(cfg.optim.batch_size)]
     named_rows = []
     for name in dict.fromkeys(drawn):  # each task's rows in one take, so ranks still split them
         rows = stream.batch(name, drawn.count(name), rank, world)
@@ -240,6 +243,10 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         adapters = TaskAdapters.attach(model, tasks, lo.groups, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
                                        target_modules=lo.target_modules)
         log(f"LoRA: adapters {', '.join(adapters.names)} (r={lo.r}) on {', '.join(lo.target_modules)}")
+    for i, st in enumerate(cfg.stages):
+        unknown = sorted(set(st.tasks or []) - set(tasks))
+        if unknown or st.tasks == []:
+            raise ConfigError(f"stages[{i}].tasks", st.tasks, f"not in the training data's tasks {sorted(tasks)}")
     sampler = TaskSampler({t: len(r) for t, r in train_rows.items()}, cfg.mixture.strategy,
                           temperature=cfg.mixture.temperature, weights=cfg.mixture.weights,
                           anneal_steps=cfg.mixture.anneal_steps, seed=cfg.seed)
@@ -314,7 +321,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
             prompt_rng = random.Random((cfg.seed * 1_000_003 + step) * 64 + micro)
             with accelerator.autocast():
                 loss, parts = batch_loss(cfg, tasks, sampler, stream, model, processor, step, prompt_rng,
-                                         accelerator, seen)
+                                         accelerator, seen, only=stage.tasks)
             value = float(loss.detach())
             if not math.isfinite(value):
                 bad = ", ".join(parts)

@@ -15,7 +15,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -63,11 +63,29 @@ class TaskSampler:
         p = np.asarray(p, dtype=np.float64) / np.sum(p)
         return {t: float(v) for t, v in zip(self.tasks, p)}
 
-    def sample(self, step: int) -> str:
+    def sample(self, step: int, only: Sequence[str] | None = None) -> str:
+        """One task drawn by the strategy's probabilities; with `only`, among those tasks (renormalised)."""
         p = self.probabilities(step)
-        task = self.tasks[int(self.rng.choice(len(self.tasks), p=[p[t] for t in self.tasks]))]
+        names = self.tasks if only is None else [t for t in self.tasks if t in set(only)]
+        if not names:
+            raise ConfigError("tasks", list(only or []), f"none of them is in the mixture {self.tasks}")
+        weights = np.array([p[t] for t in names])
+        if weights.sum() <= 0:  # e.g. a subset the strategy gives no weight: draw it uniformly
+            weights = np.ones(len(names))
+        task = names[int(self.rng.choice(len(names), p=weights / weights.sum()))]
         self.counts[task] += 1
         return task
+
+    def batch_tasks(self, step: int, batch_size: int, *, mixed: bool = False, only: Sequence[str] | None = None,
+                    whole: Sequence[str] = ()) -> list[str]:
+        """The task of each of a batch's rows. One task for the whole batch; or (`mixed`) each row's task drawn on
+        its own, except that a task in `whole` (contrastive ones, which need a batch of in-batch negatives) still
+        takes a whole batch when drawn: the first draw decides, the other rows come from the remaining tasks."""
+        first = self.sample(step, only)
+        if not mixed or first in whole:
+            return [first] * batch_size
+        rest = [t for t in (self.tasks if only is None else only) if t not in set(whole)]
+        return [first] + [self.sample(step, rest) for _ in range(batch_size - 1)]
 
     def observe(self, task: str, loss: float, momentum: float = 0.9) -> None:
         """Feed a task's (held-out or training) loss to the dynamic strategy."""
