@@ -101,6 +101,26 @@ def test_a_stage_draws_only_its_tasks(data, tmp_path):
                                   "stages=[{tasks: [grounding]}]", *common]), progress=False)
 
 
+def test_fine_tuning_a_bf16_model_trains_in_float32(data, tmp_path):
+    """`model.init_from` a model stored in bf16 (as the shipped default is): it trains with float32 weights, and
+    its weights move."""
+    from safetensors.torch import save_file
+
+    common = [f"data.train_dir={data / 'train'}", "data.synthetic=null", "data.tasks=[vqa]", "checkpoint.every=100",
+              "tokenizer.text_vocab_size=200", "log_with=none", "optim.max_steps=2"]
+    train(load_config(SMOKE, [f"output_dir={tmp_path / 'base'}", *common]), progress=False)
+    base = tmp_path / "base" / "final"
+    save_file({k: v.to(torch.bfloat16) for k, v in weights(base).items()}, base / "model.safetensors")
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16"}))
+    summary = train(load_config(SMOKE, [f"output_dir={tmp_path / 'ft'}", f"model.init_from={base}", *common]),
+                    progress=False)
+    assert summary["skipped_steps"] == 0
+    before, after = weights(base), weights(tmp_path / "ft" / "final")
+    assert all(v.dtype == torch.float32 for v in after.values())
+    assert any(not torch.equal(before[k].float(), after[k]) for k in before)
+
+
 def test_two_processes_that_each_see_world_size_one_stop(data, tmp_path):
     env = {**os.environ, "WORLD_SIZE": "2"}
     run = _run([f"output_dir={tmp_path}", f"data.train_dir={data / 'train'}", "data.synthetic=null"], env=env)

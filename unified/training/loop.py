@@ -98,7 +98,8 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
 
     if cfg.model.init_from:
         processor = UnifiedProcessor.from_pretrained(cfg.model.init_from)
-        model = UnifiedModel.from_pretrained(cfg.model.init_from)
+        # float32 master weights whatever the saved dtype (the shipped model is bf16); autocast does the rest
+        model = UnifiedModel.from_pretrained(cfg.model.init_from, dtype=torch.float32)
         load_saved_adapters(model, cfg.model.init_from)
         return processor.tokenizer, processor, model
     if cfg.tokenizer.path:
