@@ -1,11 +1,12 @@
 """The built-in default model, called on the class as the design card shows it, on clips generated here with a seed
 it never saw.
 
-The shipped model does not reach the issue's goals (caption METEOR >= 0.5, multiple choice >= 0.9, boxes >= 0.8 at
-IoU 0.5; measured numbers in unified/default_model/README.md). On these 30 clips it scored: caption METEOR 0.270
-with 16 distinct captions, video multiple choice 0.50 on 76 questions (chance 0.25), boxes mean IoU 0.135 (a fixed
-18 px box in the middle of the frame: 0.108). The tests hold it to those measurements with a margin, and to the
-typed, well-formed answers the API promises.
+Of the issue's goals checked here, the shipped model reaches the boxes' (>= 0.8 at IoU 0.5), not the captions'
+(METEOR >= 0.5) nor multiple choice's (>= 0.9); measured numbers in unified/default_model/README.md. On these 30
+clips it scored: caption METEOR 0.303 with 21 distinct captions, video multiple choice 0.71 on 76 questions (chance
+0.25), the beep questions 0.79 on 38 (chance 0.50), boxes 0.90 at IoU 0.5 (mean IoU 0.83; a fixed 18 px box in the
+middle of the frame: 0.108). The tests hold it to the boxes' goal and to the other measurements with a margin, and
+to the typed, well-formed answers the API promises.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ SEED = 90210  # the training data used seed 0 (train and test splits)
 def clips(tmp_path_factory):
     root = tmp_path_factory.mktemp("fresh")
     write_split(root, N_CLIPS, seed=SEED, split="test", progress=False)
-    data, _ = load_data_dir(root, ["caption", "video_mcqa", "grounding"])
+    data, _ = load_data_dir(root, ["caption", "video_mcqa", "audio_video_mcqa", "grounding"])
     scenes = [json.loads(line) for line in (root / "scenes.jsonl").read_text().splitlines()]
     return data, scenes
 
@@ -47,7 +48,7 @@ def test_captions_are_sentences_about_shapes(clips):
     for caption in captions:
         words = caption.replace(",", " ").replace(".", " ").split()
         assert set(words) & set(COLOURS) and set(words) & set(KINDS), caption
-    assert len(set(captions)) >= 8  # it describes clips, not one sentence for all (measured 16 of 30)
+    assert len(set(captions)) >= 12  # it describes clips, not one sentence for all (measured 21 of 30)
 
 
 def test_captions_score_against_the_clips_own_references(clips):
@@ -59,20 +60,23 @@ def test_captions_score_against_the_clips_own_references(clips):
     with CaptionScorer(("meteor",)) as scorer:
         own = scorer.score(captions, [r["captions"] for r in rows])["meteor"]
         shifted = scorer.score(captions, [r["captions"] for r in rows[1:] + rows[:1]])["meteor"]  # another clip's
-    assert own >= 0.22 and own > shifted + 0.03, (own, shifted)  # measured 0.270 on these 30 clips
+    assert own >= 0.25 and own > shifted + 0.03, (own, shifted)  # measured 0.303 on these 30 clips
 
 
-def test_multiple_choice_beats_chance_on_fresh_clips(clips):
+@pytest.mark.parametrize("task, margin", [("video_mcqa", 0.35), ("audio_video_mcqa", 0.2)])
+def test_multiple_choice_beats_chance_on_fresh_clips(clips, task, margin):
+    """video_mcqa measured 0.71 (76 questions, chance 0.25); the beep questions 0.79 (38, chance 0.50)."""
     data, _ = clips
-    rows = data["video_mcqa"]
-    picked = Model.generate(task="video_mcqa", video=[r["video"] for r in rows], question=[r["question"] for r in rows],
-                            options=[r["options"] for r in rows])
+    rows = data[task]
+    audio = {"audio": [r["audio"] for r in rows]} if task == "audio_video_mcqa" else {}
+    picked = Model.generate(task=task, video=[r["video"] for r in rows], question=[r["question"] for r in rows],
+                            options=[r["options"] for r in rows], **audio)
     right = sum(p == r["options"][r["answer_index"]] for p, r in zip(picked, rows)) / len(rows)
-    chance = sum(1 / len(r["options"]) for r in rows) / len(rows)  # 0.25: four options each
-    assert right >= chance + 0.18, (right, chance)  # measured 0.50 on these 30 clips (76 questions)
+    chance = sum(1 / len(r["options"]) for r in rows) / len(rows)
+    assert right >= chance + margin, (right, chance)
 
 
-def test_boxes_lie_in_the_frame_and_beat_a_fixed_centre_box(clips):
+def test_boxes_lie_in_the_frame_and_meet_the_goal(clips):
     data, _ = clips
     rows = data["grounding"]
     boxes = Model.generate(task="grounding", image=[r["image"] for r in rows], phrase=[r["phrase"] for r in rows])
@@ -83,4 +87,5 @@ def test_boxes_lie_in_the_frame_and_beat_a_fixed_centre_box(clips):
     # where the shape is, better than a prior: a fixed 18 px box in the middle of the 64 px frame
     ious = [box.iou(Box(*row["box"])) for box, row in zip(boxes, rows)]
     centre = [Box(23, 23, 41, 41).iou(Box(*row["box"])) for row in rows]
-    assert sum(ious) / len(ious) > sum(centre) / len(centre), (ious, centre)  # measured 0.135 vs 0.108
+    assert sum(ious) / len(ious) > sum(centre) / len(centre) + 0.5, (ious, centre)  # measured 0.831 vs 0.108
+    assert sum(iou >= 0.5 for iou in ious) / len(ious) >= 0.8, ious  # the issue's goal; measured 0.90
