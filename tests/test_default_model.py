@@ -1,12 +1,12 @@
 """The built-in default model, called on the class as the design card shows it, on clips generated here with a seed
 it never saw.
 
-Of the issue's goals checked here, the shipped model reaches the boxes' (>= 0.8 at IoU 0.5), not the captions'
-(METEOR >= 0.5) nor multiple choice's (>= 0.9); measured numbers in unified/default_model/README.md. On these 30
-clips it scored: caption METEOR 0.303 with 21 distinct captions, video multiple choice 0.71 on 76 questions (chance
-0.25), the beep questions 0.79 on 38 (chance 0.50), boxes 0.90 at IoU 0.5 (mean IoU 0.83; a fixed 18 px box in the
-middle of the frame: 0.108). The tests hold it to the boxes' goal and to the other measurements with a margin, and
-to the typed, well-formed answers the API promises.
+Of the issue's goals checked here, the shipped model reaches the captions' (METEOR >= 0.5) and the boxes' (>= 0.8 at
+IoU 0.5) on these 30 clips, not multiple choice's (>= 0.9, met on the 100-clip test split in the model card: 0.91 and
+0.90). On these clips it scored: caption METEOR 0.631 with 24 distinct captions, video multiple choice 0.87 on 76
+questions (chance 0.25), the beep questions 0.82 on 38 (chance 0.50), boxes 0.87 at IoU 0.5 (mean IoU 0.72; a fixed
+18 px box in the middle of the frame: 0.108). The tests hold it to the goals it meets, to the other measurements with
+a margin, and to the typed, well-formed answers the API promises.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_captions_are_sentences_about_shapes(clips):
     for caption in captions:
         words = caption.replace(",", " ").replace(".", " ").split()
         assert set(words) & set(COLOURS) and set(words) & set(KINDS), caption
-    assert len(set(captions)) >= 12  # it describes clips, not one sentence for all (measured 21 of 30)
+    assert len(set(captions)) >= 18  # it describes clips, not one sentence for all (measured 24 of 30)
 
 
 def test_captions_score_against_the_clips_own_references(clips):
@@ -60,12 +60,12 @@ def test_captions_score_against_the_clips_own_references(clips):
     with CaptionScorer(("meteor",)) as scorer:
         own = scorer.score(captions, [r["captions"] for r in rows])["meteor"]
         shifted = scorer.score(captions, [r["captions"] for r in rows[1:] + rows[:1]])["meteor"]  # another clip's
-    assert own >= 0.25 and own > shifted + 0.03, (own, shifted)  # measured 0.303 on these 30 clips
+    assert own >= 0.5 and own > shifted + 0.1, (own, shifted)  # the issue's goal; measured 0.631
 
 
-@pytest.mark.parametrize("task, margin", [("video_mcqa", 0.35), ("audio_video_mcqa", 0.2)])
+@pytest.mark.parametrize("task, margin", [("video_mcqa", 0.5), ("audio_video_mcqa", 0.25)])
 def test_multiple_choice_beats_chance_on_fresh_clips(clips, task, margin):
-    """video_mcqa measured 0.71 (76 questions, chance 0.25); the beep questions 0.79 (38, chance 0.50)."""
+    """video_mcqa measured 0.87 (76 questions, chance 0.25); the beep questions 0.82 (38, chance 0.50)."""
     data, _ = clips
     rows = data[task]
     audio = {"audio": [r["audio"] for r in rows]} if task == "audio_video_mcqa" else {}
@@ -87,5 +87,5 @@ def test_boxes_lie_in_the_frame_and_meet_the_goal(clips):
     # where the shape is, better than a prior: a fixed 18 px box in the middle of the 64 px frame
     ious = [box.iou(Box(*row["box"])) for box, row in zip(boxes, rows)]
     centre = [Box(23, 23, 41, 41).iou(Box(*row["box"])) for row in rows]
-    assert sum(ious) / len(ious) > sum(centre) / len(centre) + 0.5, (ious, centre)  # measured 0.831 vs 0.108
-    assert sum(iou >= 0.5 for iou in ious) / len(ious) >= 0.8, ious  # the issue's goal; measured 0.90
+    assert sum(ious) / len(ious) > sum(centre) / len(centre) + 0.5, (ious, centre)  # measured 0.716 vs 0.108
+    assert sum(iou >= 0.5 for iou in ious) / len(ious) >= 0.8, ious  # the issue's goal; measured 0.87
