@@ -125,6 +125,8 @@ def checkpoints(tmp_path_factory):
         CLIPModel,
         CLIPVisionConfig,
         CLIPVisionModel,
+        Dinov2Config,
+        Dinov2Model,
         SiglipVisionConfig,
         SiglipVisionModel,
         WhisperConfig,
@@ -144,6 +146,7 @@ def checkpoints(tmp_path_factory):
         "clip_vision": _save(CLIPVisionModel(CLIPVisionConfig(**VISION)), root / "clip_vision"),
         "clip": _save(CLIPModel(CLIPConfig(text_config=text, vision_config=VISION, projection_dim=8)), root / "clip"),
         "siglip": _save(SiglipVisionModel(SiglipVisionConfig(**VISION)), root / "siglip"),
+        "dinov2": _save(Dinov2Model(Dinov2Config(**VISION)), root / "dinov2"),
         "whisper": _save(WhisperModel(whisper), root / "whisper"),
         "whisper_cg": _save(WhisperForConditionalGeneration(whisper), root / "whisper_cg"),
     }
@@ -157,12 +160,13 @@ def _assert_frozen_backbone_and_trainable_rest(enc, loss):
     assert enc.training and not enc.backbone.training  # frozen backbone stays in eval mode
 
 
-@pytest.mark.parametrize("name, has_cls", [("clip_vision", True), ("clip", True), ("siglip", False)])
+@pytest.mark.parametrize("name, has_cls", [("clip_vision", True), ("clip", True), ("siglip", False),
+                                           ("dinov2", True)])
 def test_pretrained_vision_encoder(checkpoints, name, has_cls):
     from transformers import AutoModel
 
     torch.manual_seed(0)
-    enc = PretrainedVisionEncoder(checkpoints[name], hidden_size=D)
+    enc = PretrainedVisionEncoder.from_pretrained(checkpoints[name], hidden_size=D)
     pixels = torch.randn(1, 2, 2, 3, 32, 32)
     out = enc(pixels, torch.rand(1, 2, 2))
     assert out.shape == (1, 2, 2, 16, D)  # (32 / 8)^2 patch tokens, CLS dropped
@@ -181,7 +185,7 @@ def test_pretrained_vision_encoder(checkpoints, name, has_cls):
 
 
 def test_pretrained_vision_encoder_unfrozen_trains(checkpoints):
-    enc = PretrainedVisionEncoder(checkpoints["siglip"], hidden_size=D, freeze=False)
+    enc = PretrainedVisionEncoder.from_pretrained(checkpoints["siglip"], hidden_size=D, freeze=False)
     enc(torch.randn(1, 1, 1, 3, 32, 32), torch.zeros(1, 1, 1)).sum().backward()
     grads = {n: p.grad for n, p in enc.backbone.named_parameters()}
     # the pooling head (MAP) is not on the last_hidden_state path; the patch embedding and layers are
@@ -193,7 +197,7 @@ def test_pretrained_vision_encoder_unfrozen_trains(checkpoints):
 @pytest.mark.parametrize("name", ["whisper", "whisper_cg"])
 def test_pretrained_audio_encoder(checkpoints, name):
     torch.manual_seed(0)
-    enc = PretrainedAudioEncoder(checkpoints[name], hidden_size=D)
+    enc = PretrainedAudioEncoder.from_pretrained(checkpoints[name], hidden_size=D)
     assert enc.num_frames == 32  # 2 * max_source_positions
     mask = torch.zeros(2, 1, 20, dtype=torch.bool)
     mask[0, 0, :13] = True
@@ -209,15 +213,15 @@ def test_pretrained_audio_encoder(checkpoints, name):
 def test_pretrained_paths_are_checked(tmp_path, checkpoints):
     missing = tmp_path / "nope"
     with pytest.raises(InputError, match="nope"):
-        PretrainedVisionEncoder(missing, hidden_size=D)
+        PretrainedVisionEncoder.from_pretrained(missing, hidden_size=D)
     with pytest.raises(InputError, match="nope"):
-        PretrainedAudioEncoder(missing, hidden_size=D)
+        PretrainedAudioEncoder.from_pretrained(missing, hidden_size=D)
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "config.json").write_text(json.dumps({"model_type": "no_such_model"}))
     with pytest.raises(InputError, match="bad"):
-        PretrainedVisionEncoder(bad, hidden_size=D)
-    with pytest.raises(InputError, match="Whisper"):
-        PretrainedAudioEncoder(checkpoints["siglip"], hidden_size=D)
-    with pytest.raises(InputError, match="vision"):
-        PretrainedVisionEncoder(checkpoints["whisper"], hidden_size=D)
+        PretrainedVisionEncoder.from_pretrained(bad, hidden_size=D)
+    with pytest.raises(ConfigError, match="Whisper"):
+        PretrainedAudioEncoder.from_pretrained(checkpoints["siglip"], hidden_size=D)
+    with pytest.raises(ConfigError, match="vision"):
+        PretrainedVisionEncoder.from_pretrained(checkpoints["whisper"], hidden_size=D)

@@ -261,7 +261,10 @@ def test_pretrained_vision_encoder_keeps_its_weights(tmp_path):
     clip = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                             num_attention_heads=2, image_size=32, patch_size=16))
     clip.save_pretrained(tmp_path / "clip")
-    model = tiny_model(vision={"pretrained_path": str(tmp_path / "clip")})
+    bare = tiny_model(vision={"pretrained_path": str(tmp_path / "clip")})  # the architecture, random weights
+    assert not torch.equal(bare.encoder.media.vision.backbone.embeddings.patch_embedding.weight,
+                           clip.embeddings.patch_embedding.weight)
+    model = UnifiedForConditionalGeneration.from_pretrained_parts(bare.config).eval()
     ours = dict(model.encoder.media.vision.backbone.named_parameters())
     for name, param in clip.named_parameters():
         short = name.split("vision_model.", 1)[-1]

@@ -33,7 +33,7 @@ def test_the_add_a_task_example_runs(capsys):
 def test_every_python_block_runs_in_order(tmp_path, monkeypatch):
     """All of the README's Python blocks, top to bottom in one namespace, in a folder holding the files they name:
     a clip and frames of the synthetic world, a SentencePiece model, data folders, a trained model (the built-in
-    default model) and a run with per-task adapters."""
+    default model), a run with per-task adapters and a (random, tiny) SigLIP."""
     import io
     import shutil
     import sys
@@ -69,6 +69,13 @@ def test_every_python_block_runs_in_order(tmp_path, monkeypatch):
     _, _, tiny = tiny_stack()
     TaskAdapters.attach(tiny, ["vqa", "caption"], r=2)
     save_model(tiny, tmp_path / "runs" / "lora-per-task" / "final")
+
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    # a random SigLIP of the real one's input size, for the pretrained-encoder example
+    SiglipVisionModel(SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, image_size=224, patch_size=16)).save_pretrained(
+        tmp_path / "models" / "siglip-base-patch16-224")
 
     namespace = {"__name__": "readme"}
     try:

@@ -62,7 +62,8 @@ class VisionConfig:
     image_mean: tuple = (0.5, 0.5, 0.5)
     image_std: tuple = (0.5, 0.5, 0.5)
     max_frames: int = 64
-    pretrained_path: str | None = None  # a local transformers vision model (SigLIP, CLIP) instead of the stem
+    pretrained_path: str | None = None  # a local transformers vision model (SigLIP, CLIP, DINOv2) instead of the stem
+    backbone: dict | None = None  # its transformers config, read from pretrained_path once and saved with ours
     freeze: bool = True
 
 
@@ -73,6 +74,7 @@ class AudioConfig:
     num_latents: int = 32  # audio tokens per item, from the resampler below
     resampler: str = "perceiver"  # "perceiver" (Flamingo's, global) or "pool": num_latents time windows averaged
     pretrained_path: str | None = None  # a local Whisper checkpoint instead of the conv stem
+    backbone: dict | None = None  # its transformers config, read from pretrained_path once and saved with ours
     freeze: bool = True
 
 
@@ -155,6 +157,15 @@ class UnifiedConfig(PretrainedConfig):
         self.audio = _build("audio", AudioConfig, audio)
         self.resampler = _build("resampler", ResamplerConfig, resampler)
         self.fusion = _build("fusion", FusionConfig, fusion)
+        # A pretrained part's own config is read from its directory once and stored in ours: a saved model then
+        # builds that part without the directory (weights come from our safetensors).
+        from unified.model.pretrained import read_backbone_config
+
+        if self.vision.pretrained_path and self.vision.backbone is None:
+            self.vision.backbone = read_backbone_config(self.vision.pretrained_path, "vision.pretrained_path",
+                                                        "vision_config")
+        if self.audio.pretrained_path and self.audio.backbone is None:
+            self.audio.backbone = read_backbone_config(self.audio.pretrained_path, "audio.pretrained_path")
         t = self.text
         kwargs.setdefault("tie_word_embeddings", True)
         for key in ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id"):

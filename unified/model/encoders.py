@@ -16,10 +16,12 @@ Built from scratch (cheap at 64-128 px, trained with the model):
 - `AudioEncoder`: Whisper-like conv1d stem over log-mel frames (conv k3 s1, GELU, conv k3 s2, GELU) plus a sinusoidal
   position embedding; the frame mask is downsampled with the same arithmetic (F -> (F + 1) // 2).
 
-Pretrained alternatives loaded from a LOCAL path (never the network), frozen by default:
+Pretrained alternatives, built from a transformers config (stored in ours) with weights copied from a LOCAL
+checkpoint once (`unified.model.pretrained`; never the network), frozen by default:
 
-- `PretrainedVisionEncoder`: any transformers vision model (SigLIP, CLIP, ...); dual encoders contribute their
-  `.vision_model`; a CLS token is dropped when present (CLIP has one, SigLIP does not); Linear to `hidden_size`.
+- `PretrainedVisionEncoder`: any transformers vision model (SigLIP, CLIP, DINOv2, ...); dual encoders contribute
+  their vision tower; CLS / register tokens are dropped when present (CLIP has one, SigLIP none); Linear to
+  `hidden_size`.
 - `PretrainedAudioEncoder`: Whisper's encoder; input padded / cropped to its fixed 2 * max_source_positions mel frames.
 
 Frozen = `requires_grad=False` on the backbone and the backbone stays in eval mode whatever `.train()` is called with.
@@ -276,18 +278,7 @@ def sinusoidal_positions(length: int, dim: int, like: torch.Tensor) -> torch.Ten
     return table.to(like.dtype)
 
 
-# ---------------------------------------------------------------- pretrained (local path) --------------------------
-
-
-def _load_local(path, loader):
-    # A bad path must name the path, not surface as a hub lookup error: check it exists, never touch the network.
-    p = Path(path)
-    if not p.is_dir() or not (p / "config.json").is_file():
-        raise InputError("path", str(path), "not a local directory holding a saved transformers model (config.json)")
-    try:
-        return loader(str(p))
-    except Exception as exc:  # transformers raises many types for a malformed checkpoint
-        raise InputError("path", str(path), f"could not load a transformers model: {exc}") from exc
+# ---------------------------------------------------------------- pretrained backbones --------------------------
 
 
 class _FrozenBackbone(nn.Module):
@@ -308,32 +299,51 @@ class _FrozenBackbone(nn.Module):
 
 
 class PretrainedVisionEncoder(_FrozenBackbone):
-    """A local transformers vision model (SigLIP, CLIP, any AutoModel with `last_hidden_state`) as the frame encoder.
+    """A transformers vision model (SigLIP, CLIP, DINOv2: any model with `last_hidden_state`) as the frame encoder.
 
-    Same contract as `VideoEncoder`: pixel_values (B, M, T, 3, H, W), frame_times (B, M, T) -> (B, M, T, P, D).
-    Frames whose size differs from the backbone's `image_size` are resized bilinearly. Pixel values must already be
-    normalised with the backbone's own mean / std. A CLS token (CLIP) is dropped: only patch tokens are returned.
+    Built from its config dict (`vision.backbone` in our config, so a saved model needs no other directory);
+    `from_pretrained(path, ...)` builds one and copies a local checkpoint's weights in. Same contract as
+    `VideoEncoder`: pixel_values (B, M, T, 3, H, W), frame_times (B, M, T) -> (B, M, T, P, D). Frames whose size
+    differs from the backbone's `image_size` are resized bilinearly. Pixel values must already be normalised with
+    the backbone's own mean / std (`unified.model.pretrained.image_processor_settings`). Leading CLS / register
+    tokens (CLIP, DINOv2) are dropped: only patch tokens are returned.
 
     Example:
-        >>> enc = PretrainedVisionEncoder("path/to/siglip", hidden_size=512)  # doctest: +SKIP
+        >>> enc = PretrainedVisionEncoder.from_pretrained("path/to/siglip", hidden_size=512)  # doctest: +SKIP
         >>> enc(pixels, times).shape  # doctest: +SKIP
         torch.Size([B, M, T, 196, 512])
     """
 
-    def __init__(self, path: str | Path, hidden_size: int, freeze: bool = True, num_time_frequencies: int = 16):
+    def __init__(self, backbone: dict, hidden_size: int, freeze: bool = True, num_time_frequencies: int = 16):
         super().__init__()
-        from transformers import AutoModel
+        from unified.model.pretrained import build_config, build_module, vision_tower
 
-        model = _load_local(path, lambda p: AutoModel.from_pretrained(p, local_files_only=True))
-        vision = getattr(model, "vision_model", model)  # dual encoders (CLIPModel, SiglipModel): vision tower only
-        cfg = getattr(model.config, "vision_config", None) or model.config
-        if not hasattr(cfg, "image_size") or not hasattr(cfg, "patch_size"):
-            raise InputError("path", str(path), "the loaded model is not a ViT-style vision model (no image/patch size)")
-        self.backbone, self.freeze = vision, freeze
+        cfg = build_config(backbone, "vision.backbone")
+        if not hasattr(cfg, "image_size") or not hasattr(cfg, "patch_size") or not hasattr(cfg, "hidden_size"):
+            raise ConfigError("vision.backbone", backbone.get("model_type"),
+                              "not a ViT-style vision model (no image_size / patch_size / hidden_size)")
+        self.backbone, self.freeze = vision_tower(build_module(backbone, "vision.backbone")), freeze
         self.image_size = int(cfg.image_size)
         self.num_patches = (self.image_size // int(cfg.patch_size)) ** 2
         self.proj = nn.Linear(int(cfg.hidden_size), hidden_size)
         self.time_embed = TimeEmbedding(hidden_size, num_time_frequencies)
+        self._set_frozen()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, hidden_size: int, freeze: bool = True,
+                        **kwargs) -> PretrainedVisionEncoder:
+        from unified.model.pretrained import read_backbone_config
+
+        encoder = cls(read_backbone_config(path, "vision.pretrained_path", "vision_config"), hidden_size, freeze,
+                      **kwargs)
+        encoder.load_backbone_weights(path)
+        return encoder
+
+    def load_backbone_weights(self, path: str | Path) -> None:
+        """Copy the vision tower of the local checkpoint at `path` into the backbone."""
+        from unified.model.pretrained import copy_weights, vision_tower
+
+        copy_weights(self.backbone, path, vision_tower, "vision.pretrained_path")
         self._set_frozen()
 
     def _stem(self, frames: torch.Tensor) -> torch.Tensor:
@@ -352,32 +362,59 @@ class PretrainedVisionEncoder(_FrozenBackbone):
         return _encode_frames(self._stem, self.time_embed, pixel_values, frame_times, pixel_mask)
 
 
-class PretrainedAudioEncoder(_FrozenBackbone):
-    """Whisper's encoder from a local WhisperModel / WhisperForConditionalGeneration checkpoint, projected to D.
+def _whisper_encoder(config):
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
-    Same contract as `AudioEncoder`: (B, A, n_mels, F) + mask (B, A, F) -> (B, A, F', D) + mask (B, A, F'). Whisper's
-    encoder only accepts exactly 2 * max_source_positions mel frames (3000 for the released models), so input is
-    zero-padded / cropped to that length (padded frames zeroed first) and F' = max_source_positions; the returned mask
-    marks the outputs computed from real frames (input mask downsampled as in `AudioEncoder`).
+    return WhisperEncoder(config)
+
+
+def _encoder_of(model: nn.Module) -> nn.Module:
+    return model.get_encoder() if hasattr(model, "get_encoder") else model.encoder
+
+
+class PretrainedAudioEncoder(_FrozenBackbone):
+    """Whisper's encoder (config from a WhisperModel / WhisperForConditionalGeneration checkpoint), projected to D.
+
+    Built from its config dict (`audio.backbone`); `from_pretrained(path, ...)` copies a local checkpoint's encoder
+    weights in. Same contract as `AudioEncoder`: (B, A, n_mels, F) + mask (B, A, F) -> (B, A, F', D) + mask
+    (B, A, F'). Whisper's encoder only accepts exactly 2 * max_source_positions mel frames (3000 for the released
+    models), so input is zero-padded / cropped to that length (padded frames zeroed first) and
+    F' = max_source_positions; the returned mask marks the outputs computed from real frames (input mask downsampled
+    as in `AudioEncoder`).
 
     Example:
-        >>> enc = PretrainedAudioEncoder("path/to/whisper-tiny", hidden_size=512)  # doctest: +SKIP
+        >>> enc = PretrainedAudioEncoder.from_pretrained("path/to/whisper-tiny", hidden_size=512)  # doctest: +SKIP
         >>> feats, mask = enc(mels, mel_mask)  # feats (B, A, 1500, 512)  # doctest: +SKIP
     """
 
-    def __init__(self, path: str | Path, hidden_size: int, freeze: bool = True):
+    def __init__(self, backbone: dict, hidden_size: int, freeze: bool = True):
         super().__init__()
-        from transformers import AutoModel
+        from unified.model.pretrained import build_config, build_module
 
-        model = _load_local(path, lambda p: AutoModel.from_pretrained(p, local_files_only=True))
-        encoder = model.get_encoder() if hasattr(model, "get_encoder") else getattr(model, "encoder", None)
-        cfg = model.config
-        if encoder is None or not hasattr(cfg, "max_source_positions") or not hasattr(cfg, "num_mel_bins"):
-            raise InputError("path", str(path), "expected a Whisper checkpoint (encoder with max_source_positions)")
-        self.backbone, self.freeze = encoder, freeze
+        cfg = build_config(backbone, "audio.backbone")
+        if not hasattr(cfg, "max_source_positions") or not hasattr(cfg, "num_mel_bins"):
+            raise ConfigError("audio.backbone", backbone.get("model_type"),
+                              "expected a Whisper config (an encoder with max_source_positions and num_mel_bins)")
+        self.backbone = build_module(backbone, "audio.backbone", _whisper_encoder)
+        self.freeze = freeze
         self.n_mels = int(cfg.num_mel_bins)
         self.num_frames = 2 * int(cfg.max_source_positions)
         self.proj = nn.Linear(int(cfg.d_model), hidden_size)
+        self._set_frozen()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, hidden_size: int, freeze: bool = True) -> PretrainedAudioEncoder:
+        from unified.model.pretrained import read_backbone_config
+
+        encoder = cls(read_backbone_config(path, "audio.pretrained_path"), hidden_size, freeze)
+        encoder.load_backbone_weights(path)
+        return encoder
+
+    def load_backbone_weights(self, path: str | Path) -> None:
+        """Copy the encoder of the local Whisper checkpoint at `path` into the backbone."""
+        from unified.model.pretrained import copy_weights
+
+        copy_weights(self.backbone, path, _encoder_of, "audio.pretrained_path")
         self._set_frozen()
 
     def forward(self, audio_features: torch.Tensor, audio_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

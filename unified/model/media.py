@@ -43,8 +43,8 @@ class MediaEncoder(nn.Module):
     def __init__(self, config: UnifiedConfig):
         super().__init__()
         v, a, r, d = config.vision, config.audio, config.resampler, config.text.d_model
-        if v.pretrained_path:
-            self.vision = PretrainedVisionEncoder(v.pretrained_path, v.hidden_size, freeze=v.freeze)
+        if v.backbone:
+            self.vision = PretrainedVisionEncoder(v.backbone, v.hidden_size, freeze=v.freeze)
         else:
             self.vision = VideoEncoder(v.patch_size, v.hidden_size, v.num_channels, v.stem_channels, v.stem_blocks,
                                        v.image_size)
@@ -55,8 +55,8 @@ class MediaEncoder(nn.Module):
             self.visual_resampler = PerceiverResampler(v.hidden_size, r.depth, latents, r.num_heads, r.head_dim,
                                                        mode=r.mode, max_frames=v.max_frames)
         self.visual_proj = nn.Linear(v.hidden_size, d)
-        if a.pretrained_path:
-            self.audio = PretrainedAudioEncoder(a.pretrained_path, a.hidden_size, freeze=a.freeze)
+        if a.backbone:
+            self.audio = PretrainedAudioEncoder(a.backbone, a.hidden_size, freeze=a.freeze)
         else:
             self.audio = AudioEncoder(a.n_mels, a.hidden_size)
         if a.resampler == "pool":  # num_latents windows in time, each the mean of its frames: the beep stays put

@@ -228,6 +228,26 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
         self.embed_head = EmbeddingHead(t.d_model, t.embed_dim, learn_temperature=True)
         self.post_init()
 
+    @classmethod
+    def from_pretrained_parts(cls, config: UnifiedConfig) -> UnifiedForConditionalGeneration:
+        """A new model whose pretrained parts (each sub-config with a `pretrained_path`) start from those local
+        checkpoints' weights; everything else is freshly initialised. Save it with `save_pretrained`: the saved
+        model holds every weight and every backbone's config, so it loads where those directories do not exist."""
+        model = cls(config)
+        model.load_pretrained_parts()
+        return model
+
+    def load_pretrained_parts(self) -> list[str]:
+        """Copy the weights of every configured `pretrained_path` into its part; returns the fields it read."""
+        read = []
+        media = self.encoder.media
+        for field, part, encoder in (("vision", self.config.vision, media.vision),
+                                     ("audio", self.config.audio, media.audio)):
+            if part.pretrained_path:
+                encoder.load_backbone_weights(part.pretrained_path)
+                read.append(f"{field}.pretrained_path")
+        return read
+
     def get_input_embeddings(self):
         return self.shared
 

@@ -75,10 +75,13 @@ def stage_at(cfg: TrainConfig, step: int):
 
 
 def apply_stage(model, stage) -> int:
-    """Set requires_grad by group; returns how many parameters train."""
+    """Set requires_grad by group; returns how many parameters train. A pretrained backbone configured with
+    `freeze: true` stays frozen whatever the stage trains (its projection trains with the `media` group)."""
+    frozen = {id(p) for module in model.modules() if getattr(module, "freeze", False) and hasattr(module, "backbone")
+              for p in module.backbone.parameters()}
     trained = 0
     for name, param in model.named_parameters():
-        param.requires_grad_(group_of(name) in stage.train)
+        param.requires_grad_(group_of(name) in stage.train and id(param) not in frozen)
         trained += param.numel() if param.requires_grad else 0
     return trained
 
@@ -109,18 +112,39 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
         tokenizer = UnifiedTokenizer.train(corpus, text_vocab_size=cfg.tokenizer.text_vocab_size,
                                            hard_vocab_limit=False)
         log(f"vocabulary: {tokenizer.vocab_size} ids, trained on {len(corpus)} texts")
-    p = cfg.processor
-    processor = UnifiedProcessor(tokenizer, image_size=p.image_size, video_fps=p.video_fps, max_frames=p.max_frames)
-    m = cfg.model
+    p, m = cfg.processor, cfg.model
     config = UnifiedConfig.preset(
         m.preset,
         text={"ordinal_ranges": tokenizer.ordinal_ranges, **m.text, "vocab_size": tokenizer.vocab_size,
-              "image_token_id": tokenizer.image_token_id, "video_token_id": tokenizer.video_token_id, "audio_token_id": tokenizer.audio_token_id},
+              "image_token_id": tokenizer.image_token_id, "video_token_id": tokenizer.video_token_id,
+              "audio_token_id": tokenizer.audio_token_id},
         vision={"image_size": p.image_size, "max_frames": max(p.max_frames, 8), **m.vision},
         audio=m.audio, resampler=m.resampler, fusion=m.fusion)
     config.validate()
+    processor = UnifiedProcessor(tokenizer, image_size=p.image_size, video_fps=p.video_fps, max_frames=p.max_frames,
+                                 **vision_processor_settings(config, p.image_size, log))
     torch.manual_seed(cfg.seed)
-    return tokenizer, processor, UnifiedModel(config)
+    model = UnifiedModel.from_pretrained_parts(config)  # weights of each configured pretrained_path copied in
+    return tokenizer, processor, model
+
+
+def vision_processor_settings(config, image_size: int, log=print) -> dict[str, Any]:
+    """A pretrained vision encoder's own normalisation (its `preprocessor_config.json`), for the processor; a
+    processor frame size the encoder does not take raises `ConfigError` before anything trains."""
+    from unified.model.pretrained import image_processor_settings
+
+    v = config.vision
+    if not v.backbone:
+        return {}
+    wanted = int(v.backbone.get("image_size", image_size))
+    if image_size != wanted:
+        raise ConfigError("processor.image_size", image_size,
+                          f"the vision encoder ({v.backbone.get('model_type')}) takes {wanted} px frames; "
+                          f"set processor.image_size={wanted}")
+    settings = image_processor_settings(v.pretrained_path) if v.pretrained_path else {}
+    if "image_mean" not in settings:
+        log(f"vision encoder: no image_mean/std in {v.pretrained_path}/preprocessor_config.json; using 0.5 / 0.5")
+    return {key: settings[key] for key in ("image_mean", "image_std") if key in settings}
 
 
 def batch_loss(cfg: TrainConfig, tasks, sampler, stream, model, processor, step: int, rng: random.Random,
