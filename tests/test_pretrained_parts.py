@@ -22,7 +22,13 @@ CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.261302
 
 
 def _encoders(root: Path) -> tuple[Path, Path]:
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, WhisperConfig, WhisperModel
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        CLIPVisionModel,
+        WhisperConfig,
+        WhisperModel,
+    )
 
     torch.manual_seed(0)
     clip, whisper = root / "clip-tiny", root / "whisper-tiny"

@@ -33,7 +33,7 @@ def test_the_add_a_task_example_runs(capsys):
 def test_every_python_block_runs_in_order(tmp_path, monkeypatch):
     """All of the README's Python blocks, top to bottom in one namespace, in a folder holding the files they name:
     a clip and frames of the synthetic world, a SentencePiece model, data folders, a trained model (the built-in
-    default model), a run with per-task adapters and a (random, tiny) SigLIP."""
+    default model), a run with per-task adapters, and (random, tiny) SigLIP and T5 checkpoints."""
     import io
     import shutil
     import sys
@@ -76,6 +76,13 @@ def test_every_python_block_runs_in_order(tmp_path, monkeypatch):
     SiglipVisionModel(SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                          num_attention_heads=2, image_size=224, patch_size=16)).save_pretrained(
         tmp_path / "models" / "siglip-base-patch16-224")
+
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    # a random T5 v1.1 with Flan-T5-small's vocabulary, for the text-backbone example
+    T5ForConditionalGeneration(T5Config(vocab_size=32128, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
+                                        feed_forward_proj="gated-gelu", tie_word_embeddings=False,
+                                        decoder_start_token_id=0)).save_pretrained(tmp_path / "models" / "flan-t5-small")
 
     namespace = {"__name__": "readme"}
     try:

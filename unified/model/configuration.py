@@ -49,6 +49,11 @@ class TextConfig:
     ordinal_ranges: list | None = None
     ordinal_width: float = 0.02  # the kernel's width as a fraction of the range (20 of 1000 location bins)
     ordinal_noise: float = 0.25  # share of each row's variance that stays independent noise (bins stay distinct)
+    # A local pretrained encoder-decoder (T5 / Flan-T5 / mT5 / BART / T5Gemma) as the backbone instead of ours;
+    # `backbone` is its transformers config, read from the directory once and saved with ours. The backbone then
+    # fixes d_model, heads, layers and the special ids; vocab_size may only grow past its own (appended rows).
+    pretrained_path: str | None = None
+    backbone: dict | None = None
 
 
 @dataclass
@@ -167,12 +172,32 @@ class UnifiedConfig(PretrainedConfig):
         if self.audio.pretrained_path and self.audio.backbone is None:
             self.audio.backbone = read_backbone_config(self.audio.pretrained_path, "audio.pretrained_path")
         t = self.text
+        if t.pretrained_path and t.backbone is None:
+            t.backbone = read_backbone_config(t.pretrained_path, "text.pretrained_path")
+        if t.backbone:
+            from unified.model.backbone import text_fields
+
+            fixed = text_fields(t.backbone)
+            fixed["vocab_size"] = max(fixed["vocab_size"], t.vocab_size if t.vocab_size != TextConfig.vocab_size
+                                      else 0)  # a pretrained row is never dropped
+            for key, value in fixed.items():
+                setattr(t, key, value)
+            kwargs["tie_word_embeddings"] = False  # the backbone ties its own, by its own config
         kwargs.setdefault("tie_word_embeddings", True)
         for key in ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id"):
             kwargs[key] = getattr(t, key)
         kwargs["is_encoder_decoder"] = True
         super().__init__(**kwargs)
         self.validate()
+
+    def get_text_config(self, decoder=None, encoder=None):
+        # A pretrained backbone's caches (layer counts, sliding windows) follow its own config, as in its own model.
+        if self.text.backbone:
+            from unified.model.backbone import build_backbone_config
+
+            return build_backbone_config(self.text.backbone, self.text.vocab_size).get_text_config(
+                decoder=decoder, encoder=encoder)
+        return super().get_text_config(decoder=decoder, encoder=encoder)
 
     # Flat names transformers' generation and cache code read.
     @property
@@ -270,6 +295,9 @@ class UnifiedConfig(PretrainedConfig):
         if not 1 <= f.every_k_layers <= t.num_encoder_layers:
             raise ConfigError("fusion.every_k_layers", f.every_k_layers,
                               f"expected 1..num_encoder_layers ({t.num_encoder_layers})")
+        if t.backbone and f.in_decoder:
+            raise ConfigError("fusion.in_decoder", True, "gated cross-attention in a pretrained backbone's decoder "
+                              "is not built; media reach its decoder through the encoder")
         if f.media_attention not in ("previous", "all"):
             raise ConfigError("fusion.media_attention", f.media_attention, "expected 'previous' or 'all'")
         return self

@@ -12,6 +12,7 @@ Axis legend: B batch, L encoder length, Lt decoder length, S media latents, D d_
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -135,18 +136,9 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, pixel_mask=None, frame_times=None,
                 frame_time_ids=None, audio_features=None, audio_mask=None, inputs_embeds=None,
                 output_hidden_states=False, return_dict=True, **kwargs) -> UnifiedEncoderOutput:
-        embeds = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, D)
-        if attention_mask is None:
-            attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        latents = self.media(pixel_values, pixel_mask, frame_times, audio_features, audio_mask)
-        mode = self.config.fusion.mode
-        media, latent_group, token_group = cross_attention_memory(input_ids, latents, self.config)  # (B, S, D)
-        if mode in ("concat", "both") and media is not None:
-            embeds, attention_mask, token_group = splice_latents(
-                embeds, attention_mask, input_ids, latents, frame_time_ids, self.embed_tokens, self.config,
-                token_group)  # (B, L', D), (B, L'), (B, L')
-        xattn_media = media if mode in ("xattn", "both") else None
-        xattn_mask = media_mask_for(token_group, latent_group, self.config) if xattn_media is not None else None
+        fused = fuse_media(self.config, self.media, self.embed_tokens, input_ids, attention_mask, inputs_embeds,
+                           pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features, audio_mask)
+        embeds, attention_mask, xattn_media, xattn_mask = fused.embeds, fused.mask, fused.media, fused.media_mask
         x = self.dropout(embeds)
         positions = torch.arange(x.shape[1], device=x.device)
         rotary = self.rotary(positions, x.dtype)
@@ -160,10 +152,80 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
             if output_hidden_states:
                 hidden.append(x)
         x = self.norm(x)
-        decoder_media = media if self.config.fusion.in_decoder else None
-        keep = latent_group >= 0 if decoder_media is not None else None  # (B, S)
         return UnifiedEncoderOutput(last_hidden_state=x, hidden_states=tuple(hidden) if hidden else None,
-                                    attention_mask=attention_mask, media=decoder_media, media_keep=keep)
+                                    attention_mask=attention_mask, media=fused.decoder_media,
+                                    media_keep=fused.decoder_keep)
+
+
+@dataclass
+class FusedInputs:
+    """What the encoder's layers consume once media are fused in (shared by our backbone and a pretrained one)."""
+
+    embeds: torch.Tensor  # (B, L', D): token embeddings, latents spliced at the placeholders ("concat")
+    mask: torch.Tensor  # (B, L')
+    media: torch.Tensor | None  # (B, S, D) memory for gated cross-attention ("xattn"), else None
+    media_mask: torch.Tensor | None  # (B, L', S) which latents each position may attend to
+    decoder_media: torch.Tensor | None  # (B, S, D) for the decoder's gated cross-attention (`in_decoder`)
+    decoder_keep: torch.Tensor | None  # (B, S) real latents
+
+
+def fuse_media(config, media_encoder, embed_tokens, input_ids, attention_mask, inputs_embeds, pixel_values,
+               pixel_mask, frame_times, frame_time_ids, audio_features, audio_mask) -> FusedInputs:
+    """Embed the tokens, encode the media and fuse them as `config.fusion.mode` says (the one fusion code path)."""
+    embeds = embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, D)
+    if attention_mask is None:
+        attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+    latents = media_encoder(pixel_values, pixel_mask, frame_times, audio_features, audio_mask)
+    mode = config.fusion.mode
+    media, latent_group, token_group = cross_attention_memory(input_ids, latents, config)  # (B, S, D)
+    if mode in ("concat", "both") and media is not None:
+        embeds, attention_mask, token_group = splice_latents(
+            embeds, attention_mask, input_ids, latents, frame_time_ids, embed_tokens, config,
+            token_group)  # (B, L', D), (B, L'), (B, L')
+    xattn_media = media if mode in ("xattn", "both") else None
+    xattn_mask = media_mask_for(token_group, latent_group, config) if xattn_media is not None else None
+    decoder_media = media if config.fusion.in_decoder else None
+    keep = latent_group >= 0 if decoder_media is not None else None  # (B, S)
+    return FusedInputs(embeds, attention_mask, xattn_media, xattn_mask, decoder_media, keep)
+
+
+class BackboneEncoder(nn.Module):
+    """The media stack and gated cross-attention blocks around a pretrained encoder-decoder's encoder.
+
+    The backbone itself (`UnifiedForConditionalGeneration.lm`) is not a submodule here: its weights keep their own
+    names under `lm.`. Same inputs and output as `UnifiedEncoder`."""
+
+    main_input_name = "input_ids"
+
+    def __init__(self, config: UnifiedConfig, lm: nn.Module):
+        super().__init__()
+        from unified.model.backbone import MediaHooks, encoder_layers
+
+        f = config.fusion
+        self.config = config
+        self._lm = [lm]  # a plain list: not registered, so not saved twice
+        self.media = MediaEncoder(config)
+        layers = encoder_layers(lm)
+        fused = [i for i in range(len(layers)) if f.mode in ("xattn", "both") and i % f.every_k_layers == 0]
+        self.xattn = nn.ModuleDict({str(i): _xattn(config) for i in fused})  # keys: the backbone layer index
+        self.hooks = MediaHooks(layers, {i: self.xattn[str(i)] for i in fused})
+
+    @property
+    def lm(self) -> nn.Module:
+        return self._lm[0]
+
+    def forward(self, input_ids=None, attention_mask=None, pixel_values=None, pixel_mask=None, frame_times=None,
+                frame_time_ids=None, audio_features=None, audio_mask=None, inputs_embeds=None,
+                output_hidden_states=False, return_dict=True, **kwargs) -> UnifiedEncoderOutput:
+        encoder = self.lm.get_encoder()
+        fused = fuse_media(self.config, self.media, encoder.get_input_embeddings(), input_ids, attention_mask,
+                           inputs_embeds, pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features,
+                           audio_mask)
+        self.hooks.set(fused.media, fused.media_mask)
+        out = encoder(inputs_embeds=fused.embeds, attention_mask=fused.mask,
+                      output_hidden_states=bool(output_hidden_states), return_dict=True)
+        return UnifiedEncoderOutput(last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states,
+                                    attention_mask=fused.mask, media=None, media_keep=None)
 
 
 class UnifiedDecoder(nn.Module):
@@ -221,10 +283,19 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
     def __init__(self, config: UnifiedConfig):
         super().__init__(config)
         t = config.text
-        self.shared = nn.Embedding(t.vocab_size, t.d_model)
-        self.encoder = UnifiedEncoder(config, self.shared)
-        self.decoder = UnifiedDecoder(config, self.shared)
-        self.lm_head = nn.Linear(t.d_model, t.vocab_size, bias=False)
+        if t.backbone:  # a pretrained encoder-decoder (unified.model.backbone), kept whole under `lm.`
+            from unified.model.backbone import build_lm
+
+            self.lm = build_lm(t.backbone, t.vocab_size)
+            self.encoder = BackboneEncoder(config, self.lm)
+            self.generation_config = copy.deepcopy(self.lm.generation_config)  # BART's forced eos, for instance
+            self._tied_weights_keys = {}  # the backbone ties (or not) its own embeddings
+        else:
+            self.lm = None
+            self.shared = nn.Embedding(t.vocab_size, t.d_model)
+            self.encoder = UnifiedEncoder(config, self.shared)
+            self.decoder = UnifiedDecoder(config, self.shared)
+            self.lm_head = nn.Linear(t.d_model, t.vocab_size, bias=False)
         self.embed_head = EmbeddingHead(t.d_model, t.embed_dim, learn_temperature=True)
         self.post_init()
 
@@ -240,6 +311,12 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
     def load_pretrained_parts(self) -> list[str]:
         """Copy the weights of every configured `pretrained_path` into its part; returns the fields it read."""
         read = []
+        t = self.config.text
+        if t.pretrained_path and self.lm is not None:
+            from unified.model.backbone import copy_lm_weights
+
+            copy_lm_weights(self.lm, t.pretrained_path, t.ordinal_ranges, t.ordinal_width, t.ordinal_noise)
+            read.append("text.pretrained_path")
         media = self.encoder.media
         for field, part, encoder in (("vision", self.config.vision, media.vision),
                                      ("audio", self.config.audio, media.audio)):
@@ -249,15 +326,18 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
         return read
 
     def get_input_embeddings(self):
-        return self.shared
+        return self.shared if self.lm is None else self.lm.get_input_embeddings()
 
     def set_input_embeddings(self, value):
+        if self.lm is not None:
+            self.lm.set_input_embeddings(value)
+            return
         self.shared = value
         self.encoder.embed_tokens = value
         self.decoder.embed_tokens = value
 
     def get_output_embeddings(self):
-        return self.lm_head
+        return self.lm_head if self.lm is None else self.lm.get_output_embeddings()
 
     def get_encoder(self, modality=None):
         return self.encoder
@@ -270,6 +350,8 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
 
             raise ConfigError("attn_implementation", name, f"expected one of {sorted(ATTENTION_FUNCTIONS)}")
         self.config._attn_implementation = name
+        if self.lm is not None:
+            self.lm.set_attn_implementation(name)
         for module in self.modules():
             if hasattr(module, "attn_implementation"):
                 module.attn_implementation = name
@@ -311,6 +393,9 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
         encoder_mask = encoder_outputs.attention_mask
         if encoder_mask is None:
             encoder_mask = attention_mask
+        if self.lm is not None:
+            return self._backbone_decode(encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask,
+                                         labels, past_key_values, use_cache, output_hidden_states)
         if labels is not None and decoder_input_ids is None:
             decoder_input_ids = self._shift_right(labels)
         if use_cache and past_key_values is None:
@@ -332,6 +417,26 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
         return Seq2SeqLMOutput(loss=loss, logits=logits, past_key_values=past_key_values,
                                decoder_hidden_states=tuple(hidden) if hidden else None,
+                               encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+                               encoder_hidden_states=encoder_outputs.hidden_states)
+
+
+    def _prepare_cache_for_generation(self, *args, **kwargs):
+        # The backbone knows its caches (T5Gemma: sliding self-attention, full cross-attention)
+        if self.lm is not None:
+            return self.lm._prepare_cache_for_generation(*args, **kwargs)
+        return super()._prepare_cache_for_generation(*args, **kwargs)
+
+    def _backbone_decode(self, encoder_outputs, mask, decoder_input_ids, decoder_attention_mask, labels,
+                         past_key_values, use_cache, output_hidden_states):
+        # After our encoder pass (media fused): the backbone's decoder, head, cache and loss exactly as its own.
+        states = BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state,
+                                 hidden_states=encoder_outputs.hidden_states)
+        out = self.lm(attention_mask=mask, encoder_outputs=states, decoder_input_ids=decoder_input_ids,
+                      decoder_attention_mask=decoder_attention_mask, labels=labels, cache=past_key_values,
+                      use_cache=use_cache, output_hidden_states=bool(output_hidden_states))
+        return Seq2SeqLMOutput(loss=out.loss, logits=out.logits, past_key_values=out.cache,
+                               decoder_hidden_states=out.decoder_hidden_states,
                                encoder_last_hidden_state=encoder_outputs.last_hidden_state,
                                encoder_hidden_states=encoder_outputs.hidden_states)
 

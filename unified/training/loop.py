@@ -52,6 +52,13 @@ def group_of(name: str) -> str:
     """The parameter group a parameter belongs to (what stages freeze and unfreeze)."""
     if "lora_" in name:
         return "lora"
+    if name.startswith("lm."):  # a pretrained backbone (unified.model.backbone): its own names under `lm.`
+        rest = "." + name[3:]
+        if "embed_tokens" in rest or ".shared." in rest:
+            return "embeddings"
+        if ".lm_head" in rest:
+            return "heads"
+        return "encoder" if ".encoder." in rest else "decoder"
     if ".xattn." in name:
         return "xattn"
     if "resampler" in name:
@@ -105,6 +112,12 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
         model = UnifiedModel.from_pretrained(cfg.model.init_from, dtype=torch.float32)
         load_saved_adapters(model, cfg.model.init_from)
         return processor.tokenizer, processor, model
+    if cfg.model.text.get("pretrained_path") or cfg.model.text.get("backbone"):
+        # Our vocabulary would give the backbone's embedding rows other texts' ids: refuse rather than train that.
+        raise ConfigError("model.text.pretrained_path", cfg.model.text.get("pretrained_path"),
+                          "training on a pretrained text backbone needs a vocabulary that keeps its tokenizer's ids, "
+                          "which the training loop does not build yet; use UnifiedModel.from_pretrained_parts from "
+                          "Python with your own ids")
     if cfg.tokenizer.path:
         tokenizer = UnifiedTokenizer.from_pretrained(cfg.tokenizer.path)
     else:
