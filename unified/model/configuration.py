@@ -193,11 +193,20 @@ class UnifiedConfig(PretrainedConfig):
     def get_text_config(self, decoder=None, encoder=None):
         # A pretrained backbone's caches (layer counts, sliding windows) follow its own config, as in its own model.
         if self.text.backbone:
-            from unified.model.backbone import build_backbone_config
-
-            return build_backbone_config(self.text.backbone, self.text.vocab_size).get_text_config(
-                decoder=decoder, encoder=encoder)
+            return self.backbone_config().get_text_config(decoder=decoder, encoder=encoder)
         return super().get_text_config(decoder=decoder, encoder=encoder)
+
+    def backbone_config(self):
+        """The pretrained text backbone's transformers config (vocabulary grown to ours), built once: generation
+        asks for it at every step."""
+        from unified.model.backbone import build_backbone_config
+
+        key = (id(self.text.backbone), self.text.vocab_size)
+        cached = self.__dict__.get("_backbone_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, build_backbone_config(self.text.backbone, self.text.vocab_size))
+            self.__dict__["_backbone_cache"] = cached
+        return cached[1]
 
     # Flat names transformers' generation and cache code read.
     @property
@@ -304,6 +313,7 @@ class UnifiedConfig(PretrainedConfig):
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
+        out.pop("_backbone_cache", None)  # built from text.backbone, not stored
         for name in SUB_CONFIGS:
             out[name] = asdict(getattr(self, name))
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
