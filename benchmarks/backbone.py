@@ -20,7 +20,6 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -28,19 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformers import T5Config, T5ForConditionalGeneration  # noqa: E402
+from vs_t5 import timed  # noqa: E402  (the script folder, benchmarks/, is on sys.path)
 
 from unified.model import UnifiedConfig, UnifiedModel  # noqa: E402
-
-
-def timed(fn, runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def paired(ours, bare, runs: int, warmup: int) -> tuple[float, float]:
@@ -49,8 +38,8 @@ def paired(ours, bare, runs: int, warmup: int) -> tuple[float, float]:
         ours(), bare()
     a, b = [], []
     for _ in range(runs):
-        a.append(timed(ours, 1, 0))
-        b.append(timed(bare, 1, 0))
+        a.append(timed(ours, 1, 0, "cpu"))
+        b.append(timed(bare, 1, 0, "cpu"))
     return statistics.median(a), statistics.median(b)
 
 
@@ -109,7 +98,7 @@ def main(argv=None) -> int:
         media["input_ids"][:, 0] = args.vocab - 1  # <video> first
         media["pixel_values"] = torch.randn(args.batch, 1, args.frames, 3, 64, 64, generator=g)
         media["frame_times"] = torch.arange(args.frames).float().expand(args.batch, 1, -1) / 4
-        with_media = timed(train_step(ours, media), args.runs, 2)
+        with_media = timed(train_step(ours, media), args.runs, 2, "cpu")
         print(f"train step with {args.frames} frames (xattn): {with_media * 1e3:.1f} ms, "
               f"x{with_media / rows[0][1]:.2f} the text-only step")
     return 0

@@ -132,3 +132,19 @@ def test_missing_encoder_directory_is_named(tmp_path):
 
     with pytest.raises(InputError, match="vision.pretrained_path.*nowhere"):
         UnifiedConfig.preset("tiny", vision={"pretrained_path": str(tmp_path / "nowhere")})
+
+
+def test_a_stage_training_every_group_keeps_a_frozen_backbone_frozen(tmp_path):
+    from unified.model import UnifiedConfig, UnifiedModel
+    from unified.training.config import Stage
+    from unified.training.loop import apply_stage
+
+    clip, whisper = _encoders(tmp_path)
+    config = UnifiedConfig.preset("tiny", vision={"pretrained_path": str(clip)},
+                                  audio={"pretrained_path": str(whisper), "freeze": False})
+    model = UnifiedModel(config)
+    apply_stage(model, Stage())  # every group, "media" included
+    media = model.encoder.media
+    assert not any(p.requires_grad for p in media.vision.backbone.parameters())  # freeze: true holds
+    assert media.vision.proj.weight.requires_grad
+    assert all(p.requires_grad for p in media.audio.backbone.parameters())  # freeze: false trains

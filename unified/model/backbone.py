@@ -63,8 +63,8 @@ def text_fields(backbone: dict[str, Any]) -> dict[str, Any]:
 
 
 def vocab_size_of(cfg) -> int:
-    sub = getattr(cfg, "decoder", None)
-    return int(getattr(sub, "vocab_size", None) or cfg.vocab_size) if hasattr(sub, "vocab_size") else cfg.vocab_size
+    """The output vocabulary: T5Gemma's decoder sub-config's, else the config's own."""
+    return int(getattr(getattr(cfg, "decoder", None), "vocab_size", None) or cfg.vocab_size)
 
 
 def build_backbone_config(backbone: dict[str, Any], vocab_size: int):

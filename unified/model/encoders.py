@@ -42,6 +42,7 @@ from unified.errors import ConfigError, InputError
 
 __all__ = [
     "AudioEncoder",
+    "FrozenBackbone",
     "PatchStem",
     "PretrainedAudioEncoder",
     "PretrainedVisionEncoder",
@@ -281,8 +282,8 @@ def sinusoidal_positions(length: int, dim: int, like: torch.Tensor) -> torch.Ten
 # ---------------------------------------------------------------- pretrained backbones --------------------------
 
 
-class _FrozenBackbone(nn.Module):
-    # Holds `self.backbone`; when frozen, its parameters never require grad and it never leaves eval mode.
+class FrozenBackbone(nn.Module):
+    """Holds `self.backbone`; when frozen, its parameters never require grad and it never leaves eval mode."""
     backbone: nn.Module
     freeze: bool
 
@@ -298,7 +299,7 @@ class _FrozenBackbone(nn.Module):
         return self
 
 
-class PretrainedVisionEncoder(_FrozenBackbone):
+class PretrainedVisionEncoder(FrozenBackbone):
     """A transformers vision model (SigLIP, CLIP, DINOv2: any model with `last_hidden_state`) as the frame encoder.
 
     Built from its config dict (`vision.backbone` in our config, so a saved model needs no other directory);
@@ -372,7 +373,7 @@ def _encoder_of(model: nn.Module) -> nn.Module:
     return model.get_encoder() if hasattr(model, "get_encoder") else model.encoder
 
 
-class PretrainedAudioEncoder(_FrozenBackbone):
+class PretrainedAudioEncoder(FrozenBackbone):
     """Whisper's encoder (config from a WhisperModel / WhisperForConditionalGeneration checkpoint), projected to D.
 
     Built from its config dict (`audio.backbone`); `from_pretrained(path, ...)` copies a local checkpoint's encoder

@@ -420,7 +420,6 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
                                encoder_last_hidden_state=encoder_outputs.last_hidden_state,
                                encoder_hidden_states=encoder_outputs.hidden_states)
 
-
     def _prepare_cache_for_generation(self, *args, **kwargs):
         # The backbone knows its caches (T5Gemma: sliding self-attention, full cross-attention)
         if self.lm is not None:

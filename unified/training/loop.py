@@ -84,7 +84,9 @@ def stage_at(cfg: TrainConfig, step: int):
 def apply_stage(model, stage) -> int:
     """Set requires_grad by group; returns how many parameters train. A pretrained backbone configured with
     `freeze: true` stays frozen whatever the stage trains (its projection trains with the `media` group)."""
-    frozen = {id(p) for module in model.modules() if getattr(module, "freeze", False) and hasattr(module, "backbone")
+    from unified.model.encoders import FrozenBackbone
+
+    frozen = {id(p) for module in model.modules() if isinstance(module, FrozenBackbone) and module.freeze
               for p in module.backbone.parameters()}
     trained = 0
     for name, param in model.named_parameters():
