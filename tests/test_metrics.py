@@ -115,5 +115,5 @@ def test_retrieval_counts_identical_texts_as_one_candidate(monkeypatch):
         return torch.nn.functional.one_hot(torch.tensor([code[r["text"]] for r in rows]), len(code)).float()
 
     monkeypatch.setattr(evaluation, "embed_rows", oracle)
-    scores = evaluation._retrieval_metrics(get_task("retrieval"), None, None, rows, batch_size=4)
+    scores = evaluation.pair_metrics(get_task("retrieval"), None, None, rows, batch_size=4)
     assert scores == {"recall_at_1": 1.0, "recall_at_5": 1.0}

@@ -11,15 +11,15 @@
     ['red circle', 'green triangle']
 
 Media are paths, bytes, numpy arrays, torch tensors or PIL images. A list of media gives a list of answers (batched);
-other keyword arguments are the task's row fields (`question`, `text`, `phrase`, `options`, `labels`, `inputs`,
-`num_values`...) and are shared by every item unless given as a list of the same length.
+other keyword arguments are the task's row fields (`unified tasks` lists them: `question`, `phrase`, `options`...)
+and are shared by every item unless given as a list of the same length (for a field whose value is itself a list,
+such as `options`, a list of lists). Fields a task derives from its media (a frame size, a duration) are filled
+by the task's `complete`.
 What comes back depends on the task: str (caption, vqa, text2text, classify), the chosen option (multiple choice),
 a `Box` (grounding), `(start, end)` seconds (temporal_grounding), floats (regress), a unit vector (retrieval).
 """
 
 from __future__ import annotations
-
-import json
 
 import threading
 from collections.abc import Mapping, Sequence
@@ -29,19 +29,13 @@ from typing import Any
 import torch
 
 from unified.errors import InputError
+from unified.saving import read_task_options, write_servable
 from unified.task_zoo.base import MODALITIES
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
-TASK_OPTIONS = "task_options.json"  # per-task settings saved with a model, e.g. {"video_mcqa": {"mode": "rank"}}
 _default: Model | None = None
 _default_lock = threading.Lock()
 
-
-
-def write_task_options(directory: str | Path, task_options: Mapping[str, Any] | None) -> None:
-    """The per-task settings a model answers with (e.g. multiple choice by ranking), next to its weights."""
-    if task_options:
-        (Path(directory) / TASK_OPTIONS).write_text(json.dumps(dict(task_options), indent=2))
 
 class _ClassOrInstance:
     """A method that, called on the class, runs on the built-in default model (loaded once per process)."""
@@ -78,9 +72,7 @@ class Model:
         load_saved_adapters(network, path)  # per-task LoRA adapters, chosen by task in generate/evaluate
         if device is not None:
             network.to(device)
-        options = path / TASK_OPTIONS
-        task_options = json.loads(options.read_text()) if options.is_file() else None
-        return cls(network, UnifiedProcessor.from_pretrained(path), task_options)
+        return cls(network, UnifiedProcessor.from_pretrained(path), read_task_options(path))
 
     @classmethod
     def default(cls) -> Model:
@@ -95,11 +87,7 @@ class Model:
             return _default
 
     def save_pretrained(self, path: str | Path, **kwargs: Any) -> None:
-        from unified.model.adapters import save_model
-
-        save_model(self.network, path, **kwargs)
-        write_task_options(path, self.task_options)
-        self.processor.save_pretrained(path)
+        write_servable(path, self.network, self.processor, self.task_options, **kwargs)
 
     # ------------------------------------------------------------------ inference
     def _rows(self, task: Any, fields: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
@@ -116,41 +104,26 @@ class Model:
         for i in range(n):
             row = {}
             for key, value in given.items():
-                listy = key in ("options", "labels", "inputs")  # list-valued fields: a list of lists is per item
+                # a field whose example value is a list (options, labels, inputs): a list of lists is per item
+                listy = isinstance(task.example_row.get(key), (list, tuple))
                 per_item = key in media or (isinstance(value, list) and len(value) == n and (
                     not listy or all(isinstance(v, (list, tuple)) for v in value)))
                 row[key] = value[i] if batched and per_item else value
-            rows.append(self._complete(task, row))
+            rows.append(task.complete(row, self.processor))  # sizes, durations: what users need not give
         return rows, batched
-
-    def _complete(self, task: Any, row: dict[str, Any]) -> dict[str, Any]:
-        """Fill the fields a task's parser needs that the user should not have to give (sizes, durations)."""
-        from unified.media import load_image
-
-        if task.name == "grounding" and "image_size" not in row:
-            source = row.get("image")
-            if source is None:
-                video = self.processor._video(row["video"])
-                h, w = video.frames.shape[1:3]
-            else:
-                h, w = load_image(source).shape[:2]
-            row["image_size"] = [w, h]
-        if task.name == "temporal_grounding" and "duration" not in row:
-            row["duration"] = float(self.processor._video(row["video"]).duration)
-        return row
 
     def generate(self, task: str, *, image: Any = None, video: Any = None, audio: Any = None, question: str | None = None,
                  text: str | None = None, batch_size: int = 16, max_new_tokens: int = 32, **fields: Any) -> Any:
         """Answer `task` for the given inputs; see the module docstring for inputs and return types."""
-        from unified.task_zoo import get_task
+        from unified.task_zoo import build_tasks
         from unified.task_zoo.decoding import predict
 
-        task_obj = get_task(task, **self.task_options.get(task, {}))
+        task_obj = build_tasks([task], {task: self.task_options.get(task, {})}, self.processor.tokenizer.layout)[task]
         rows, batched = self._rows(task_obj, {"image": image, "video": video, "audio": audio, "question": question,
                                               "text": text, **fields})
         for row in rows:
             task_obj.check_row(row, with_target=False)
-        if task_obj.grammar == "embedding" and not any(m in rows[0] for m in MODALITIES):
+        if task_obj.answer_mode == "embed" and not any(m in rows[0] for m in MODALITIES):  # the pair side alone
             from unified.task_zoo.decoding import embed_rows
 
             answers = list(embed_rows(task_obj, self.network, self.processor, rows, batch_size=batch_size,

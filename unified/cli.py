@@ -95,8 +95,20 @@ def _tasks(args: argparse.Namespace) -> int:
     for d in described:
         inputs = ", ".join(d["accepts"]) or "text only"
         required = f" (requires {', '.join(d['requires'])})" if d["requires"] else ""
-        print(f"{d['name']}\n  inputs:  {inputs}{required}\n  output:  {d['grammar']} (head {d['head']})\n"
-              f"  metrics: {', '.join(d['metrics'])}\n  prompts: {' | '.join(d['prompts'])}")
+        answer = {"generate": f"writes under the {d['grammar']!r} grammar", "rank": "ranks its options by likelihood",
+                  "embed": "an embedding (contrastive)"}[d["answer"]]
+        given = [f for f in d["fields"] if f not in d["target_fields"] and f not in d["derived_fields"]]
+        derived = [f for f in d["derived_fields"] if f in d["fields"]]
+        optional = [f for f in d["optional_fields"] if f not in d["target_fields"]]
+        fields = ", ".join(given) or "-"
+        if optional:
+            fields += f" (optional: {', '.join(optional)})"
+        if derived:
+            fields += f" (read from the media when not given: {', '.join(derived)})"
+        print(f"{d['name']}\n  media:   {inputs}{required}\n  fields:  {fields}\n"
+              f"  truth:   {', '.join(d['target_fields']) or '-'}\n  answer:  {answer}\n"
+              f"  metrics: {', '.join(d['metrics'])}\n  prompts: {' | '.join(d['prompts'])}\n"
+              f"  example: {json.dumps(d['example_row'])}")
     return 0
 
 

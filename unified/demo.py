@@ -47,42 +47,12 @@ def _model(model_path: str | Path | None, out: Path, train_steps: int, log) -> t
     return Model.from_pretrained(out / "model" / "final"), f"tiny preset trained here for {train_steps} steps"
 
 
-def _inputs(task: Any, row: dict[str, Any]) -> dict[str, Any]:
-    """A row minus what only training needs: what `Model.generate` is given."""
-    return {k: v for k, v in row.items() if k not in task.target_fields and not k.startswith("_")
-            and k not in ("captions", "group")}
-
-
-def _show(value: Any) -> str:
-    if hasattr(value, "x1"):
-        return "box (" + ", ".join(f"{v:.1f}" for v in value) + ")"
-    if hasattr(value, "shape") and getattr(value, "ndim", 0) == 1:
-        return f"embedding ({value.shape[0]} numbers)"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in value) + "]"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
-def _question(row: dict[str, Any]) -> str:
-    for key in ("question", "phrase", "text"):
-        if key in row:
-            text = str(row[key])
-            return text if "options" not in row else f"{text} {row['options']}"
-    if "inputs" in row:
-        return f"continue {row['inputs']}"
-    if "labels" in row:
-        return f"one of {row['labels']}"
-    return "(describe the clip)"
-
-
 def run_demo(out_dir: str | Path | None = None, model_path: str | Path | None = None, seed: int = 7,
              train_steps: int = TRAIN_STEPS, log=print) -> dict[str, Any]:
     """Run the demo; returns {"rows": [(task, question, answer, truth)], "png": path, "model": description}."""
     from unified.data import load_data_dir
     from unified.data.synthetic import write_split
-    from unified.task_zoo import get_task, list_tasks
+    from unified.task_zoo import build_tasks, list_tasks
 
     out = Path(out_dir or tempfile.mkdtemp(prefix="unified-demo-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -92,16 +62,16 @@ def run_demo(out_dir: str | Path | None = None, model_path: str | Path | None = 
     model, described = _model(model_path, out, train_steps, log)
 
     table, answers = [], {}
-    for name in list_tasks():
-        if name not in data:
-            continue
-        task = get_task(name, **model.task_options.get(name, {}))
+    known = model.task_options  # the tasks the model was trained on (older saves: unknown, so every task)
+    names = [name for name in list_tasks() if name in data and (not known or name in known)]
+    tasks = build_tasks(names, {n: o for n, o in model.task_options.items() if n in names},
+                        model.processor.tokenizer.layout)
+    for name, task in tasks.items():
         row = data[name][0]
-        answer = model.generate(task=name, **_inputs(task, row))
-        answers[name] = (answer, task.truth(row), row)
-        truth = task.truth(row)
-        shown = truth[0] if name == "caption" else row["text"] if name == "retrieval" else truth
-        table.append((name, _question(row), _show(answer), _show(shown)))
+        answer = model.generate(task=name, **task.inputs(row))
+        answers[name] = (task, answer, row)
+        question, truth = task.show_row(row)
+        table.append((name, question, task.show(answer), truth))
     png = _picture(out, answers)
     widths = [max(len(r[i]) for r in [("task", "question", "answer", "truth"), *table]) for i in range(4)]
     widths[1] = min(widths[1], 60)
@@ -115,7 +85,9 @@ def run_demo(out_dir: str | Path | None = None, model_path: str | Path | None = 
 
 
 def _picture(out: Path, answers: dict[str, tuple]) -> Path:
-    """The frames in a strip, the grounding frame with both boxes, both captions under them."""
+    """The frames in a strip; the first image task with a box answer (grammar "loc"), its frame with both boxes;
+    under them the answer and truth of the first task that describes the clip unasked (grammar "text", every
+    field a target)."""
     from PIL import Image, ImageDraw
 
     from unified.data.scene import FPS
@@ -130,8 +102,12 @@ def _picture(out: Path, answers: dict[str, tuple]) -> Path:
     for t, frame in enumerate(frames):
         canvas.paste(Image.fromarray(frame).resize(tile, Image.NEAREST), (pad + t * (tile[0] + pad), pad))
     draw = ImageDraw.Draw(canvas)
-    if "grounding" in answers:
-        predicted, truth, row = answers["grounding"]
+    boxed = next((a for a in answers.values() if a[0].grammar == "loc" and a[2].get("image") is not None), None)
+    described = next((a for a in answers.values() if a[0].grammar == "text"
+                      and set(a[0].row_fields) <= set(a[0].target_fields)), None)
+    if boxed is not None:
+        task, predicted, row = boxed
+        truth = task.truth(row)
         image = load_image(row["image"])
         gx = pad + T * (tile[0] + pad)
         canvas.paste(Image.fromarray(np.asarray(image)).resize(tile, Image.NEAREST), (gx, pad))
@@ -139,11 +115,11 @@ def _picture(out: Path, answers: dict[str, tuple]) -> Path:
             if box is not None:
                 x1, y1, x2, y2 = (float(v) * scale for v in box)
                 draw.rectangle((gx + x1, pad + y1, gx + x2, pad + y2), outline=colour, width=2)
-        draw.text((gx, tile[1] + pad + 2), f"box: {row['phrase']}", fill="black")
-    if "caption" in answers:
-        predicted, truth, _ = answers["caption"]
-        draw.text((pad, tile[1] + 2 * pad + 10), f"predicted: {predicted}", fill=(230, 40, 40))
-        draw.text((pad, tile[1] + 2 * pad + 30), f"true:      {truth[0]}", fill=(40, 140, 60))
+        draw.text((gx, tile[1] + pad + 2), f"box: {task.show_row(row)[0]}", fill="black")
+    if described is not None:
+        task, predicted, row = described
+        draw.text((pad, tile[1] + 2 * pad + 10), f"predicted: {task.show(predicted)}", fill=(230, 40, 40))
+        draw.text((pad, tile[1] + 2 * pad + 30), f"true:      {task.show_row(row)[1]}", fill=(40, 140, 60))
     path = out / "demo.png"
     canvas.save(path)
     return path

@@ -129,7 +129,7 @@ class UnifiedProcessor:
                 clip = self._load("image", source, (), lambda s=source: load_image(s))[None]  # (1, H, W, 3)
                 stamp, duration = torch.zeros(1), 1.0
             else:
-                video = self._video(next(vid_iter))
+                video = self.video(next(vid_iter))
                 clip, stamp, duration = video.frames, video.timestamps, max(video.duration, 1e-6)
             frames.append(self._pixels(clip))
             times.append(stamp.float())
@@ -146,7 +146,9 @@ class UnifiedProcessor:
             out["labels"] = torch.tensor(tok.encode(target, add_eos=True))
         return out
 
-    def _video(self, source: Any) -> Video:
+    # ---------------------------------------------------------------- media as the model sees them
+    def video(self, source: Any) -> Video:
+        """A video source sampled as this processor samples it (its fps or frame count, its frame cap)."""
         if isinstance(source, Video):
             return source
         c = self.config
@@ -155,6 +157,18 @@ class UnifiedProcessor:
                               lambda: load_video(source, fps=None, num_frames=c.num_frames))
         return self._load("video", source, (c.video_fps, c.max_frames),
                           lambda: load_video(source, fps=c.video_fps, max_frames=c.max_frames))
+
+    def frame_size(self, source: Any, modality: str) -> tuple[int, int]:
+        """(width, height) in pixels of an image, or of a video's frames, before resizing."""
+        if modality == "video":
+            h, w = self.video(source).frames.shape[1:3]
+        else:
+            h, w = self._load("image", source, (), lambda: load_image(source)).shape[:2]
+        return int(w), int(h)
+
+    def duration(self, source: Any) -> float:
+        """Seconds a video lasts (the whole stream, not only the sampled part)."""
+        return float(self.video(source).duration)
 
     def _pixels(self, frames: torch.Tensor) -> torch.Tensor:
         # (T, H, W, 3) uint8 -> (T, 3, S, S) normalised float

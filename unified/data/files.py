@@ -143,13 +143,15 @@ def rows_from_dataset(dataset: Any, task: Any = None, *, base_dir: str | Path | 
     return _check_rows(dataset, name, None if base_dir is None else Path(base_dir), _task(task), skip_bad_rows)
 
 
-def load_data_dir(directory: str | Path, tasks: Iterable[str] | None = None, *, skip_bad_rows: bool = False
+def load_data_dir(directory: str | Path, tasks: Iterable[str] | None = None, *, skip_bad_rows: bool = False,
+                  task_options: Mapping[str, Mapping[str, Any]] | None = None
                   ) -> tuple[dict[str, list[dict[str, Any]]], list[RowReport]]:
     """A directory with one file per task (`{task}.jsonl|.csv|.parquet`) -> ({task: rows}, reports).
 
     `tasks` limits which are read (each must have a file); by default every file named after a registered task is.
+    Rows are checked by each task built with its `task_options` (e.g. the labels multiple choice allows).
     """
-    from unified.task_zoo import list_tasks
+    from unified.task_zoo import build_tasks, list_tasks
 
     directory = Path(directory)
     if not directory.is_dir():
@@ -162,8 +164,9 @@ def load_data_dir(directory: str | Path, tasks: Iterable[str] | None = None, *, 
                          f"found {sorted(files)}")
     if not wanted:
         raise InputError("data directory", str(directory), f"holds no file named after a task; tasks: {list_tasks()}")
+    built = build_tasks(wanted, {n: o for n, o in (task_options or {}).items() if n in wanted})
     rows, reports = {}, []
     for name in wanted:
-        rows[name], report = read_rows(files[name], name, skip_bad_rows=skip_bad_rows)
+        rows[name], report = read_rows(files[name], built[name], skip_bad_rows=skip_bad_rows)
         reports.append(report)
     return rows, reports

@@ -151,6 +151,19 @@ def scene_rows(scene: Scene, rng: np.random.Generator) -> dict[str, list[dict[st
     }
 
 
+def plugin_rows(scene: Scene) -> dict[str, list[dict[str, Any]]]:
+    """Rows of every other registered task that describes synthetic scenes (`Task.synthetic_rows`)."""
+    from unified.task_zoo import get_task, list_tasks
+
+    rows = {}
+    for name in list_tasks():
+        if name not in TASKS:
+            task_rows = get_task(name).synthetic_rows(scene)
+            if task_rows:
+                rows[name] = [dict(r) for r in task_rows]
+    return rows
+
+
 def _rng(seed: int, split: str) -> np.random.Generator:
     if split not in SPLITS:
         raise InputError("split", split, f"expected one of {sorted(SPLITS)}")
@@ -166,7 +179,7 @@ def generate(n: int, seed: int = 0, split: str = "train") -> list[Clip]:
     for i in range(n):
         scene = sample_scene(rng, split, f"{split}_{seed}_{i:05d}")
         frames, audio = render(scene)
-        clips.append(Clip(scene, frames, audio, scene_rows(scene, rng)))
+        clips.append(Clip(scene, frames, audio, {**scene_rows(scene, rng), **plugin_rows(scene)}))
     return clips
 
 
@@ -185,7 +198,7 @@ def write_split(out_dir: str | Path, n: int, seed: int = 0, split: str = "train"
     out = Path(out_dir)
     (out / "clips").mkdir(parents=True, exist_ok=True)
     rng = _rng(seed, split)
-    rows: dict[str, list[dict]] = {task: [] for task in TASKS}
+    rows: dict[str, list[dict]] = {task: [] for task in TASKS}  # + plug-in tasks' rows (`plugin_rows`)
     scenes = []
     for i in tqdm(range(n), desc=f"synth {split}", unit="clip", disable=not progress):
         scene = sample_scene(rng, split, f"{split}_{seed}_{i:05d}")
@@ -194,8 +207,8 @@ def write_split(out_dir: str | Path, n: int, seed: int = 0, split: str = "train"
         image = f"clips/{scene.clip_id}_g.png"
         write_clip(out / video, frames, FPS, audio)
         write_image(out / image, frames[_grounding_frame(scene)])
-        for task, task_rows in scene_rows(scene, rng).items():
-            rows[task] += [_fill(r, video, image) for r in task_rows]
+        for task, task_rows in {**scene_rows(scene, rng), **plugin_rows(scene)}.items():
+            rows.setdefault(task, []).extend(_fill(r, video, image) for r in task_rows)
         scenes.append({**scene.to_dict(), "video": video, "description": describe(scene)})
     files = {}
     for task, task_rows in rows.items():

@@ -1,36 +1,16 @@
-"""Task heads, picked by name: `get_head("classify")(hidden_size=512, num_labels=7)`.
+"""What sits on top of the shared encoder-decoder besides its tied LM head.
 
-    HEADS = {"lm": LMHead, "classify": ClassificationHead, "regress": RegressionHead,
-             "embed": EmbeddingHead, "mc_score": MultipleChoiceScorer}
+Every task answers through the LM head over the one vocabulary: classification writes a label under the "options"
+grammar, regression writes value tokens, grounding location tokens (the OFA / Gato / Florence-2 design: one head,
+many grammars). What is left here is what that head cannot do:
 
-Each head returns a small dataclass whose `loss` is set when targets are given. The built-ins are imported here
-explicitly so the registry is complete once `unified.heads` is imported; registering a taken name raises.
+    EmbeddingHead     pooled states -> projection -> L2 norm; `info_nce` trains it (contrastive tasks)
+    score_options     length-normalised log-likelihood of each option's tokens (multiple choice in "rank" mode)
+    masked_mean       pooling that ignores padding
 """
 
-from unified.heads.classification import ClassificationHead, ClassificationOutput
 from unified.heads.embedding import EmbeddingHead, EmbeddingOutput, info_nce
-from unified.heads.lm import LMHead, LMOutput
-from unified.heads.multiple_choice import MultipleChoiceOutput, MultipleChoiceScorer, score_options
+from unified.heads.multiple_choice import score_options
 from unified.heads.pooling import masked_mean
-from unified.heads.registry import HEADS, get_head, list_heads, register_head
-from unified.heads.regression import RegressionHead, RegressionOutput
 
-__all__ = [
-    "HEADS",
-    "ClassificationHead",
-    "ClassificationOutput",
-    "EmbeddingHead",
-    "EmbeddingOutput",
-    "LMHead",
-    "LMOutput",
-    "MultipleChoiceOutput",
-    "MultipleChoiceScorer",
-    "RegressionHead",
-    "RegressionOutput",
-    "get_head",
-    "info_nce",
-    "list_heads",
-    "masked_mean",
-    "register_head",
-    "score_options",
-]
+__all__ = ["EmbeddingHead", "EmbeddingOutput", "info_nce", "masked_mean", "score_options"]

@@ -11,7 +11,6 @@ from torch import nn
 
 from unified.errors import ConfigError, InputError
 from unified.heads.pooling import check_pooling, pool
-from unified.heads.registry import register_head
 
 
 def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float | torch.Tensor = 0.07) -> torch.Tensor:
@@ -37,7 +36,6 @@ class EmbeddingOutput:
     loss: torch.Tensor | None = None
 
 
-@register_head("embed")
 class EmbeddingHead(nn.Module):
     """Pool -> Linear(hidden_size, embed_dim) -> L2 normalise; InfoNCE against paired embeddings when given.
 

@@ -1,5 +1,5 @@
-"""What a task is: prompts, how a raw row becomes model inputs and a target, the output grammar for constrained
-decoding, how generated text becomes a typed result, and the metrics that judge it.
+"""What a task is: the one protocol every caller (training, evaluation, `Model.generate`, the demo, the vocabulary)
+uses. Nothing outside a task's own file knows which task it is; it asks the task through the hooks below.
 
 A new task is a short subclass (see the README for a complete one):
 
@@ -7,31 +7,68 @@ A new task is a short subclass (see the README for a complete one):
     class CountShapes(Task):
         accepts = frozenset({"video"})
         requires = frozenset({"video"})
-        prompts = ("<video> how many shapes appear?", "<video> count the shapes.")
+        prompts = ("how many shapes appear?", "count the shapes.")
         grammar = "int"
         metrics = ("accuracy",)
+        row_fields = ("count",)
+        target_fields = ("count",)
+        example_row = {"video": "clip.mp4", "count": 3}
 
         def target(self, row):            # the text the decoder learns to write
-            return int_to_tokens(row["count"])
+            return int_to_tokens(row["count"], self.layout.num_int_tokens)
 
         def parse(self, text, row):       # generated text -> typed result
-            return tokens_to_ints(text)[0]
+            ints = tokens_to_ints(text, self.layout.num_int_tokens)
+            return ints[0] if ints else None
 
         def truth(self, row):             # what `parse` is compared with
             return row["count"]
+
+The protocol, with each hook's default:
+
+    declared (class attributes)      checked at registration (`validate_task_class`), `ConfigError` naming the task
+      accepts, requires              modalities the task takes / cannot do without
+      prompts                        templates formatted with the row's fields and `derived_fields`
+      grammar                        what the decoder may write: one of GRAMMARS
+      metrics, main_metric           registered metric names (`unified.task_zoo.metrics`)
+      row_fields, optional_fields    the fields a row must / may carry
+      target_fields                  those of them only training and evaluation use (not given to generate)
+      derived_fields                 fields `complete` or `prompt` add (a frame size, a list of choices)
+      example_row                    a complete training row: registration runs the task on it, `unified tasks`
+                                     prints it
+      contrastive                    trained with InfoNCE between `to_example` and `pair_example` (grammar
+                                     "embedding"), not through the LM head
+    hooks (methods)
+      complete(row, media)           a row given at inference -> the row with its derived fields (default: as is)
+      inputs(row)                    a data row -> what `Model.generate` is given (the row minus target fields)
+      synthetic_rows(scene)          rows about one scene of the synthetic world (`unified.data.scene.Scene`),
+                                     media as "{video}" / "{image}"; default none. A plug-in task that defines it
+                                     gets synthetic training data, evaluation rows and a demo row
+      answer_mode                    "generate" (under the grammar), "rank" (options by likelihood) or "embed"
+      answer_length(row)             tokens of the answer: exact for loc/time/val, at most for int, None for text
+      choices(row)                   what the "options" grammar may write (default: `options(row, None)`)
+      vocabulary(rows, rng)          texts the tokenizer must cover (prompts, targets, option labels, pair texts)
+      evaluate(model, processor, rows)   (metrics, details): predict + `score` + `details`, or retrieval metrics
+      details(predictions, truths, rows) extra evaluation tables (default: none)
+      show(answer) / show_row(row)   the demo's answer cell / (question, truth) cells
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+import string
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from unified.errors import InputError
+from unified.errors import ConfigError, InputError
+from unified.tokenizers.layout import VocabLayout
 
 MODALITIES = ("image", "video", "audio")
 GRAMMARS = ("text", "loc", "time", "val", "int", "options", "embedding")
+FIXED_LENGTH = ("loc", "time", "val")  # grammars whose answer has an exact number of tokens (`answer_length`)
+ANSWER_MODES = ("generate", "rank", "embed")
+MAX_INT_TOKENS = 4  # the "int" grammar's default length limit (`answer_length`)
 
 
 @dataclass
@@ -53,11 +90,15 @@ class Example:
 
 
 class Task:
-    """Base class of every task. Subclasses set the class attributes and implement `target`, `parse`, `truth`.
+    """Base class of every task. Subclasses set the class attributes and implement `target`, `parse`, `truth`;
+    the other hooks have defaults (see the module docstring).
 
     `prompts` are templates formatted with the row's fields (``{question}``, ``{phrase}``...); in training one is
     sampled per example, in evaluation the first is used. Media placeholders (``<video>`` ...) for the modalities a
     row carries are put in front of the prompt unless the template places them itself.
+
+    `layout` is the vocabulary's `VocabLayout` (bin counts of the location, value, integer and time tokens);
+    `get_task(name, layout=tokenizer.layout)` sets it, so targets and parses use the tokenizer's own bins.
     """
 
     name: ClassVar[str] = ""
@@ -67,9 +108,13 @@ class Task:
     grammar: ClassVar[str] = "text"  # what the decoder may emit: one of GRAMMARS
     metrics: ClassVar[tuple[str, ...]] = ()
     main_metric: ClassVar[str] = ""  # the metric the integral score uses (default: the first of `metrics`)
-    head: ClassVar[str] = "lm"
     row_fields: ClassVar[tuple[str, ...]] = ()  # fields a row must carry besides its media
-    target_fields: ClassVar[tuple[str, ...]] = ()  # those of `row_fields` only training/evaluation need
+    target_fields: ClassVar[tuple[str, ...]] = ()  # fields (required or optional) only training/evaluation use
+    optional_fields: ClassVar[tuple[str, ...]] = ()  # fields a row may carry (`unified tasks` lists them)
+    derived_fields: ClassVar[tuple[str, ...]] = ()  # fields `complete` / `prompt` fill in (not given by users)
+    example_row: ClassVar[Mapping[str, Any]] = {}  # a complete training row (registration runs the task on it)
+    contrastive: ClassVar[bool] = False  # InfoNCE between `to_example` and `pair_example` instead of the LM loss
+    layout: VocabLayout = VocabLayout()
 
     def __init__(self, **options: Any):
         if options:
@@ -95,6 +140,12 @@ class Task:
         if missing:
             raise InputError(f"{self.name} row", sorted(row), f"missing field(s) {missing}")
 
+    def complete(self, row: Mapping[str, Any], media: Any) -> dict[str, Any]:
+        """A row given at inference -> the row with the fields a user should not have to give (`derived_fields`
+        such as a frame size or a clip's duration). `media` answers `frame_size(source, modality)` -> (w, h) and
+        `duration(source)` -> seconds, as the processor does. Default: the row unchanged."""
+        return dict(row)
+
     def prompt(self, row: Mapping[str, Any], media: Mapping[str, list[Any]], rng: random.Random | None) -> str:
         template = self.prompts[0] if rng is None else rng.choice(self.prompts)
         text = template.format(**{k: v for k, v in row.items() if isinstance(v, (str, int, float))})
@@ -106,8 +157,12 @@ class Task:
         """Row -> `Example`. `rng` None means evaluation (the first prompt, no shuffling)."""
         self.check_row(row, with_target)
         media = self.media_of(row)
-        return Example(self.prompt(row, media, rng), media, self.target(row) if with_target else None,
-                       self.options(row, rng))
+        target = self.target(row) if with_target and not self.contrastive else None  # contrastive: no decoder text
+        return Example(self.prompt(row, media, rng), media, target, self.options(row, rng))
+
+    def pair_example(self, row: Mapping[str, Any]) -> Example:
+        """A contrastive task's other side of the pair (retrieval: the text that matches the clip)."""
+        raise NotImplementedError(f"{type(self).__name__}.pair_example (needed by contrastive tasks)")
 
     # ------------------------------------------------------------------ subclass hooks
     def target(self, row: Mapping[str, Any]) -> str:
@@ -122,11 +177,70 @@ class Task:
     def options(self, row: Mapping[str, Any], rng: random.Random | None) -> list[str] | None:
         return None
 
+    # ------------------------------------------------------------------ answering
+    @property
+    def answer_mode(self) -> str:
+        """How an answer is produced: "generate" under the grammar, "rank" the row's `choices` by likelihood,
+        or "embed" (the embedding head; grammar "embedding")."""
+        return "embed" if self.grammar == "embedding" else "generate"
+
+    def answer_length(self, row: Mapping[str, Any]) -> int | None:
+        """Tokens in the answer: exact for the loc/time/val grammars (tasks using them override this), at most
+        `MAX_INT_TOKENS` for "int", None (the caller's `max_new_tokens`) otherwise."""
+        if self.grammar == "int":
+            return MAX_INT_TOKENS
+        if self.grammar in FIXED_LENGTH:
+            raise NotImplementedError(f"{type(self).__name__}.answer_length (grammar {self.grammar!r})")
+        return None
+
+    def choices(self, row: Mapping[str, Any]) -> list[str] | None:
+        """What an "options" task may answer for this row (and, in "rank" mode, the texts that are scored)."""
+        return self.options(row, None)
+
+    # ------------------------------------------------------------------ vocabulary
+    def vocabulary(self, rows: Sequence[Mapping[str, Any]], rng: random.Random) -> list[str]:
+        """The texts a vocabulary trained for this task must cover: every prompt template, and for each row two
+        sampled prompts, their targets and, for contrastive tasks, the pair's text."""
+        texts = list(self.prompts)
+        for row in rows:
+            for _ in range(2):
+                example = self.to_example(row, rng=rng)
+                texts.append(example.text)
+                if example.target:
+                    texts.append(example.target)
+            if self.contrastive:
+                texts.append(self.pair_example(row).text)
+        return texts
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *, batch_size: int = 16,
+                 max_new_tokens: int = 32, progress: Any = None) -> tuple[dict[str, float], dict[str, Any]]:
+        """(metrics, details) on `rows`: each row answered (`unified.task_zoo.decoding.predict`) and scored;
+        an "embed" task ranks the split's pair texts for each row (`unified.task_zoo.evaluation.pair_metrics`)."""
+        from unified.task_zoo.decoding import predict
+        from unified.task_zoo.evaluation import pair_metrics
+
+        if self.answer_mode == "embed":
+            metrics = pair_metrics(self, model, processor, rows, batch_size)
+            if progress is not None:
+                progress.update(len(rows))
+            return metrics, {}
+        on_batch = progress.update if progress is not None else None
+        predictions = predict(self, model, processor, rows, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                              on_batch=on_batch)
+        truths = [self.truth(row) for row in rows]
+        return self.score(predictions, truths), self.details(predictions, truths, rows)
+
     def score(self, predictions: list[Any], truths: list[Any]) -> dict[str, float]:
         """The task's metrics over parsed predictions and truths."""
         from unified.task_zoo.metrics import get_metric
 
         return {name: float(get_metric(name)(predictions, truths)) for name in self.metrics}
+
+    def details(self, predictions: list[Any], truths: list[Any], rows: Sequence[Mapping[str, Any]]
+                ) -> dict[str, Any]:
+        """Extra tables an evaluation reports next to the metrics (multiple choice: labels picked vs right)."""
+        return {}
 
     def normalised(self, metrics: Mapping[str, float], rows: list[Mapping[str, Any]]) -> float:
         """The main metric mapped to [0, 1], higher is better (what the integral score averages)."""
@@ -136,11 +250,128 @@ class Task:
     def primary_metric(self) -> str:
         return self.main_metric or self.metrics[0]
 
+    def inputs(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """What `Model.generate` is given for a data row: its media and fields minus the target side."""
+        fields = {*MODALITIES, *self.row_fields, *self.optional_fields} - set(self.target_fields)
+        return {k: v for k, v in row.items() if k in fields}
+
+    def synthetic_rows(self, scene: Any) -> list[dict[str, Any]]:
+        """Rows about one synthetic scene (`unified.data.scene.Scene`: its shapes, their motion, the beep), media
+        given as the placeholders "{video}" (the clip, with its audio) and "{image}" (its grounding frame).
+        The built-in tasks' rows come from `unified.data.synthetic.scene_rows`; default: none."""
+        return []
+
+    # ------------------------------------------------------------------ showing
+    def show(self, answer: Any) -> str:
+        """One answer (or truth) as the demo's table prints it."""
+        return show_value(answer)
+
+    def show_row(self, row: Mapping[str, Any]) -> tuple[str, str]:
+        """(what was asked, the truth) as the demo's table prints them: the row's non-media input fields."""
+        asked = [f"{row[f]}" for f in self.row_fields if f not in self.target_fields and f in row]
+        return " ".join(asked) or "(the clip alone)", self.show(self.truth(row))
+
     def describe(self) -> dict[str, Any]:
         """What `unified tasks` prints."""
         return {"name": self.name, "accepts": sorted(self.accepts), "requires": sorted(self.requires),
-                "grammar": self.grammar, "metrics": list(self.metrics), "head": self.head,
-                "prompts": list(self.prompts)}
+                "grammar": self.grammar, "answer": self.answer_mode, "contrastive": self.contrastive,
+                "metrics": list(self.metrics), "fields": list(self.row_fields),
+                "target_fields": list(self.target_fields), "optional_fields": list(self.optional_fields),
+                "derived_fields": list(self.derived_fields),
+                "prompts": list(self.prompts), "example_row": dict(self.example_row)}
+
+
+def show_value(value: Any) -> str:
+    """A short printable form: boxes and spans to one decimal, embeddings by size, floats to two decimals."""
+    if hasattr(value, "x1"):
+        return "box (" + ", ".join(f"{v:.1f}" for v in value) + ")"
+    if hasattr(value, "shape") and getattr(value, "ndim", 0) == 1:
+        return f"embedding ({value.shape[0]} numbers)"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+# ---------------------------------------------------------------------------------------------- registration checks
+class _Pick(random.Random):
+    """An rng whose `choice` returns the i-th item: formats every prompt template once."""
+
+    def __init__(self, index: int):
+        super().__init__(0)
+        self.index = index
+
+    def choice(self, seq):
+        return seq[self.index % len(seq)]
+
+
+def validate_task_class(cls: type[Task]) -> None:
+    """Everything knowable about a task before it runs, checked once at registration; `ConfigError` naming it."""
+    from unified.task_zoo.metrics import METRICS
+
+    name = cls.name
+
+    def fail(what: str, value: Any, reason: str) -> None:
+        raise ConfigError(f"task {name!r} {what}", value, reason)
+
+    if cls.grammar not in GRAMMARS:
+        fail("grammar", cls.grammar, f"expected one of {GRAMMARS}")
+    for attr in ("accepts", "requires"):
+        unknown = sorted(set(getattr(cls, attr)) - set(MODALITIES))
+        if unknown:
+            fail(attr, unknown, f"unknown modalities; expected some of {MODALITIES}")
+    if not cls.requires <= cls.accepts:
+        fail("requires", sorted(cls.requires), f"not all in accepts {sorted(cls.accepts)}")
+    if not cls.metrics:
+        fail("metrics", cls.metrics, "declare at least one metric")
+    unknown = [m for m in cls.metrics if m not in METRICS]
+    if unknown:
+        fail("metrics", unknown, f"not registered metrics; registered: {sorted(METRICS)}")
+    if cls.main_metric and cls.main_metric not in cls.metrics:
+        fail("main_metric", cls.main_metric, f"not one of its metrics {list(cls.metrics)}")
+    if not set(cls.target_fields) <= {*cls.row_fields, *cls.optional_fields}:
+        fail("target_fields", list(cls.target_fields), f"not all in row_fields {list(cls.row_fields)} or "
+             f"optional_fields {list(cls.optional_fields)}")
+    if not cls.prompts:
+        fail("prompts", cls.prompts, "declare at least one prompt template")
+    known = {*cls.row_fields, *cls.optional_fields, *cls.derived_fields}
+    for template in cls.prompts:
+        try:
+            used = {f for _, f, _, _ in string.Formatter().parse(template) if f}
+        except ValueError as err:
+            fail("prompts", template, f"not a format template ({err})")
+        missing = sorted(used - known)
+        if missing:
+            fail("prompts", template, f"uses {missing}, which are not among its row, optional or derived fields "
+                 f"{sorted(known)}")
+    if cls.contrastive != (cls.grammar == "embedding"):
+        fail("contrastive", cls.contrastive, "contrastive tasks and only they use the 'embedding' grammar")
+    if cls.contrastive and cls.pair_example is Task.pair_example:
+        fail("pair_example", None, "a contrastive task must define pair_example(row)")
+    if cls.grammar in FIXED_LENGTH and cls.answer_length is Task.answer_length:
+        fail("answer_length", None, f"grammar {cls.grammar!r} writes an exact number of tokens: define "
+             "answer_length(row)")
+    for hook in ("truth",) if cls.contrastive else ("target", "parse", "truth"):
+        if getattr(cls, hook) is getattr(Task, hook):
+            fail(hook, None, f"define {hook}(row) (see unified.task_zoo.base)")
+    if not cls.example_row:
+        fail("example_row", cls.example_row, "declare a complete training row (registration checks the task on it "
+             "and `unified tasks` prints it)")
+    try:
+        task = cls()
+    except Exception as err:  # noqa: BLE001  (any failure: a task must build with its default options)
+        fail("options", None, f"cannot be built with its default options ({type(err).__name__}: {err})")
+    row = dict(cls.example_row)
+    try:
+        for index in range(len(cls.prompts)):
+            task.to_example(row, rng=_Pick(index))
+        task.to_example(row, rng=None, with_target=False)
+        task.truth(row)
+        if cls.contrastive:
+            task.pair_example(row)
+    except Exception as err:  # noqa: BLE001  (whatever the task raises on its own example is reported)
+        fail("example_row", row, f"the task fails on it: {type(err).__name__}: {err}")
 
 
 def _as_list(value: Any) -> list[Any]:

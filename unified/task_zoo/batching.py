@@ -3,8 +3,9 @@
     >>> batch = task_batch(get_task("vqa"), rows, processor, rng=random.Random(0))
     >>> loss = task_loss(get_task("vqa"), model, processor, rows, rng=random.Random(0))
 
-Every task trains through the LM head on its target text, except `retrieval` (head "embed"), which pulls each
-clip's embedding towards its own text's and away from the other texts in the batch (InfoNCE).
+Every task trains through the LM head on its target text, except contrastive tasks (`Task.contrastive`), which
+pull each row's embedding towards its pair's (`Task.pair_example`) and away from the other pairs in the batch
+(InfoNCE).
 A media file that cannot be decoded raises `MediaDecodeError` naming the row it came from (`row["_source"]`).
 """
 
@@ -44,8 +45,8 @@ def task_batch(task: Any, rows: Sequence[Mapping[str, Any]], processor: Any, *, 
 
 
 def text_batch(task: Any, rows: Sequence[Mapping[str, Any]], processor: Any) -> dict[str, torch.Tensor]:
-    """The text side of retrieval rows (`Retrieval.text_example`)."""
-    return processor.collate([processor.process(task.text_example(row).as_processor_input()) for row in rows])
+    """The pair side of a contrastive task's rows (`Task.pair_example`)."""
+    return processor.collate([processor.process(task.pair_example(row).as_processor_input()) for row in rows])
 
 
 def to_device(batch: Mapping[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
@@ -57,10 +58,10 @@ def task_loss(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str,
     """The task's training loss on `rows` (a scalar)."""
     device = device if device is not None else next(model.parameters()).device
     select_adapter(model, task.name)  # per-task LoRA adapters, when the model has them
-    if task.head == "embed":
-        # Clips and their texts in one batch (one forward, as DDP wants): rows 0..N-1 media, N..2N-1 text.
+    if task.contrastive:
+        # Both sides in one batch (one forward, as DDP wants): rows 0..N-1 the examples, N..2N-1 their pairs.
         items = [_process(processor, task.to_example(row, rng=rng).as_processor_input(), row) for row in rows]
-        items += [processor.process(task.text_example(row).as_processor_input()) for row in rows]
+        items += [processor.process(task.pair_example(row).as_processor_input()) for row in rows]
         embeddings = model(**to_device(processor.collate(items), device), return_embeddings=True)  # (2N, E)
         core = getattr(model, "module", model)  # DDP/accelerate wrap the model; the temperature lives on it
         return info_nce(embeddings[: len(rows)], embeddings[len(rows):], core.embed_head.temperature)
@@ -75,13 +76,13 @@ def mixed_loss(tasks: Mapping[str, Any], named_rows: Sequence[tuple[str, Mapping
 
     Generative rows go through ONE forward pass: each target token's cross-entropy is weighted by its task's loss
     weight and the sum is divided by the number of target tokens (the same token mean as a one-task batch).
-    Retrieval rows (head "embed") take their own InfoNCE pass; the two parts are combined by row count.
+    Contrastive rows take their own InfoNCE pass per task; the parts are combined by row count.
     """
     import torch.nn.functional as F
 
     device = device if device is not None else next(model.parameters()).device
     weights = {name: float((loss_weights or {}).get(name, 1.0)) for name, _ in named_rows}
-    generative = [(n, r) for n, r in named_rows if tasks[n].head != "embed"]
+    generative = [(n, r) for n, r in named_rows if not tasks[n].contrastive]
     parts: dict[str, float] = {}
     total, rows_done = None, 0
     if generative:
@@ -97,7 +98,7 @@ def mixed_loss(tasks: Mapping[str, Any], named_rows: Sequence[tuple[str, Mapping
             mine = torch.tensor([n == name for n, _ in generative], device=real.device)[:, None] & real
             parts[name] = float(token_loss[mine].mean().detach())
         total, rows_done = total * len(generative), len(generative)
-    for name in dict.fromkeys(n for n, _ in named_rows if tasks[n].head == "embed"):
+    for name in dict.fromkeys(n for n, _ in named_rows if tasks[n].contrastive):
         rows = [r for n, r in named_rows if n == name]
         loss = task_loss(tasks[name], model, processor, rows, rng=rng, device=device)
         parts[name] = float(loss.detach())

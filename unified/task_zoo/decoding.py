@@ -3,12 +3,15 @@ goes through the task's `parse`.
 
     grammar     the decoder may write                         tokens
     text        anything                                      up to `max_new_tokens`
-    loc         location tokens only                          exactly 4 (a box)
-    time        time tokens only                              exactly 2 (a span)
-    val         value tokens only                             exactly len(row["values"])
-    int         integer tokens, then eos                      up to 4
-    options     one of the row's choices (labels or texts)    a choice, then eos
+    loc         location tokens only                          exactly `task.answer_length(row)` (a box: 4)
+    time        time tokens only                              exactly `task.answer_length(row)` (a span: 2)
+    val         value tokens only                             exactly `task.answer_length(row)`
+    int         integer tokens, then eos                      up to `task.answer_length(row)` (default 4)
+    options     one of `task.choices(row)`                    a choice, then eos
     embedding   nothing: the embedding head answers           -
+
+How a task answers is its `answer_mode`: "generate" (the table above), "rank" (each of `task.choices(row)` scored
+by likelihood) or "embed".
 
 Rows whose constraints differ (three options vs four, two values vs one) are generated in separate groups, so every
 row gets exactly its own grammar.
@@ -29,14 +32,6 @@ from unified.model.generation import AllowedTokensLogitsProcessor
 from unified.task_zoo.batching import task_batch, text_batch, to_device
 
 
-def choices(task: Any, row: Mapping[str, Any]) -> list[str] | None:
-    """What an "options" task may answer for this row: option labels (multiple choice, generate mode), option texts
-    (rank mode, classify)."""
-    if hasattr(task, "option_labels"):
-        return task.option_labels(row) if task.mode == "generate" else [str(o) for o in row["options"]]
-    return task.options(row, None)
-
-
 def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens: int = 32
                ) -> tuple[tuple, dict[str, Any]]:
     """(group key, `generate` keyword arguments) for one row under its task's grammar."""
@@ -45,14 +40,15 @@ def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens
         return ("text",), {"max_new_tokens": max_new_tokens}
     if grammar in ("loc", "time", "val"):
         ids = {"loc": tokenizer.loc_ids, "time": tokenizer.time_ids, "val": tokenizer.val_ids}[grammar]
-        count = {"loc": 4, "time": 2}.get(grammar) or task.count(row)
+        count = task.answer_length(row)
         processor = AllowedTokensLogitsProcessor(ids)
         return (grammar, count), {"max_new_tokens": count, "min_new_tokens": count, "logits_processor": [processor]}
     if grammar == "int":
         processor = AllowedTokensLogitsProcessor([*tokenizer.int_ids, eos])
-        return ("int",), {"max_new_tokens": 4, "logits_processor": [processor]}
+        longest = task.answer_length(row)
+        return ("int", longest), {"max_new_tokens": longest, "logits_processor": [processor]}
     if grammar == "options":
-        options = choices(task, row)
+        options = task.choices(row)
         sequences = [tokenizer.encode(o) for o in options]
         if len({tuple(s) for s in sequences}) < len(sequences):
             raise InputError(f"{task.name} choices", options, "two of them encode to the same tokens in this "
@@ -60,7 +56,8 @@ def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens
         processor = AllowedTokensLogitsProcessor(sequences=sequences, eos_token_id=eos)
         longest = max(len(s) for s in sequences) + 1
         return ("options", tuple(options)), {"max_new_tokens": longest, "logits_processor": [processor]}
-    raise ValueError(f"grammar {grammar!r} has no decoding constraint")
+    raise InputError(f"task {task.name!r} grammar", grammar, "has no decoding constraint (its answer_mode is "
+                     f"{task.answer_mode!r})")
 
 
 def _groups(keys: Sequence[tuple]) -> dict[tuple, list[int]]:
@@ -103,7 +100,7 @@ def rank_options(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[s
     select_adapter(model, task.name)
     answers = []
     for row in rows:
-        options = [str(o) for o in row["options"]]
+        options = task.choices(row)
         example = task.to_example(row, rng=None, with_target=False).as_processor_input()
         batch = processor([{**example, "target": option} for option in options])
         out = model(**to_device(batch, device))
@@ -117,7 +114,8 @@ def rank_options(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[s
 @torch.no_grad()
 def embed_rows(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *, batch_size: int = 16,
                text_side: bool = False) -> torch.Tensor:
-    """Retrieval rows -> (N, E) unit embeddings of their media (or of their texts with `text_side=True`)."""
+    """Rows of an "embed" task -> (N, E) unit embeddings of their media side (`to_example`) or, with
+    `text_side=True`, of their pair side (`pair_example`)."""
     device = next(model.parameters()).device
     select_adapter(model, task.name)
     parts = []
@@ -131,10 +129,14 @@ def embed_rows(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str
 
 
 def predict(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[Any]:
-    """Typed predictions for rows of one task (str, Box, (start, end), floats, an option, an embedding)."""
-    if task.grammar == "embedding":
+    """Typed predictions for rows of one task (str, Box, (start, end), floats, an option, an embedding), as the
+    task's `answer_mode` says."""
+    mode = task.answer_mode
+    if mode not in ("generate", "rank", "embed"):
+        raise InputError(f"task {task.name!r} answer_mode", mode, "expected 'generate', 'rank' or 'embed'")
+    if mode == "embed":
         return list(embed_rows(task, model, processor, rows, batch_size=kwargs.get("batch_size", 16)))
-    if getattr(task, "mode", "generate") == "rank":
+    if mode == "rank":
         texts = rank_options(task, model, processor, rows, on_batch=kwargs.get("on_batch"))
     else:
         texts = generate_texts(task, model, processor, rows, **kwargs)

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from unified.errors import InputError
 from unified.media import Video, load_audio
-from unified.task_zoo.decoding import embed_rows, predict
-from unified.task_zoo.registry import get_task
+from unified.task_zoo.decoding import embed_rows
+from unified.task_zoo.registry import build_tasks
 
 ABLATIONS = ("full", "one_frame", "no_audio", "no_media")
 
@@ -81,7 +81,7 @@ def ablate_row(row: Mapping[str, Any], mode: str, processor: Any) -> dict[str, A
 
     if row.get("video") is not None and mode in ("one_frame", "no_media"):
         def cut(source: Any) -> Video:
-            video = processor._video(source)
+            video = processor.video(source)
             mid = video.num_frames // 2
             frames = video.frames[mid:mid + 1]
             if mode == "no_media":
@@ -100,21 +100,24 @@ def ablate_row(row: Mapping[str, Any], mode: str, processor: Any) -> dict[str, A
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def _retrieval_metrics(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]],
-                       batch_size: int) -> dict[str, float]:
-    """Each clip ranks every distinct text of the split; it is right when the top texts include its own text or
-    any text of its `group`. Identical texts are one candidate: two clips captioned "a red circle moves left." have
-    the same right answer, and listing the text twice would tie the two and score only the first."""
+def pair_metrics(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]],
+                 batch_size: int) -> dict[str, float]:
+    """An "embed" task's metrics: each row ranks every distinct pair text of the split (`task.pair_example`); it is
+    right when the top candidates include its own pair or one of a row with the same `task.truth` (retrieval: the
+    same `group`). Identical texts are one candidate: two clips captioned "a red circle moves left." have the same
+    right answer, and listing the text twice would tie the two and score only the first."""
     from unified.task_zoo.metrics import get_metric, rank_candidates
 
-    candidates, index = [], {}  # one row per distinct text
+    candidates, index, keys = [], {}, []  # one row per distinct pair text
     for row in rows:
-        if str(row["text"]) not in index:
-            index[str(row["text"])] = len(candidates)
+        key = task.pair_example(row).text
+        keys.append(key)
+        if key not in index:
+            index[key] = len(candidates)
             candidates.append(row)
-    in_group: dict[str, set[int]] = {}
-    for row in rows:
-        in_group.setdefault(task.truth(row), set()).add(index[str(row["text"])])
+    in_group: dict[Any, set[int]] = {}
+    for row, key in zip(rows, keys):
+        in_group.setdefault(task.truth(row), set()).add(index[key])
     media = embed_rows(task, model, processor, rows, batch_size=batch_size)  # (N, E)
     texts = embed_rows(task, model, processor, candidates, batch_size=batch_size, text_side=True)  # (C, E)
     ranked = rank_candidates(media @ texts.T)
@@ -125,25 +128,9 @@ def _retrieval_metrics(task: Any, model: Any, processor: Any, rows: Sequence[Map
 def evaluate_task(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
                   batch_size: int = 16, max_new_tokens: int = 32, progress: Any = None
                   ) -> tuple[dict[str, float], dict[str, Any]]:
-    """(metrics, details) of one task on its rows."""
-    if task.grammar == "embedding":
-        metrics = _retrieval_metrics(task, model, processor, rows, batch_size)
-        if progress is not None:
-            progress.update(len(rows))
-        return metrics, {}
-    on_batch = progress.update if progress is not None else None
-    predictions = predict(task, model, processor, rows, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                          on_batch=on_batch)
-    truths = [task.truth(row) for row in rows]
-    metrics = task.score(predictions, truths)
-    details: dict[str, Any] = {}
-    if hasattr(task, "label_of"):  # multiple choice: how often each label is picked vs right
-        from unified.task_zoo.metrics import get_metric
-
-        picked = [task.label_of(p, row) for p, row in zip(predictions, rows)]
-        right = [task.label_of(t, row) for t, row in zip(truths, rows)]
-        details["label_distribution"] = get_metric("label_distribution")(picked, right)
-    return metrics, details
+    """(metrics, details) of one task on its rows (`Task.evaluate`)."""
+    return task.evaluate(model, processor, rows, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                         progress=progress)
 
 
 def evaluate(model: Any, processor: Any, data: Mapping[str, Sequence[Mapping[str, Any]]], *,
@@ -175,11 +162,14 @@ def evaluate(model: Any, processor: Any, data: Mapping[str, Sequence[Mapping[str
     total = sum(len(r) for r in chosen.values()) * len(modes)
     bar = tqdm(total=total, desc="evaluate", unit="row", disable=not progress)
     per_mode: dict[str, tuple] = {}
+    layout = getattr(processor.tokenizer, "layout", None)
+    options = {n: o for n, o in (task_options or {}).items() if n in chosen}  # a model's options cover all it knows
+    tasks = build_tasks(chosen, options, layout)
     try:
         for mode in modes:
             metrics, details, scores = {}, {}, {}
             for name, rows in chosen.items():
-                task = get_task(name, **dict((task_options or {}).get(name, {})))
+                task = tasks[name]
                 rows = rows if mode == "full" else [ablate_row(r, mode, processor) for r in rows]
                 bar.set_postfix_str(f"{mode}: {name}")
                 metrics[name], extra = evaluate_task(task, model, processor, rows, batch_size=batch_size,

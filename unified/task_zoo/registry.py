@@ -15,14 +15,15 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from unified.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from unified.task_zoo.base import Task
+    from unified.tokenizers.layout import VocabLayout
 
 ENTRY_POINT_GROUP = "unified.tasks"
 TASKS: dict[str, type[Task]] = {}
@@ -33,10 +34,15 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
     """Class decorator: register `cls` under `name`; a name already taken raises `ConfigError`."""
 
     def add(cls: type[Task]) -> type[Task]:
+        from unified.task_zoo.base import validate_task_class
+
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError("task name", name, "expected an identifier (letters, digits, underscores)")
         if name in TASKS and TASKS[name] is not cls:
             raise ConfigError("task name", name, f"already registered by {TASKS[name].__module__}."
                               f"{TASKS[name].__qualname__}; pick another name")
         cls.name = name
+        validate_task_class(cls)  # grammar, metrics, prompt fields, hooks, the example row: ConfigError naming it
         TASKS[name] = cls
         return cls
 
@@ -78,9 +84,41 @@ def list_tasks() -> list[str]:
     return sorted(TASKS)
 
 
-def get_task(name: str, **options) -> Task:
-    """A new instance of the task registered as `name` (keyword `options` go to its constructor)."""
+def get_task(name: str, layout: VocabLayout | None = None, **options) -> Task:
+    """A new instance of the task registered as `name`: keyword `options` go to its constructor, `layout` (the
+    tokenizer's `VocabLayout`; default: the default layout) sets the bins its targets and parses use."""
+    task = _lookup(name)(**options)
+    if layout is not None:
+        task.layout = layout
+    return task
+
+
+def _lookup(name: str) -> type[Task]:
     load_plugins()
     if name not in TASKS:
         raise InputError("task", name, f"no task registered under this name; registered: {sorted(TASKS)}")
-    return TASKS[name](**options)
+    return TASKS[name]
+
+
+def build_tasks(names: Iterable[str], task_options: Mapping[str, Mapping[str, Any]] | None = None,
+                layout: VocabLayout | None = None) -> dict[str, Task]:
+    """{name: task} built with each task's configured options and the vocabulary's layout: the one way every
+    caller (vocabulary, row checks, training, evaluation, generate) builds the tasks of a run, so options never
+    reach one place and miss another. Options for a task not in `names` raise `ConfigError`."""
+    names = list(names)
+    options = dict(task_options or {})
+    stray = sorted(set(options) - set(names))
+    if stray:
+        raise ConfigError("task_options", stray, f"options for tasks this run does not have; it has {sorted(names)}")
+    tasks = {}
+    for name in names:
+        given = options.get(name) or {}
+        if not isinstance(given, Mapping):
+            raise ConfigError(f"task_options.{name}", given, "expected a mapping of option names to values")
+        _lookup(name)  # an unknown task is an InputError naming it, not an options problem
+        try:
+            tasks[name] = get_task(name, layout, **dict(given))
+        except (InputError, TypeError) as err:
+            reason = err.reason if isinstance(err, InputError) else str(err)
+            raise ConfigError(f"task_options.{name}", dict(given), reason) from err
+    return tasks

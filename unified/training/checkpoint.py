@@ -16,8 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from unified.api import write_task_options
-from unified.model.adapters import save_model
+from unified.saving import write_servable
 
 PREFIX = "step-"
 
@@ -42,9 +41,7 @@ def save_checkpoint(root: str | Path, step: int, model: Any, processor: Any, tra
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    save_model(model, tmp, safe_serialization=True)
-    processor.save_pretrained(tmp)
-    write_task_options(tmp, task_options)  # how the model answers, as `unified.Model.save_pretrained` writes it
+    write_servable(tmp, model, processor, task_options, safe_serialization=True)  # a servable model, plus:
     torch.save({**trainer_state, "step": step}, tmp / "trainer.pt")
     old = None
     if final.exists():  # replace: move the old one aside first so the rename stays atomic

@@ -4,7 +4,10 @@
     >>> cfg.optim.max_steps
     20
 
-Unknown keys and values of the wrong type raise `ConfigError` naming the dotted key, before anything trains.
+Unknown keys and values of the wrong type raise `ConfigError` naming the dotted key, before anything trains; so
+does a setting that would be accepted and do nothing (`inert_settings`): model, tokenizer or processor settings next
+to `model.init_from` (the saved model brings its own), cross-attention knobs under concat fusion, perceiver fields
+under 3-D pooling, a dynamic mixture that never sees a held-out score.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class DataSection:
 class TokenizerSection:
     path: str | None = None
     text_vocab_size: int = 400
+    layout: dict = field(default_factory=dict)  # `VocabLayout` sizes: num_loc_bins, num_value_bins, ...
 
 
 @dataclass
@@ -176,7 +180,71 @@ class TrainConfig:
                               "lora.enabled but no stage trains the 'lora' group")
         if self.data.train_dir is None and self.data.synthetic is None and self.model.init_from is None:
             raise ConfigError("data", "train_dir/synthetic", "give data.train_dir or a data.synthetic section")
+        from unified.tokenizers.layout import VocabLayout
+
+        try:
+            VocabLayout.from_dict(self.tokenizer.layout)
+        except ConfigError as err:
+            raise ConfigError(f"tokenizer.layout.{err.field}", err.value, err.reason) from None
+        for name, value, reason in inert_settings(self):
+            raise ConfigError(name, value, reason)
         return self
+
+
+# ------------------------------------------------------------------------------------------------ inert settings
+FUSION_XATTN_KNOBS = ("gate_init", "every_k_layers")  # act only where gated cross-attention blocks exist
+RESAMPLER_FIELDS = {  # visual resampler mode -> the resampler fields it uses
+    "global": {"mode", "num_latents", "depth", "num_heads", "head_dim"},
+    "per_frame": {"mode", "latents_per_frame", "depth", "num_heads", "head_dim"},
+    "pool3d": {"mode", "pool_frames", "pool_hw"},
+}
+
+
+def inert_settings(cfg: TrainConfig) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, why it would do nothing) for each setting this config gives that cannot act."""
+    found = []
+    m = cfg.model
+    if m.init_from:
+        why = f"model.init_from={m.init_from!r} brings its own architecture, vocabulary and processor"
+        acting = {"init_from", "gradient_checkpointing", "compile"}
+        for section, default in (("model", ModelSection()), ("tokenizer", TokenizerSection()),
+                                 ("processor", ProcessorSection())):
+            given = getattr(cfg, section)
+            for f in dataclasses.fields(given):
+                value = getattr(given, f.name)
+                if (section != "model" or f.name not in acting) and value != getattr(default, f.name):
+                    found.append((f"{section}.{f.name}", value, f"{why}; remove it (or drop init_from)"))
+        return found
+    from unified.model.configuration import PRESETS
+
+    preset = PRESETS.get(m.preset, {})
+    fusion = {**preset.get("fusion", {}), **m.fusion}
+    if fusion.get("mode", "xattn") == "concat" and not fusion.get("in_decoder", False):
+        for knob in FUSION_XATTN_KNOBS:
+            if knob in m.fusion:
+                reason = ("fusion.mode 'concat' builds no gated cross-attention (nor does the decoder without "
+                          "fusion.in_decoder)")
+                found.append((f"model.fusion.{knob}", m.fusion[knob], reason))
+    mode = {**preset.get("resampler", {}), **m.resampler}.get("mode", "global")
+    audio_perceiver = {**preset.get("audio", {}), **m.audio}.get("resampler", "perceiver") == "perceiver"
+    used = set(RESAMPLER_FIELDS.get(mode, RESAMPLER_FIELDS["global"]))
+    if audio_perceiver:
+        used |= {"depth", "num_heads", "head_dim"}  # the audio perceiver shares them
+    for key in sorted(set(m.resampler) - used):
+        reason = f"resampler.mode {mode!r} does not use it" + ("" if audio_perceiver else
+                                                                " (nor does audio.resampler 'pool')")
+        found.append((f"model.resampler.{key}", m.resampler[key], reason))
+    held_out = cfg.data.eval_dir is not None or (cfg.data.synthetic is not None and cfg.data.synthetic.n_eval > 0)
+    if cfg.mixture.strategy == "dynamic" and held_out and not cfg.eval.every:
+        reason = ("mixture.strategy 'dynamic' follows held-out scores, measured every eval.every steps; with 0 it "
+                  "would stay uniform: set eval.every")
+        found.append(("eval.every", cfg.eval.every, reason))
+    vocab_default = TokenizerSection.text_vocab_size
+    if cfg.tokenizer.path and (cfg.tokenizer.layout or cfg.tokenizer.text_vocab_size != vocab_default):
+        reason = ("a saved tokenizer brings its own vocabulary size and layout: remove tokenizer.text_vocab_size / "
+                  "tokenizer.layout")
+        found.append(("tokenizer.path", cfg.tokenizer.path, reason))
+    return found
 
 
 # ------------------------------------------------------------------------------------------------ building

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from unified.data import load_data_dir
-from unified.task_zoo import get_task
 
 
 def _synthetic(out: Path, n: int, seed: int, split: str, log) -> Path:
@@ -39,10 +38,11 @@ def load_training_data(cfg: Any, log=print) -> tuple[dict[str, list], dict[str, 
         train_dir = _synthetic(root / "train", s.n_train, s.seed, "train", log)
         if eval_dir is None and s.n_eval > 0:
             eval_dir = _synthetic(root / "test", s.n_eval, s.seed, "test", log)
-    train, reports = load_data_dir(train_dir, d.tasks, skip_bad_rows=d.skip_bad_rows)
+    options = cfg.task_options  # rows are checked by the tasks as configured (labels, modes), not the defaults
+    train, reports = load_data_dir(train_dir, d.tasks, skip_bad_rows=d.skip_bad_rows, task_options=options)
     evaluation = {}
     if eval_dir is not None:
-        evaluation, more = load_data_dir(eval_dir, d.tasks, skip_bad_rows=d.skip_bad_rows)
+        evaluation, more = load_data_dir(eval_dir, d.tasks, skip_bad_rows=d.skip_bad_rows, task_options=options)
         reports += more
     for report in reports:
         if report.skipped:
@@ -50,24 +50,12 @@ def load_training_data(cfg: Any, log=print) -> tuple[dict[str, list], dict[str, 
     return train, evaluation
 
 
-def tokenizer_corpus(train: dict[str, list], per_task: int = 500, seed: int = 0) -> list[str]:
-    """Every prompt template, target and option of (a sample of) the training rows: what the vocabulary must cover."""
+def tokenizer_corpus(train: dict[str, list], tasks: dict[str, Any], per_task: int = 500, seed: int = 0
+                     ) -> list[str]:
+    """What the vocabulary must cover: each task's `vocabulary` over (a sample of) its training rows, the tasks
+    built as the run configures them (`build_tasks`)."""
     rng = random.Random(seed)
-    texts = []
-    for name, rows in train.items():
-        task = get_task(name)
-        for row in rows[:per_task]:
-            for _ in range(2):
-                example = task.to_example(row, rng=rng)
-                texts.append(example.text)
-                if example.target:
-                    texts.append(example.target)
-            if name == "retrieval":
-                texts.append(task.text_example(row).text)
-        texts.extend(task.prompts)
-        labels = getattr(task, "labels", ())
-        texts.extend(f"{label}. {label}" for label in labels)
-    return texts
+    return [text for name, rows in train.items() for text in tasks[name].vocabulary(rows[:per_task], rng)]
 
 
 class RowStream:

@@ -28,9 +28,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from unified.api import write_task_options
-from unified.errors import ConfigError, UnifiedError
-from unified.model.adapters import TaskAdapters, load_saved_adapters, save_model
+from unified.errors import ConfigError, InputError, UnifiedError
+from unified.model.adapters import TaskAdapters, load_saved_adapters
+from unified.saving import write_servable
 from unified.training.checkpoint import (
     latest_checkpoint,
     load_trainer_state,
@@ -106,7 +106,8 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
     """(tokenizer, processor, model) from `model.init_from` or built fresh (vocabulary trained on the rows)."""
     from unified.model import UnifiedConfig, UnifiedModel
     from unified.processing import UnifiedProcessor
-    from unified.tokenizers import UnifiedTokenizer
+    from unified.task_zoo import build_tasks
+    from unified.tokenizers import UnifiedTokenizer, VocabLayout
 
     if cfg.model.init_from:
         processor = UnifiedProcessor.from_pretrained(cfg.model.init_from)
@@ -123,8 +124,9 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
     if cfg.tokenizer.path:
         tokenizer = UnifiedTokenizer.from_pretrained(cfg.tokenizer.path)
     else:
-        corpus = tokenizer_corpus(train_rows, seed=cfg.seed)
-        tokenizer = UnifiedTokenizer.train(corpus, text_vocab_size=cfg.tokenizer.text_vocab_size,
+        layout = VocabLayout.from_dict(cfg.tokenizer.layout)
+        corpus = tokenizer_corpus(train_rows, build_tasks(train_rows, cfg.task_options, layout), seed=cfg.seed)
+        tokenizer = UnifiedTokenizer.train(corpus, text_vocab_size=cfg.tokenizer.text_vocab_size, layout=layout,
                                            hard_vocab_limit=False)
         log(f"vocabulary: {tokenizer.vocab_size} ids, trained on {len(corpus)} texts")
     p, m = cfg.processor, cfg.model
@@ -162,6 +164,23 @@ def vision_processor_settings(config, image_size: int, log=print) -> dict[str, A
     return {key: settings[key] for key in ("image_mean", "image_std") if key in settings}
 
 
+def preflight(tasks, rows: dict[str, list], tokenizer) -> None:
+    """What would otherwise fail at the first evaluation, hours in, checked before step 0: every row of a task
+    answered under its grammar gets a decoding constraint from this vocabulary (two options that encode alike
+    raise `ConfigError` naming the task and the row)."""
+    from unified.task_zoo.decoding import constraint
+
+    for name, task in tasks.items():
+        if task.answer_mode != "generate":
+            continue
+        for row in rows.get(name, []):
+            try:
+                constraint(task, row, tokenizer)
+            except InputError as err:
+                raise ConfigError(f"task {name!r} ({row.get('_source', 'a row')})", err.value,
+                                  f"{err.reason} (found before training)") from err
+
+
 def batch_loss(cfg: TrainConfig, tasks, sampler, stream, model, processor, step: int, rng: random.Random,
                accelerator, seen: list[str], only: list[str] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """One batch's loss and {task: its loss}: one task per batch, or (`mixture.mixed_batches`) each row's task drawn
@@ -169,7 +188,7 @@ def batch_loss(cfg: TrainConfig, tasks, sampler, stream, model, processor, step:
     from unified.task_zoo.batching import mixed_loss, task_loss
 
     rank, world = accelerator.process_index, accelerator.num_processes
-    whole = [name for name, task in tasks.items() if task.head == "embed"]
+    whole = [name for name, task in tasks.items() if task.contrastive]  # InfoNCE needs a whole batch
     drawn = sampler.batch_tasks(step, cfg.optim.batch_size, mixed=cfg.mixture.mixed_batches, only=only,
                                 whole=whole)
     if len(set(drawn)) == 1:
@@ -253,7 +272,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
-    from unified.task_zoo import get_task
+    from unified.task_zoo import build_tasks
 
     out = Path(cfg.output_dir)
     ckpt_root = out / "checkpoints"
@@ -277,7 +296,9 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
         processor.cache_media(cfg.data.media_cache_mb * 2**20)  # each clip decoded once, not once per epoch
     if cfg.model.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    tasks = {name: get_task(name, **cfg.task_options.get(name, {})) for name in train_rows}
+    tasks = build_tasks(train_rows, cfg.task_options, tokenizer.layout)  # the one place a run's tasks are built
+    preflight(tasks, {n: [*train_rows.get(n, []), *eval_rows.get(n, [])] for n in tasks}, tokenizer)
+    served = {name: dict(cfg.task_options.get(name, {})) for name in tasks}  # saved: what the model can be asked
     if cfg.lora.enabled and getattr(model, "task_adapters", None) is None:
         lo = cfg.lora
         adapters = TaskAdapters.attach(model, tasks, lo.groups, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
@@ -320,7 +341,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     def checkpoint(step: int, name: str | None = None) -> None:
         if main:
             save_checkpoint(ckpt_root if name is None else out, step, core, processor, trainer_state(step),
-                            keep=cfg.checkpoint.keep, name=name, task_options=cfg.task_options)
+                            keep=cfg.checkpoint.keep, name=name, task_options=served)
         accelerator.wait_for_everyone()
 
     def evaluate_now(step: int) -> float | None:
@@ -343,7 +364,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
             f.write(json.dumps({"step": step, "integral": result.integral, "metrics": result.metrics}) + "\n")
         if result.integral > best:
             best = result.integral
-            save_checkpoint(out, step, core, processor, {}, name="best", task_options=cfg.task_options)
+            save_checkpoint(out, step, core, processor, {}, name="best", task_options=served)
         return result.integral
 
     stage = None
@@ -413,9 +434,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
     final = evaluate_now(end)
     checkpoint(end)
     if main:
-        save_model(core, out / "final")
-        processor.save_pretrained(out / "final")
-        write_task_options(out / "final", cfg.task_options)  # so unified.Model answers as it was trained
+        write_servable(out / "final", core, processor, served)  # unified.Model answers as it was trained
     _write_rank_report(out, accelerator, core, seen)
     summary = summarise(history, sampler, skipped, time.perf_counter() - started, final, best)
     if main:

@@ -18,7 +18,10 @@ class Caption(Task):
     metrics = ("meteor", "cider", "bleu4", "rouge_l")
     main_metric = "meteor"
     row_fields = ("caption",)
-    target_fields = ("caption",)
+    target_fields = ("caption", "captions")
+    optional_fields = ("captions",)  # every reference caption; training samples one as the target
+    example_row = {"video": "clips/train_00001.mp4", "caption": "a red circle moves left.",
+                   "captions": ["a red circle moves left.", "the red circle slides to the left."]}
 
     def media_of(self, row: Mapping[str, Any]) -> dict[str, list[Any]]:
         media = super().media_of(row)
@@ -48,6 +51,9 @@ class Caption(Task):
         with CaptionScorer(metrics=self.metrics) as scorer:  # one JVM for the whole evaluation
             result = scorer.score(predictions, truths)
         return {name: float(result[name]) for name in self.metrics}
+
+    def show_row(self, row: Mapping[str, Any]) -> tuple[str, str]:
+        return "(describe the clip)", self.truth(row)[0]
 
     def _no_media(self, row: Mapping[str, Any]) -> Exception:
         from unified.errors import InputError

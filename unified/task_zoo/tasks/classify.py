@@ -17,6 +17,8 @@ class Classify(Task):
     metrics = ("accuracy",)
     row_fields = ("label", "labels")
     target_fields = ("label",)
+    derived_fields = ("choices",)  # the labels, listed in the prompt
+    example_row = {"image": "images/cat.png", "labels": ["cat", "dog", "bird"], "label": "cat"}
 
     def check_row(self, row: Mapping[str, Any], with_target: bool = True) -> None:
         super().check_row(row, with_target)
@@ -37,3 +39,6 @@ class Classify(Task):
 
     def truth(self, row: Mapping[str, Any]) -> str:
         return str(row["label"])
+
+    def show_row(self, row: Mapping[str, Any]) -> tuple[str, str]:
+        return f"one of {list(row['labels'])}", self.truth(row)

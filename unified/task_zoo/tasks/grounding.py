@@ -1,5 +1,6 @@
 """`grounding` (a phrase -> its box as four location tokens, OFA-style) and `temporal_grounding` (a question -> the
-start and end of the moment as two time tokens, relative to the clip's duration)."""
+start and end of the moment as two time tokens, relative to the clip's duration). Both use the vocabulary's bin counts
+(`Task.layout`), and both fill at inference what a user should not have to give (the frame size, the duration)."""
 
 from __future__ import annotations
 
@@ -19,14 +20,27 @@ class Grounding(Task):
     metrics = ("accuracy_at_iou", "mean_iou")
     row_fields = ("phrase", "box", "image_size")
     target_fields = ("box",)
+    derived_fields = ("image_size",)  # (width, height) in pixels; read from the image or video when not given
+    example_row = {"image": "images/train_00001.png", "phrase": "red circle", "box": [12, 30, 28, 46],
+                   "image_size": [64, 64]}
+
+    def complete(self, row: Mapping[str, Any], media: Any) -> dict[str, Any]:
+        row = dict(row)
+        if row.get("image_size") is None:
+            modality = "image" if row.get("image") is not None else "video"
+            row["image_size"] = list(media.frame_size(row[modality], modality))
+        return row
+
+    def answer_length(self, row: Mapping[str, Any]) -> int:
+        return 4  # x1 y1 x2 y2
 
     def target(self, row: Mapping[str, Any]) -> str:
-        return box_to_tokens(row["box"], tuple(row["image_size"]))
+        return box_to_tokens(row["box"], tuple(row["image_size"]), num_bins=self.layout.num_loc_bins)
 
     def parse(self, text: str, row: Mapping[str, Any]) -> Box | None:
         """Generated location tokens -> a `Box` in pixels; None when fewer than four were written."""
         try:
-            return tokens_to_box(text, tuple(row["image_size"]))
+            return tokens_to_box(text, tuple(row["image_size"]), num_bins=self.layout.num_loc_bins)
         except InputError:
             return None
 
@@ -43,15 +57,27 @@ class TemporalGrounding(Task):
     metrics = ("mean_temporal_iou",)
     row_fields = ("question", "span", "duration")
     target_fields = ("span",)
+    derived_fields = ("duration",)  # seconds; read from the video when not given
+    example_row = {"video": "clips/train_00001.mp4", "question": "when does the beep sound?", "span": [1.0, 1.5],
+                   "duration": 4.0}
+
+    def complete(self, row: Mapping[str, Any], media: Any) -> dict[str, Any]:
+        row = dict(row)
+        if row.get("duration") is None:
+            row["duration"] = float(media.duration(row["video"]))
+        return row
+
+    def answer_length(self, row: Mapping[str, Any]) -> int:
+        return 2  # start, end
 
     def target(self, row: Mapping[str, Any]) -> str:
         start, end = row["span"]
-        return span_to_tokens(start, end, row["duration"])
+        return span_to_tokens(start, end, row["duration"], num_bins=self.layout.num_time_bins)
 
     def parse(self, text: str, row: Mapping[str, Any]) -> tuple[float, float] | None:
         """Generated time tokens -> (start, end) in seconds; None when fewer than two were written."""
         try:
-            return tokens_to_span(text, row["duration"])
+            return tokens_to_span(text, row["duration"], num_bins=self.layout.num_time_bins)
         except InputError:
             return None
 

@@ -4,7 +4,7 @@ Two answer modes:
 - ``generate`` (default): the options are listed in the prompt behind labels and the decoder writes one label,
   constrained to the labels (the "options" grammar).
 - ``rank``: each option text is scored by its length-normalised log-likelihood under the LM head
-  (`unified.heads.MultipleChoiceScorer`) and the best one wins.
+  (`unified.heads.score_options`) and the best one wins.
 
 Option order is shuffled in training, so position carries no signal; labels are configurable because models
 over-pick "A" (the default labels avoid A-D). Evaluation adds how often each label is predicted vs how often it is
@@ -30,6 +30,10 @@ class MultipleChoice(Task):
     metrics = ("accuracy",)
     row_fields = ("question", "options", "answer_index")
     target_fields = ("answer_index",)
+    derived_fields = ("choices",)  # the options behind their labels, as the prompt lists them
+    example_row = {"video": "clips/train_00001.mp4", "audio": "clips/train_00001.mp4",
+                   "question": "which shape appears first?",
+                   "options": ["red circle", "blue square", "green triangle"], "answer_index": 0}
 
     def __init__(self, labels: tuple[str, ...] = DEFAULT_LABELS, mode: str = "generate"):
         if mode not in ("generate", "rank"):
@@ -69,9 +73,19 @@ class MultipleChoice(Task):
             target = options[answer] if self.mode == "rank" else self.labels[answer]
         return Example(f"{placeholders} {text}", media, target, options)
 
+    @property
+    def answer_mode(self) -> str:
+        return self.mode
+
+    def choices(self, row: Mapping[str, Any]) -> list[str]:
+        """The labels the decoder may write (`generate` mode), or the option texts that are scored (`rank`)."""
+        return self.option_labels(row) if self.mode == "generate" else [str(o) for o in row["options"]]
+
     def option_labels(self, row: Mapping[str, Any]) -> list[str]:
-        """What the decoder may write in `generate` mode."""
         return list(self.labels[: len(row["options"])])
+
+    def vocabulary(self, rows, rng) -> list[str]:
+        return [*super().vocabulary(rows, rng), *(f"{label}. {label}" for label in self.labels)]
 
     def target(self, row: Mapping[str, Any]) -> str:
         return self.labels[row["answer_index"]]
@@ -93,6 +107,17 @@ class MultipleChoice(Task):
         options = [str(o) for o in row["options"]]
         return self.labels[options.index(answer)] if answer in options else "?"
 
+    def details(self, predictions, truths, rows) -> dict[str, Any]:
+        """How often each label is picked vs how often it is right (models over-pick one position)."""
+        from unified.task_zoo.metrics import get_metric
+
+        picked = [self.label_of(p, row) for p, row in zip(predictions, rows)]
+        right = [self.label_of(t, row) for t, row in zip(truths, rows)]
+        return {"label_distribution": get_metric("label_distribution")(picked, right)}
+
+    def show_row(self, row: Mapping[str, Any]) -> tuple[str, str]:
+        return f"{row['question']} {list(row['options'])}", self.truth(row)
+
 
 @register_task("video_mcqa")
 class VideoMCQA(MultipleChoice):
@@ -100,6 +125,7 @@ class VideoMCQA(MultipleChoice):
 
     accepts = frozenset({"video"})
     requires = frozenset({"video"})
+    example_row = {k: v for k, v in MultipleChoice.example_row.items() if k != "audio"}
 
 
 @register_task("audio_video_mcqa")

@@ -23,10 +23,17 @@ class Regress(Task):
     metrics = ("mae", "rmse")
     row_fields = ("values",)
     target_fields = ("values",)  # at inference, `num_values` (default 1) says how many to write
+    optional_fields = ("question", "inputs", "num_values", "value_range")
+    example_row = {"video": "clips/train_00001.mp4", "question": "how many pixels does the circle move per frame?",
+                   "values": [1.5], "value_range": [0, 4]}
 
-    def count(self, row: Mapping[str, Any]) -> int:
+    def answer_length(self, row: Mapping[str, Any]) -> int:
         """How many values the answer has."""
         return len(row["values"]) if row.get("values") is not None else int(row.get("num_values", 1))
+
+    def show_row(self, row: Mapping[str, Any]) -> tuple[str, str]:
+        asked = row.get("question") or f"continue {self.show(list(row.get('inputs') or []))}"
+        return str(asked), self.show(self.truth(row))
 
     def check_row(self, row: Mapping[str, Any], with_target: bool = True) -> None:
         super().check_row(row, with_target)
@@ -35,22 +42,25 @@ class Regress(Task):
 
     def prompt(self, row, media, rng):
         if row.get("inputs") is not None:
-            text = self.sequence_prompt.format(inputs=values_to_tokens(row["inputs"]), count=self.count(row))
+            text = self.sequence_prompt.format(inputs=self._tokens(row["inputs"]), count=self.answer_length(row))
             placeholders = "".join(f"<{m}>" * len(v) for m, v in media.items())
             return f"{placeholders} {text}" if placeholders else text
         return super().prompt(row, media, rng)
 
+    def _tokens(self, values) -> str:
+        return values_to_tokens(values, num_bins=self.layout.num_value_bins)
+
     def target(self, row: Mapping[str, Any]) -> str:
-        return values_to_tokens(row["values"])
+        return self._tokens(row["values"])
 
     def parse(self, text: str, row: Mapping[str, Any]) -> list[float]:
         """Generated value tokens -> as many floats as the truth has; a short answer is filled with the far end of the
         value range so the missing values count as wrong instead of being dropped."""
         try:
-            values = tokens_to_values(text)
+            values = tokens_to_values(text, num_bins=self.layout.num_value_bins)
         except InputError:
             values = []
-        wanted = self.count(row)
+        wanted = self.answer_length(row)
         scale = row.get("value_range") or row.get("values") or [0.0]
         fill = float(max(abs(v) for v in scale)) if wanted > len(values) else 0.0
         return (values + [fill] * wanted)[:wanted]

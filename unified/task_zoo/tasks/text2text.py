@@ -18,6 +18,7 @@ class Text2Text(Task):
     metrics = ("accuracy",)
     row_fields = ("text", "target")
     target_fields = ("target",)
+    example_row = {"text": "what is the opposite of left?", "target": "right"}
 
     def target(self, row: Mapping[str, Any]) -> str:
         return str(row["target"])

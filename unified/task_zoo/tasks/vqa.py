@@ -18,6 +18,7 @@ class VQA(Task):
     metrics = ("accuracy",)
     row_fields = ("question", "answer")
     target_fields = ("answer",)
+    example_row = {"video": "clips/train_00001.mp4", "question": "what colour is the circle?", "answer": "red"}
 
     def target(self, row: Mapping[str, Any]) -> str:
         return str(row["answer"])
