@@ -21,6 +21,7 @@ demo: install
 	$(VENV)/bin/unified demo
 
 test: install
+	$(VENV)/bin/ruff check unified training tests benchmarks
 	$(PY) -m pytest -q -ra
 
 lint: install

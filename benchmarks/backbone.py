@@ -26,10 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transformers import T5Config, T5ForConditionalGeneration  # noqa: E402
-from vs_t5 import timed  # noqa: E402  (the script folder, benchmarks/, is on sys.path)
+from transformers import T5Config, T5ForConditionalGeneration
+from vs_t5 import timed
 
-from unified.model import UnifiedConfig, UnifiedModel  # noqa: E402
+from unified.model import UnifiedConfig, UnifiedModel
 
 
 def paired(ours, bare, runs: int, warmup: int) -> tuple[float, float]:

@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transformers import T5Config, T5ForConditionalGeneration  # noqa: E402
+from transformers import T5Config, T5ForConditionalGeneration
 
-from unified.model import UnifiedConfig, UnifiedModel  # noqa: E402
+from unified.model import UnifiedConfig, UnifiedModel
 
 
 def build(preset: str, vocab: int, device: str, dtype: torch.dtype, attn: str):

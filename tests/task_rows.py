@@ -4,9 +4,9 @@ processor that fit them. Independent of the synthetic world, so the task tests d
 from __future__ import annotations
 
 import numpy as np
+from media_fixtures import write_index_video, write_tone
 from PIL import Image
 
-from media_fixtures import write_index_video, write_tone
 from unified.model import UnifiedConfig, UnifiedModel
 from unified.processing import UnifiedProcessor
 from unified.tokenizers import UnifiedTokenizer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from task_rows import tiny_stack, write_media
+
 from unified import Model
 from unified.errors import InputError
 from unified.tokenizers import Box

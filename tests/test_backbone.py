@@ -130,7 +130,7 @@ def test_saved_model_holds_the_backbone_and_loads_without_its_directory(pair, tm
 def test_gated_media_start_silent_and_then_reach_the_text(pair):
     from tests.model_fixtures import media_batch
 
-    family, path, ref, ours = pair
+    family, path, ref, _ = pair
     batch = media_batch()
     ids = torch.tensor([[50, 51, 20, 21, 22], [50, 30, 31, PAD[family], PAD[family]]])  # 50 = <video>, 51 = <audio>
     batch.update(input_ids=ids, labels=torch.tensor([[40, 41], [42, -100]]))
@@ -201,7 +201,7 @@ def test_backbone_config_errors_name_the_field(tmp_path, pair):
 
 
 def test_every_backbone_parameter_lands_in_its_stage_group(pair):
-    from unified.training.loop import group_of
+    from unified.training.stages import group_of
 
     _, _, _, ours = pair
     lm = ours.lm  # transformers' own model decides which parameters are its encoder's and decoder's

@@ -31,7 +31,8 @@ def test_demo_runs_every_task_on_a_fresh_clip(tmp_path, capsys):
 
 
 def test_unknown_command_exits_2():
-    bad = subprocess.run([sys.executable, "-m", "unified.cli", "nope"], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "unified.cli", "nope"], capture_output=True, text=True,
+                         check=False)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
@@ -54,7 +55,7 @@ def test_synth_then_eval_then_generate(tmp_path, capsys):
 
     assert main(["data", "synth", "--out", str(tmp_path / "data"), "--n", "3", "--seed", "9", "--split", "test"]) == 0
     assert (tmp_path / "data" / "video_mcqa.jsonl").is_file()
-    tokenizer, processor, model = tiny_stack()
+    _, processor, model = tiny_stack()
     model.save_pretrained(tmp_path / "model")
     processor.save_pretrained(tmp_path / "model")
     capsys.readouterr()

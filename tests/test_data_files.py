@@ -8,9 +8,9 @@ import random
 
 import datasets
 import pytest
-
 from media_fixtures import write_index_video
 from task_rows import tiny_stack
+
 from unified.data import load_data_dir, read_rows, rows_from_dataset
 from unified.errors import InputError, MediaDecodeError
 from unified.task_zoo import get_task

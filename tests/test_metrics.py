@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from unified.errors import ConfigError, InputError
-from unified.task_zoo.metrics import (CaptionScorer, box_iou, get_metric, rank_candidates, recall_at_k,
-                                      register_metric, temporal_iou, tokenize)
+from unified.task_zoo.metrics import (
+    CaptionScorer,
+    box_iou,
+    get_metric,
+    rank_candidates,
+    recall_at_k,
+    register_metric,
+    temporal_iou,
+    tokenize,
+)
 from unified.tokenizers import Box
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR's jar needs a Java runtime")

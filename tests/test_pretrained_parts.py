@@ -137,7 +137,7 @@ def test_missing_encoder_directory_is_named(tmp_path):
 def test_a_stage_training_every_group_keeps_a_frozen_backbone_frozen(tmp_path):
     from unified.model import UnifiedConfig, UnifiedModel
     from unified.training.config import Stage
-    from unified.training.loop import apply_stage
+    from unified.training.stages import apply_stage
 
     clip, whisper = _encoders(tmp_path)
     config = UnifiedConfig.preset("tiny", vision={"pretrained_path": str(clip)},

@@ -131,7 +131,7 @@ def test_every_answer_matches_the_oracle_and_is_unique():
             if row["text"].endswith("move?"):
                 name = row["text"].split("which way does the ")[1][: -len(" move?")]
                 assert row["target"] == next(s.direction for s in shapes if f"{s.colour} {s.kind}" == name)
-        sequence = [r for r in rows["regress"] if "inputs" in r][0]
+        sequence = next(r for r in rows["regress"] if "inputs" in r)
         steps = np.diff(sequence["inputs"] + sequence["values"])
         assert np.allclose(steps, steps[0])  # constant speed: the next values continue the line
 

@@ -8,16 +8,16 @@ import random
 
 import pytest
 import torch
-
 from media_fixtures import read_index
 from task_rows import task_rows, tiny_stack, write_media
+
 from unified.errors import InputError
 from unified.media import Video
 from unified.task_zoo import get_task, list_tasks
-from unified.task_zoo.batching import task_loss
 from unified.task_zoo.decoding import predict
 from unified.task_zoo.evaluation import ablate_row, evaluate
 from unified.tokenizers import Box
+from unified.training.loss import task_loss
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,8 @@ def test_a_mixed_batch_is_the_token_weighted_mean_of_its_tasks(rows, stack):
     """mixed_loss over vqa + caption + retrieval rows (vqa weighted 2) against each task's own loss from its own
     one-task batch (the model's built-in token mean) combined by hand: generative parts by target-token count,
     the retrieval part by row count."""
-    from unified.task_zoo.batching import mixed_loss, task_batch
+    from unified.task_zoo.batching import task_batch
+    from unified.training.loss import mixed_loss
 
     _, processor, model = stack
     model.eval()

@@ -11,8 +11,8 @@ import pytest
 from unified.errors import ConfigError
 from unified.training.config import load_config
 from unified.training.data import RowStream
-from unified.training.loop import group_of, lr_factor
 from unified.training.mixture import TaskSampler
+from unified.training.stages import group_of, lr_factor
 
 CONFIGS = sorted((Path(__file__).parents[1] / "training" / "configs").glob("*.yaml"))
 

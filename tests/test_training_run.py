@@ -168,7 +168,7 @@ def test_two_cpu_processes_share_the_work_and_end_identical(data, tmp_path):
            str(ROOT / "training" / "multitask.py"), "--config", str(SMOKE), f"output_dir={tmp_path}",
            f"data.train_dir={data / 'train'}", "data.synthetic=null", "optim.max_steps=6", "optim.batch_size=4",
            "checkpoint.every=100", "tokenizer.text_vocab_size=200", "data.tasks=[vqa, video_mcqa]"]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
     reports = [tmp_path / "ranks" / f"rank-{r}.json" for r in (0, 1)]
     assert all(p.is_file() for p in reports), run.stderr[-3000:]
     r0, r1 = (json.loads(p.read_text()) for p in reports)

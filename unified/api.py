@@ -142,8 +142,8 @@ class Model:
         if isinstance(data, (str, Path)):
             from unified.data import load_data_dir
 
-            data, reports = load_data_dir(data, kwargs.pop("tasks", None),
-                                          skip_bad_rows=kwargs.pop("skip_bad_rows", False))
+            data, _ = load_data_dir(data, kwargs.pop("tasks", None), skip_bad_rows=kwargs.pop("skip_bad_rows", False),
+                                    task_options=self.task_options)  # rows checked by the tasks as trained
         kwargs.setdefault("task_options", self.task_options)
         return evaluate(self.network, self.processor, data, **kwargs)
 

@@ -155,7 +155,7 @@ def render(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
             if shape.visible(t):
                 frames[t][shape_mask(shape, t)] = COLOURS[shape.colour]
     audio = np.zeros(int(DURATION * SAMPLING_RATE), np.float32)
-    start = int(round(scene.beep_time * SAMPLING_RATE))
+    start = round(scene.beep_time * SAMPLING_RATE)
     n = int(BEEP_SECONDS * SAMPLING_RATE)
     t = np.arange(n) / SAMPLING_RATE
     fade = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.01)  # 10 ms ramps: no clicks

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from unified.data.scene import (DIRECTIONS, DURATION, FPS, FRAMES, SIZE, Scene, render, sample_scene)
+from unified.data.scene import DIRECTIONS, DURATION, FPS, FRAMES, SIZE, Scene, render, sample_scene
 from unified.errors import InputError
 
 SPLITS = {"train": 0, "test": 1, "compositional": 2}

@@ -220,7 +220,7 @@ class CaptionScorer:
             raise MetricsUnavailable("METEOR runs the official jar and needs Java: install a Java runtime "
                                      "(e.g. apt install default-jre-headless) so that `java` is on PATH")
 
-    def __enter__(self) -> CaptionScorer:
+    def __enter__(self) -> CaptionScorer:  # noqa: PYI034  (typing.Self needs Python 3.11; we support 3.10)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from unified.task_zoo.base import Example, Task
 from unified.task_zoo.registry import register_task

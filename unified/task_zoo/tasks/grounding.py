@@ -4,7 +4,8 @@ start and end of the moment as two time tokens, relative to the clip's duration)
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from unified.errors import InputError
 from unified.task_zoo.base import Task

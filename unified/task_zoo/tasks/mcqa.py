@@ -14,7 +14,8 @@ right (`label_distribution`).
 from __future__ import annotations
 
 import random
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from unified.errors import InputError
 from unified.task_zoo.base import Example, Task

@@ -3,7 +3,8 @@ evaluated by recall@k of the right text among the split's distinct texts (`Task.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from unified.task_zoo.base import Example, Task
 from unified.task_zoo.registry import register_task

@@ -3,11 +3,12 @@ language side is not forgotten)."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from unified.task_zoo.base import Task
-from unified.task_zoo.registry import register_task
 from unified.task_zoo.metrics import normalise as normalise_answer
+from unified.task_zoo.registry import register_task
 
 
 @register_task("text2text")

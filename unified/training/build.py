@@ -1,0 +1,93 @@
+"""What a run trains: the vocabulary, the processor and the model, from `model.init_from` or built fresh, and the
+checks that need them before step 0 (`preflight`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from unified.errors import ConfigError, InputError
+from unified.model.adapters import load_saved_adapters
+from unified.training.config import TrainConfig
+from unified.training.data import tokenizer_corpus
+
+
+def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
+    """(tokenizer, processor, model) from `model.init_from` or built fresh (vocabulary trained on the rows)."""
+    from unified.model import UnifiedConfig, UnifiedModel
+    from unified.processing import UnifiedProcessor
+    from unified.task_zoo import build_tasks
+    from unified.tokenizers import UnifiedTokenizer, VocabLayout
+
+    if cfg.model.init_from:
+        processor = UnifiedProcessor.from_pretrained(cfg.model.init_from)
+        # float32 master weights whatever the saved dtype (the shipped model is bf16); autocast does the rest
+        model = UnifiedModel.from_pretrained(cfg.model.init_from, dtype=torch.float32)
+        load_saved_adapters(model, cfg.model.init_from)
+        return processor.tokenizer, processor, model
+    if cfg.model.text.get("pretrained_path") or cfg.model.text.get("backbone"):
+        # Our vocabulary would give the backbone's embedding rows other texts' ids: refuse rather than train that.
+        raise ConfigError("model.text.pretrained_path", cfg.model.text.get("pretrained_path"),
+                          "training on a pretrained text backbone needs a vocabulary that keeps its tokenizer's ids, "
+                          "which the training loop does not build yet; use UnifiedModel.from_pretrained_parts from "
+                          "Python with your own ids")
+    if cfg.tokenizer.path:
+        tokenizer = UnifiedTokenizer.from_pretrained(cfg.tokenizer.path)
+    else:
+        layout = VocabLayout.from_dict(cfg.tokenizer.layout)
+        corpus = tokenizer_corpus(train_rows, build_tasks(train_rows, cfg.task_options, layout), seed=cfg.seed)
+        tokenizer = UnifiedTokenizer.train(corpus, text_vocab_size=cfg.tokenizer.text_vocab_size, layout=layout,
+                                           hard_vocab_limit=False)
+        log(f"vocabulary: {tokenizer.vocab_size} ids, trained on {len(corpus)} texts")
+    p, m = cfg.processor, cfg.model
+    config = UnifiedConfig.preset(
+        m.preset,
+        text={"ordinal_ranges": tokenizer.ordinal_ranges, **m.text, "vocab_size": tokenizer.vocab_size,
+              "image_token_id": tokenizer.image_token_id, "video_token_id": tokenizer.video_token_id,
+              "audio_token_id": tokenizer.audio_token_id},
+        vision={"image_size": p.image_size, "max_frames": max(p.max_frames, 8), **m.vision},
+        audio=m.audio, resampler=m.resampler, fusion=m.fusion)
+    config.validate()
+    processor = UnifiedProcessor(tokenizer, image_size=p.image_size, video_fps=p.video_fps, max_frames=p.max_frames,
+                                 **vision_processor_settings(config, p.image_size, log))
+    torch.manual_seed(cfg.seed)
+    model = UnifiedModel.from_pretrained_parts(config)  # weights of each configured pretrained_path copied in
+    return tokenizer, processor, model
+
+
+def vision_processor_settings(config, image_size: int, log=print) -> dict[str, Any]:
+    """A pretrained vision encoder's own normalisation (its `preprocessor_config.json`), for the processor; a
+    processor frame size the encoder does not take raises `ConfigError` before anything trains."""
+    from unified.model.pretrained import image_processor_settings
+
+    v = config.vision
+    if not v.backbone:
+        return {}
+    wanted = int(v.backbone.get("image_size", image_size))
+    if image_size != wanted:
+        raise ConfigError("processor.image_size", image_size,
+                          f"the vision encoder ({v.backbone.get('model_type')}) takes {wanted} px frames; "
+                          f"set processor.image_size={wanted}")
+    settings = image_processor_settings(v.pretrained_path) if v.pretrained_path else {}
+    if "image_mean" not in settings:
+        log(f"vision encoder: no image_mean/std in {v.pretrained_path}/preprocessor_config.json; using 0.5 / 0.5")
+    return {key: settings[key] for key in ("image_mean", "image_std") if key in settings}
+
+
+def preflight(tasks, rows: dict[str, list], tokenizer) -> None:
+    """What would otherwise fail at the first evaluation, hours in, checked before step 0: every row of a task
+    answered under its grammar gets a decoding constraint from this vocabulary (two options that encode alike
+    raise `ConfigError` naming the task and the row)."""
+    from unified.task_zoo.decoding import constraint
+
+    for name, task in tasks.items():
+        if task.answer_mode != "generate":
+            continue
+        for row in rows.get(name, []):
+            try:
+                constraint(task, row, tokenizer)
+            except InputError as err:
+                raise ConfigError(f"task {name!r} ({row.get('_source', 'a row')})", err.value,
+                                  f"{err.reason} (found before training)") from err

@@ -1,0 +1,66 @@
+"""Stages and the schedule: which parameter group a parameter is in, which stage a step is in, what trains then,
+and the learning-rate factor (linear warmup, cosine decay, the stage's scale).
+
+    groups    media, resampler, xattn, encoder, decoder, embeddings, heads, lora   (`group_of`)
+    stages    [{name, steps, train: [groups], lr_scale, tasks}]                    (`stage_at`, `apply_stage`)
+"""
+
+from __future__ import annotations
+
+import math
+
+from unified.training.config import TrainConfig
+
+
+def group_of(name: str) -> str:
+    """The parameter group a parameter belongs to (what stages freeze and unfreeze)."""
+    if "lora_" in name:
+        return "lora"
+    if name.startswith("lm."):  # a pretrained backbone (unified.model.backbone): its own names under `lm.`
+        rest = "." + name[3:]
+        if "embed_tokens" in rest or ".shared." in rest:
+            return "embeddings"
+        if ".lm_head" in rest:
+            return "heads"
+        return "encoder" if ".encoder." in rest else "decoder"
+    if ".xattn." in name:
+        return "xattn"
+    if "resampler" in name:
+        return "resampler"
+    if name.startswith(("encoder.media", "encoder.time")):
+        return "media"
+    if name.startswith(("shared", "encoder.embed_tokens", "decoder.embed_tokens")):
+        return "embeddings"
+    if name.startswith(("lm_head", "embed_head")):
+        return "heads"
+    return "encoder" if name.startswith("encoder") else "decoder"
+
+
+def stage_at(cfg: TrainConfig, step: int):
+    end = 0
+    for stage in cfg.stages:
+        end = math.inf if stage.steps is None else end + stage.steps
+        if step < end:
+            return stage
+    return cfg.stages[-1]
+
+
+def apply_stage(model, stage) -> int:
+    """Set requires_grad by group; returns how many parameters train. A pretrained backbone configured with
+    `freeze: true` stays frozen whatever the stage trains (its projection trains with the `media` group)."""
+    from unified.model.encoders import FrozenBackbone
+
+    frozen = {id(p) for module in model.modules() if isinstance(module, FrozenBackbone) and module.freeze
+              for p in module.backbone.parameters()}
+    trained = 0
+    for name, param in model.named_parameters():
+        param.requires_grad_(group_of(name) in stage.train and id(param) not in frozen)
+        trained += param.numel() if param.requires_grad else 0
+    return trained
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    o = cfg.optim
+    warm = min(1.0, (step + 1) / max(1, o.warmup_steps))
+    progress = min(1.0, max(0, step - o.warmup_steps) / max(1, o.max_steps - o.warmup_steps))
+    return warm * 0.5 * (1 + math.cos(math.pi * progress)) * stage_at(cfg, step).lr_scale
