@@ -7,6 +7,14 @@ The j-th ``<image>``/``<video>`` placeholder takes the j-th visual item (images 
 lists in prompt order), the j-th ``<audio>`` placeholder the j-th audio item. A count mismatch is an `InputError`:
 nothing given is silently dropped.
 
+Media budgets: `budgets` maps a task to its own `video_fps`, `max_frames`, `num_frames`, `max_audio_seconds`,
+`max_length` and `fit` (an example names its task under ``task``; the task zoo adds it). When a row's media exceed
+the budget, `fit: "fit"` (the default) fits them, counted per task in `processor.fitted`: a video sampled at
+`video_fps` that would give more than `max_frames` frames gets `max_frames` frames spread evenly (each keeps its true
+timestamp), audio longer than `max_audio_seconds` is cut there. `fit: "error"` raises `InputError` instead. A prompt
+longer than `max_length` always raises (text is never cut). The budgets are saved with the processor, so training,
+evaluation and `Model.generate` sample the same frames at the same times.
+
 Example:
     >>> proc = UnifiedProcessor(tokenizer)
     >>> batch = proc([{"text": "<video> what moves first?", "video": "clip.mp4", "target": "the red square"}])
@@ -16,8 +24,9 @@ Example:
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +36,13 @@ import torch.nn.functional as F
 from unified.errors import ConfigError, InputError
 from unified.media import Video, load_audio, load_image, load_video, log_mel
 from unified.media.cache import MediaCache
+from unified.media.video import sample_times
 from unified.tokenizers import UnifiedTokenizer, time_to_token
 
 PROCESSOR_CONFIG = "processor_config.json"
 _MEDIA_KEYS = ("image", "video", "audio")
+BUDGET_FIELDS = ("video_fps", "max_frames", "num_frames", "max_audio_seconds", "max_length", "fit")
+FITS = ("fit", "error")
 
 
 @dataclass
@@ -45,8 +57,25 @@ class ProcessorConfig:
     n_mels: int = 80
     max_audio_seconds: float = 30.0
     max_length: int | None = None  # prompt tokens; longer prompts raise instead of being cut
+    fit: str = "fit"  # media over budget: "fit" (frames spread evenly, audio cut; counted) or "error"
+    budgets: dict = field(default_factory=dict)  # task -> its own BUDGET_FIELDS (see the module docstring)
 
     def validate(self) -> ProcessorConfig:
+        if self.fit not in FITS:
+            raise ConfigError("fit", self.fit, f"expected one of {FITS}")
+        if not isinstance(self.budgets, Mapping):
+            raise ConfigError("budgets", self.budgets, "expected {task: {field: value}}")
+        for task, budget in self.budgets.items():
+            if not isinstance(budget, Mapping):
+                raise ConfigError(f"budgets.{task}", budget, f"expected a mapping of {BUDGET_FIELDS}")
+            unknown = sorted(set(budget) - set(BUDGET_FIELDS))
+            if unknown:
+                raise ConfigError(f"budgets.{task}.{unknown[0]}", budget[unknown[0]],
+                                  f"not a budget field; budget fields: {BUDGET_FIELDS}")
+            try:
+                replace(self, **budget, budgets={}).validate()
+            except ConfigError as err:
+                raise ConfigError(f"budgets.{task}.{err.field}", err.value, err.reason) from None
         if not isinstance(self.image_size, int) or self.image_size < 1:
             raise ConfigError("image_size", self.image_size, "expected a positive int")
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
@@ -88,6 +117,7 @@ class UnifiedProcessor:
         self.config = ProcessorConfig.from_dict({**base, **overrides})
         self.tokenizer = tokenizer
         self.media_cache: MediaCache | None = None  # `cache_media(max_bytes)`; not part of the saved config
+        self.fitted: Counter[str] = Counter()  # "task: frames" / "task: audio" -> media items fitted to a budget
 
     def cache_media(self, max_bytes: int) -> UnifiedProcessor:
         """Keep decoded media files in memory (`unified.media.cache.MediaCache`), up to `max_bytes`."""
@@ -97,20 +127,28 @@ class UnifiedProcessor:
     def _load(self, kind: str, source: Any, settings: tuple, load):
         return load() if self.media_cache is None else self.media_cache.get(kind, source, settings, load)
 
+    def settings(self, task: str | None = None) -> ProcessorConfig:
+        """The processor's settings with `task`'s budget applied (no budget: the processor's own)."""
+        budget = self.config.budgets.get(task) if task is not None else None
+        return replace(self.config, **budget) if budget else self.config
+
     # ---------------------------------------------------------------- one example
     def process(self, example: Mapping[str, Any]) -> dict[str, Any]:
         """One example -> unpadded tensors (see `collate`)."""
         if not isinstance(example, Mapping):
             raise InputError("example", example, "expected a mapping with 'text' and optional media and 'target'")
-        unknown = sorted(set(example) - {"text", "target", *_MEDIA_KEYS})
+        unknown = sorted(set(example) - {"text", "target", "task", *_MEDIA_KEYS})
         if unknown:
-            raise InputError("example", unknown, "unknown keys; expected text, target, image, video, audio")
+            raise InputError("example", unknown, "unknown keys; expected text, target, task, image, video, audio")
         text = example.get("text")
         if not isinstance(text, str):
             raise InputError("text", text, "expected the prompt as a str")
+        task = example.get("task")
+        c = self.settings(task)
         ids = self.tokenizer.encode(text)
-        if self.config.max_length is not None and len(ids) > self.config.max_length:
-            raise InputError("text", text, f"{len(ids)} tokens exceed max_length={self.config.max_length}")
+        if c.max_length is not None and len(ids) > c.max_length:
+            raise InputError("text", text, f"{len(ids)} tokens exceed max_length={c.max_length}"
+                             + (f" (task {task!r})" if task else ""))
         tok = self.tokenizer
         visual_slots = [i for i in ids if i in (tok.image_token_id, tok.video_token_id)]
         n_audio = sum(1 for i in ids if i == tok.audio_token_id)
@@ -129,14 +167,14 @@ class UnifiedProcessor:
                 clip = self._load("image", source, (), lambda s=source: load_image(s))[None]  # (1, H, W, 3)
                 stamp, duration = torch.zeros(1), 1.0
             else:
-                video = self.video(next(vid_iter))
+                video = self.video(next(vid_iter), task)
                 clip, stamp, duration = video.frames, video.timestamps, max(video.duration, 1e-6)
             frames.append(self._pixels(clip))
             times.append(stamp.float())
             time_ids.append(torch.tensor([tok.token_to_id(time_to_token(min(float(t), duration), duration,
                                                                          num_bins=len(tok.time_ids)))
                                           for t in stamp]))
-        mels = [self._mel(source) for source in audios]
+        mels = [self._mel(source, task) for source in audios]
         out: dict[str, Any] = {"input_ids": torch.tensor(ids), "pixel_values": frames, "frame_times": times,
                                "frame_time_ids": time_ids, "audio_features": mels}
         target = example.get("target")
@@ -147,16 +185,25 @@ class UnifiedProcessor:
         return out
 
     # ---------------------------------------------------------------- media as the model sees them
-    def video(self, source: Any) -> Video:
-        """A video source sampled as this processor samples it (its fps or frame count, its frame cap)."""
+    def video(self, source: Any, task: str | None = None) -> Video:
+        """A video source sampled as this processor samples it for `task` (its fps or frame count, its frame
+        cap); more frames than the cap are spread evenly and counted, or raise under `fit: "error"`."""
         if isinstance(source, Video):
             return source
-        c = self.config
+        c = self.settings(task)
         if c.video_fps is None:
             return self._load("video", source, (None, c.num_frames),
                               lambda: load_video(source, fps=None, num_frames=c.num_frames))
-        return self._load("video", source, (c.video_fps, c.max_frames),
-                          lambda: load_video(source, fps=c.video_fps, max_frames=c.max_frames))
+        video = self._load("video", source, (c.video_fps, c.max_frames),
+                           lambda: load_video(source, fps=c.video_fps, max_frames=c.max_frames))
+        wanted = len(sample_times(video.duration, fps=c.video_fps, max_frames=10**9))
+        if wanted > c.max_frames:
+            if c.fit == "error":
+                raise InputError("video", source, f"{wanted} frames at {c.video_fps:g} fps exceed max_frames="
+                                 f"{c.max_frames}" + (f" of task {task!r}" if task else "") +
+                                 " (fit: error); raise the budget, or fit: fit to spread the frames evenly")
+            self.fitted[f"{task or '-'}: frames"] += 1
+        return video
 
     def frame_size(self, source: Any, modality: str) -> tuple[int, int]:
         """(width, height) in pixels of an image, or of a video's frames, before resizing."""
@@ -180,14 +227,18 @@ class UnifiedProcessor:
         std = torch.tensor(self.config.image_std).view(1, 3, 1, 1)
         return (x - mean) / std
 
-    def _mel(self, source: Any) -> torch.Tensor:
-        c = self.config
+    def _mel(self, source: Any, task: str | None = None) -> torch.Tensor:
+        c = self.settings(task)
         wave = self._load("audio", source, (c.sampling_rate,),
                           lambda: load_audio(source, sampling_rate=c.sampling_rate))
         limit = int(c.max_audio_seconds * c.sampling_rate)
         if wave.numel() > limit:
-            raise InputError("audio", source, f"{wave.numel() / c.sampling_rate:.1f} s is longer than "
-                             f"max_audio_seconds={c.max_audio_seconds}; raise the limit or cut the clip")
+            if c.fit == "error":
+                raise InputError("audio", source, f"{wave.numel() / c.sampling_rate:.1f} s is longer than "
+                                 f"max_audio_seconds={c.max_audio_seconds}" + (f" of task {task!r}" if task else "")
+                                 + " (fit: error); raise the limit or cut the clip")
+            wave = wave[:limit]  # the first max_audio_seconds, counted
+            self.fitted[f"{task or '-'}: audio"] += 1
         return log_mel(wave, sampling_rate=c.sampling_rate, n_mels=c.n_mels)  # (n_mels, F)
 
     # ---------------------------------------------------------------- batches

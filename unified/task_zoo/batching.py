@@ -17,9 +17,10 @@ import torch
 from unified.errors import InputError, MediaDecodeError
 
 
-def process_row(processor: Any, example: Mapping[str, Any], row: Mapping[str, Any]) -> dict[str, Any]:
+def process_row(processor: Any, task: Any, example: Any, row: Mapping[str, Any]) -> dict[str, Any]:
+    """One task's `Example` through the processor, under the task's media budget; a decode error names the row."""
     try:
-        return processor.process(example)
+        return processor.process({**example.as_processor_input(), "task": task.name})
     except MediaDecodeError as exc:
         source = row.get("_source")
         if source is None:
@@ -35,13 +36,13 @@ def task_batch(task: Any, rows: Sequence[Mapping[str, Any]], processor: Any, *, 
     items = []
     for row in rows:
         example = task.to_example(row, rng=rng, with_target=with_target)
-        items.append(process_row(processor, example.as_processor_input(), row))
+        items.append(process_row(processor, task, example, row))
     return processor.collate(items)
 
 
 def text_batch(task: Any, rows: Sequence[Mapping[str, Any]], processor: Any) -> dict[str, torch.Tensor]:
     """The pair side of a contrastive task's rows (`Task.pair_example`)."""
-    return processor.collate([processor.process(task.pair_example(row).as_processor_input()) for row in rows])
+    return processor.collate([process_row(processor, task, task.pair_example(row), row) for row in rows])
 
 
 def to_device(batch: Mapping[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:

@@ -101,7 +101,7 @@ def rank_options(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[s
     answers = []
     for row in rows:
         options = task.choices(row)
-        example = task.to_example(row, rng=None, with_target=False).as_processor_input()
+        example = {**task.to_example(row, rng=None, with_target=False).as_processor_input(), "task": task.name}
         batch = processor([{**example, "target": option} for option in options])
         out = model(**to_device(batch, device))
         scores = score_options(out.logits, batch["labels"].to(device))  # (n_options,)

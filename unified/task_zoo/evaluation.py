@@ -68,8 +68,9 @@ def _silence(source: Any, sampling_rate: int) -> torch.Tensor:
     return torch.zeros_like(load_audio(source, sampling_rate=sampling_rate))
 
 
-def ablate_row(row: Mapping[str, Any], mode: str, processor: Any) -> dict[str, Any]:
-    """The row with its media reduced as `mode` says (see the module docstring)."""
+def ablate_row(row: Mapping[str, Any], mode: str, processor: Any, task: str | None = None) -> dict[str, Any]:
+    """The row with its media reduced as `mode` says (see the module docstring); videos are sampled under `task`'s
+    media budget, so "one frame" is the middle of the frames the task sees."""
     if mode not in ABLATIONS:
         raise InputError("ablation", mode, f"expected one of {ABLATIONS}")
     row = dict(row)
@@ -81,7 +82,7 @@ def ablate_row(row: Mapping[str, Any], mode: str, processor: Any) -> dict[str, A
 
     if row.get("video") is not None and mode in ("one_frame", "no_media"):
         def cut(source: Any) -> Video:
-            video = processor.video(source)
+            video = processor.video(source, task)
             mid = video.num_frames // 2
             frames = video.frames[mid:mid + 1]
             if mode == "no_media":
@@ -170,7 +171,7 @@ def evaluate(model: Any, processor: Any, data: Mapping[str, Sequence[Mapping[str
             metrics, details, scores = {}, {}, {}
             for name, rows in chosen.items():
                 task = tasks[name]
-                rows = rows if mode == "full" else [ablate_row(r, mode, processor) for r in rows]
+                rows = rows if mode == "full" else [ablate_row(r, mode, processor, name) for r in rows]
                 bar.set_postfix_str(f"{mode}: {name}")
                 metrics[name], extra = evaluate_task(task, model, processor, rows, batch_size=batch_size,
                                                      max_new_tokens=max_new_tokens, progress=bar)

@@ -4,6 +4,7 @@ checks that need them before step 0 (`preflight`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -21,8 +22,11 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
     from unified.task_zoo import build_tasks
     from unified.tokenizers import UnifiedTokenizer, VocabLayout
 
+    budgets = media_budgets(cfg, train_rows)
     if cfg.model.init_from:
         processor = UnifiedProcessor.from_pretrained(cfg.model.init_from)
+        if budgets:  # the run's budgets replace the saved ones (a fine-tune may sample differently)
+            processor.config = replace(processor.config, budgets=budgets).validate()
         # float32 master weights whatever the saved dtype (the shipped model is bf16); autocast does the rest
         model = UnifiedModel.from_pretrained(cfg.model.init_from, dtype=torch.float32)
         load_saved_adapters(model, cfg.model.init_from)
@@ -47,14 +51,32 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
         text={"ordinal_ranges": tokenizer.ordinal_ranges, **m.text, "vocab_size": tokenizer.vocab_size,
               "image_token_id": tokenizer.image_token_id, "video_token_id": tokenizer.video_token_id,
               "audio_token_id": tokenizer.audio_token_id},
-        vision={"image_size": p.image_size, "max_frames": max(p.max_frames, 8), **m.vision},
+        vision={"image_size": p.image_size, "max_frames": max(p.max_frames, 8, *_budget_frames(budgets)), **m.vision},
         audio=m.audio, resampler=m.resampler, fusion=m.fusion)
     config.validate()
     processor = UnifiedProcessor(tokenizer, image_size=p.image_size, video_fps=p.video_fps, max_frames=p.max_frames,
-                                 **vision_processor_settings(config, p.image_size, log))
+                                 fit=p.fit, budgets=budgets, **vision_processor_settings(config, p.image_size, log))
     torch.manual_seed(cfg.seed)
     model = UnifiedModel.from_pretrained_parts(config)  # weights of each configured pretrained_path copied in
     return tokenizer, processor, model
+
+
+def media_budgets(cfg: TrainConfig, train_rows: dict[str, list]) -> dict[str, dict[str, Any]]:
+    """{task: its media budget}: `data.budget` for every task of the data, each task's `budgets` entry on top.
+    A budget for a task the run does not train raises `ConfigError`; field values are checked by the processor."""
+    from unified.processing import ProcessorConfig
+
+    stray = sorted(set(cfg.budgets) - set(train_rows))
+    if stray:
+        raise ConfigError("budgets", stray, f"budgets for tasks this run does not have; it has {sorted(train_rows)}")
+    budgets = {name: {**cfg.data.budget, **cfg.budgets.get(name, {})} for name in train_rows}
+    budgets = {name: b for name, b in budgets.items() if b}
+    ProcessorConfig(budgets=budgets).validate()  # ConfigError naming budgets.<task>.<field>
+    return budgets
+
+
+def _budget_frames(budgets: dict[str, dict[str, Any]]) -> list[int]:
+    return [int(b.get("num_frames") or b.get("max_frames") or 0) for b in budgets.values()]
 
 
 def vision_processor_settings(config, image_size: int, log=print) -> dict[str, Any]:

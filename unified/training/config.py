@@ -55,6 +55,7 @@ class DataSection:
     eval_dir: str | None = None
     synthetic: SyntheticSection | None = None  # written under output_dir/data when no train_dir is given
     tasks: list | None = None  # default: every task with a file
+    budget: dict = field(default_factory=dict)  # media budget of every task of this data (`budgets` per task wins)
     skip_bad_rows: bool = False
     media_cache_mb: int = 2048  # decoded media kept in memory across epochs (`UnifiedProcessor.cache_media`); 0 = off
 
@@ -71,6 +72,7 @@ class ProcessorSection:
     image_size: int = 64
     video_fps: float = 4.0
     max_frames: int = 8
+    fit: str = "fit"  # media over a budget: "fit" (frames spread evenly, audio cut; counted) or "error"
 
 
 @dataclass
@@ -143,6 +145,7 @@ class TrainConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     lora: LoraSection = field(default_factory=LoraSection)  # per-task adapters (peft); "lora" is their stage group
     task_options: dict = field(default_factory=dict)  # e.g. {video_mcqa: {mode: rank, labels: [P, Q, R, S]}}
+    budgets: dict = field(default_factory=dict)  # per task: {video_fps, max_frames, num_frames, max_audio_seconds, ...}
     log_every: int = 10
     log_with: str = "auto"  # accelerate trackers: "auto" (TensorBoard when installed), "none", or a tracker name
 

@@ -247,6 +247,9 @@ class Run:
         write_rank_report(self.out, self.accelerator, self.core, self.seen)
         summary = summarise(self.history, self.sampler, self.skipped, time.perf_counter() - self.started, final,
                             self.best)
+        summary["fitted"] = dict(self.processor.fitted)  # media items fitted to their task's budget, this process
+        if self.processor.fitted:
+            self.log("fitted to their media budgets: " + ", ".join(f"{k} {v}" for k, v in self.processor.fitted.items()))
         if self.main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
             plot_losses(self.history, self.out / "loss.png")

@@ -32,8 +32,8 @@ def task_loss(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str,
     select_adapter(model, task.name)  # per-task LoRA adapters, when the model has them
     if task.contrastive:
         # Both sides in one batch (one forward, as DDP wants): rows 0..N-1 the examples, N..2N-1 their pairs.
-        items = [process_row(processor, task.to_example(row, rng=rng).as_processor_input(), row) for row in rows]
-        items += [processor.process(task.pair_example(row).as_processor_input()) for row in rows]
+        items = [process_row(processor, task, task.to_example(row, rng=rng), row) for row in rows]
+        items += [process_row(processor, task, task.pair_example(row), row) for row in rows]
         embeddings = model(**to_device(processor.collate(items), device), return_embeddings=True)  # (2N, E)
         core = getattr(model, "module", model)  # DDP/accelerate wrap the model; the temperature lives on it
         return info_nce(embeddings[: len(rows)], embeddings[len(rows):], core.embed_head.temperature)
@@ -58,7 +58,7 @@ def mixed_loss(tasks: Mapping[str, Any], named_rows: Sequence[tuple[str, Mapping
     parts: dict[str, float] = {}
     total, rows_done = None, 0
     if generative:
-        items = [process_row(processor, tasks[n].to_example(r, rng=rng).as_processor_input(), r) for n, r in generative]
+        items = [process_row(processor, tasks[n], tasks[n].to_example(r, rng=rng), r) for n, r in generative]
         batch = to_device(processor.collate(items), device)
         labels = batch["labels"]  # (B, Lt), -100 on padding
         logits = model(**batch).logits  # (B, Lt, V)
