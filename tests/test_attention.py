@@ -56,6 +56,7 @@ def test_xformers_falls_back_to_sdpa_on_cpu_with_one_warning():
     assert torch.allclose(out, sdpa_attention(q, k, v, causal=True))
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not xformers_available(), reason="xformers needs CUDA and the xformers package")
 @pytest.mark.parametrize("causal", [False, True])
 def test_xformers_matches_eager_in_bf16(causal):

@@ -128,7 +128,7 @@ def test_saved_model_holds_the_backbone_and_loads_without_its_directory(pair, tm
 
 
 def test_gated_media_start_silent_and_then_reach_the_text(pair):
-    from tests.model_fixtures import media_batch
+    from model_fixtures import media_batch
 
     family, path, ref, _ = pair
     batch = media_batch()
@@ -153,7 +153,7 @@ def test_gated_media_start_silent_and_then_reach_the_text(pair):
 
 
 def test_concat_splices_media_into_the_backbones_input(pair):
-    from tests.model_fixtures import media_batch
+    from model_fixtures import media_batch
 
     family, path, _, _ = pair
     batch = media_batch()

@@ -105,6 +105,7 @@ def test_bad_budgets_name_the_field(budgets, field):
     assert caught.value.field == field
 
 
+@pytest.mark.slow
 def test_budgets_in_a_training_config_are_applied_saved_and_reported(tmp_path):
     from unified.training import load_config, train
 
@@ -121,3 +122,15 @@ def test_budgets_in_a_training_config_are_applied_saved_and_reported(tmp_path):
     with pytest.raises(ConfigError, match="budgets for tasks this run does not have"):
         train(load_config(SMOKE, [*common[:-1], f"output_dir={tmp_path / 'other'}",
                                   "budgets={grounding: {max_frames: 2}}"]), progress=False)
+
+
+@pytest.mark.slow
+def test_a_prompt_budget_no_row_meets_fails_before_step_0(tmp_path):
+    from unified.training import load_config, train
+
+    cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'run'}", "data.synthetic={n_train: 4, n_eval: 0, seed: 2}",
+                              "data.tasks=[vqa]", "log_with=none", "budgets={vqa: {max_length: 3}}"])
+    with pytest.raises(ConfigError, match="over the budget's max_length=3") as caught:
+        train(cfg, progress=False)
+    assert caught.value.field.startswith("task 'vqa' (vqa.jsonl:")
+    assert not (tmp_path / "run" / "checkpoints").exists()

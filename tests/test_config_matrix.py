@@ -61,6 +61,7 @@ def pqrs_run(tmp_path_factory):
     return out, train(cfg, progress=False)
 
 
+@pytest.mark.slow
 def test_task_options_train_evaluate_and_are_saved(pqrs_run):
     from unified import Model
 
@@ -75,6 +76,7 @@ def test_task_options_train_evaluate_and_are_saved(pqrs_run):
     assert answer in row["options"] or answer == ""
 
 
+@pytest.mark.slow
 def test_the_layout_in_the_config_reaches_the_tasks(pqrs_run):
     from unified import Model
 
@@ -87,6 +89,7 @@ def test_the_layout_in_the_config_reaches_the_tasks(pqrs_run):
     assert box is not None and all(0 <= v <= 64 for v in box)  # four of the 200 location tokens, in pixels
 
 
+@pytest.mark.slow
 def test_labels_the_vocabulary_cannot_tell_apart_fail_before_step_0(pqrs_run, tmp_path):
     """A saved vocabulary without Cyrillic: four Cyrillic labels all become <unk>, caught before training."""
     out, _ = pqrs_run
@@ -100,6 +103,7 @@ def test_labels_the_vocabulary_cannot_tell_apart_fail_before_step_0(pqrs_run, tm
     assert not (tmp_path / "run" / "checkpoints").exists()  # nothing trained
 
 
+@pytest.mark.slow
 def test_options_for_a_task_the_run_lacks_raise_before_step_0(pqrs_run, tmp_path):
     out, _ = pqrs_run
     cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'run'}", f"data.train_dir={out / 'data' / 'train'}",

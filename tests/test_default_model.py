@@ -20,8 +20,8 @@ from unified.data import load_data_dir
 from unified.data.synthetic import write_split
 from unified.tokenizers import Box
 
-pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").is_file(),
-                                reason="this checkout has no built-in default model")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (DEFAULT_MODEL_DIR / "config.json").is_file(),
+                                reason="this checkout has no built-in default model")]
 N_CLIPS = 30
 SEED = 90210  # the training data used seed 0 (train and test splits)
 

@@ -3,8 +3,8 @@ run alone, uncached decoding, a reloaded copy, transformers' own loaders and rop
 
 import pytest
 import torch
+from model_fixtures import EOS, PAD, media_batch, tiny_config, tiny_model
 
-from tests.model_fixtures import EOS, PAD, media_batch, tiny_config, tiny_model
 from unified.errors import ConfigError
 from unified.model import UnifiedConfig, UnifiedForConditionalGeneration, constrained_processors
 from unified.model.fusion import GatedCrossAttentionBlock
@@ -141,14 +141,35 @@ def test_cached_generation_equals_uncached():
     assert torch.allclose(torch.stack(out.logits, dim=1), one_pass[:, 3:-1], atol=1e-4)
 
 
-def test_beam_search_and_sampling_run():
-    model = tiny_model()
+def test_beam_search_finds_the_most_likely_pair_by_brute_force():
+    """Over five allowed tokens and two steps, five beams keep every first token, so beam search must return the
+    two-token answer with the highest total log-probability among all 25, scored here one by one."""
+    model = tiny_model().eval()
     batch = {k: v for k, v in media_batch().items() if k != "labels"}
-    beams = model.generate(**batch, num_beams=3, max_new_tokens=4, min_new_tokens=4)
-    assert beams.shape == (2, 5)
+    allowed = [100, 101, 102, 103, 104]
+    beams = model.generate(**batch, num_beams=5, max_new_tokens=2, min_new_tokens=2, length_penalty=0.0,
+                           logits_processor=constrained_processors(allowed))
+    start = model.config.decoder_start_token_id
+    for b in range(2):
+        one = {k: v[b:b + 1] for k, v in batch.items()}
+        scores = {}
+        with torch.no_grad():
+            for first in allowed:
+                for second in allowed:
+                    ids = torch.tensor([[start, first, second]])
+                    # beams add the model's log-probabilities; the constraint only removes the other tokens
+                    logp = model(**one, decoder_input_ids=ids[:, :-1]).logits.log_softmax(-1)  # (1, 2, V)
+                    scores[(first, second)] = float(logp[0, 0, first] + logp[0, 1, second])
+        assert tuple(beams[b, 1:].tolist()) == max(scores, key=scores.get)
+
+
+def test_sampling_with_top_k_1_is_greedy():
+    model = tiny_model().eval()
+    batch = {k: v for k, v in media_batch().items() if k != "labels"}
+    greedy = model.generate(**batch, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     torch.manual_seed(0)
-    sampled = model.generate(**batch, do_sample=True, top_k=5, max_new_tokens=4, min_new_tokens=4)
-    assert sampled.shape == (2, 5)
+    sampled = model.generate(**batch, do_sample=True, top_k=1, max_new_tokens=4, min_new_tokens=4)
+    assert torch.equal(greedy, sampled)
 
 
 def test_constrained_generation_emits_only_allowed_ids():
@@ -246,12 +267,21 @@ def test_config_validation_names_the_field():
         UnifiedConfig.preset("huge")
 
 
-def test_preset_sizes():
-    tiny = UnifiedForConditionalGeneration(UnifiedConfig.preset("tiny", text={"vocab_size": 2600}))
-    assert sum(p.numel() for p in tiny.parameters()) < 2_000_000
-    base = UnifiedConfig.preset("base")
-    assert (base.text.d_model, base.text.num_encoder_layers, base.text.num_decoder_layers, base.text.num_heads) == (
-        768, 12, 12, 12)
+@pytest.mark.parametrize("preset, vocab, documented", [("tiny", None, "0.62 M"), ("small", 2500, "12.4 M"),
+                                                       ("base", None, "318 M")])
+def test_every_preset_builds_to_the_size_the_readme_states(preset, vocab, documented):
+    """Each preset is built (on the meta device: no memory) and counted against the README's figure."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"`{preset}` (" in readme and documented in readme
+    with torch.device("meta"):
+        model = UnifiedForConditionalGeneration(UnifiedConfig.preset(preset, **(
+            {"text": {"vocab_size": vocab}} if vocab else {})))
+    count = sum(p.numel() for p in model.parameters())
+    number = documented.split()[0]
+    decimals = len(number.split(".")[1]) if "." in number else 0  # the README rounds to this many decimals
+    assert f"{count / 1e6:.{decimals}f}" == number, (preset, count)
 
 
 def test_pretrained_vision_encoder_keeps_its_weights(tmp_path):

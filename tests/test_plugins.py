@@ -14,6 +14,8 @@ import pytest
 
 from unified.task_zoo import registry
 
+pytestmark = pytest.mark.slow  # training runs
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "training" / "configs" / "tiny-smoke.yaml"
 PLUGINS = ("shape_count", "pitch_match")

@@ -16,6 +16,8 @@ from unified.data.synthetic import write_split
 from unified.errors import ConfigError, InputError
 from unified.training import load_config, train
 
+pytestmark = pytest.mark.slow  # training runs
+
 ROOT = Path(__file__).parents[1]
 SMOKE = ROOT / "training" / "configs" / "tiny-smoke.yaml"
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)

@@ -4,8 +4,8 @@ hand-computed normalisation, time bins and label padding."""
 import numpy as np
 import pytest
 import torch
+from media_fixtures import index_frame, read_index, write_index_video, write_tone
 
-from tests.media_fixtures import index_frame, read_index, write_index_video, write_tone
 from unified.errors import ConfigError, InputError
 from unified.processing import UnifiedProcessor
 from unified.tokenizers import UnifiedTokenizer

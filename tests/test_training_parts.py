@@ -105,6 +105,37 @@ def test_parameter_groups_and_schedule():
     assert lr_factor(cfg, 110) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_parameter_groups_of_a_real_model_follow_its_modules():
+    """Every parameter of a model with both fusion modes lands in the group its module says: gated
+    cross-attention blocks, resamplers, the rest of the media encoder, the shared embedding, the embedding head,
+    the decoder and the rest of the encoder; together they are all the parameters, each once."""
+    from model_fixtures import tiny_model
+
+    from unified.model.fusion import GatedCrossAttentionBlock
+
+    model = tiny_model(fusion={"mode": "both"})
+    media = model.encoder.media
+
+    def ids(*modules):
+        return {id(p) for m in modules for p in m.parameters()}
+
+    expected = {
+        "xattn": ids(*(m for m in model.modules() if isinstance(m, GatedCrossAttentionBlock))),
+        "resampler": ids(media.visual_resampler, media.audio_resampler),
+        "embeddings": {id(model.get_input_embeddings().weight)},
+        "heads": ids(model.embed_head),
+    }
+    expected["media"] = ids(media) - expected["resampler"]
+    taken = set().union(*expected.values())
+    expected["decoder"] = ids(model.decoder) - taken
+    expected["encoder"] = ids(model.encoder) - taken - expected["decoder"]
+    found: dict[str, set[int]] = {}
+    for name, param in model.named_parameters():
+        found.setdefault(group_of(name), set()).add(id(param))
+    assert found == expected
+    assert sum(len(v) for v in found.values()) == len(list(model.parameters()))
+
+
 def test_a_stage_draws_only_its_tasks_renormalised():
     """weights a:b:c = 1:3:4; limited to [b, c] the draws follow 3/7 : 4/7 and never give a."""
     sampler = TaskSampler({"a": 10, "b": 10, "c": 10}, strategy="weights", weights={"a": 1, "b": 3, "c": 4}, seed=0)

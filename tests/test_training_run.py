@@ -20,6 +20,8 @@ from unified.data.synthetic import write_split
 from unified.errors import ConfigError
 from unified.training import TrainingError, load_config, train
 
+pytestmark = pytest.mark.slow  # training runs
+
 ROOT = Path(__file__).parents[1]
 SMOKE = ROOT / "training" / "configs" / "tiny-smoke.yaml"
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 TRAIN_STEPS = 300
+SCALE, PAD = 2, 6  # the picture: each frame shown at 2x, 6 px apart
 
 
 def _model(model_path: str | Path | None, out: Path, train_steps: int, log) -> tuple[Any, str]:
@@ -95,7 +96,7 @@ def _picture(out: Path, answers: dict[str, tuple]) -> Path:
 
     clip = next((out / "clip" / "clips").glob("*.mp4"))
     frames = load_video(clip, fps=FPS).frames.numpy()  # (T, H, W, 3), every frame the clip has
-    scale, pad = 2, 6
+    scale, pad = SCALE, PAD
     T, H, W = frames.shape[:3]
     tile = (W * scale, H * scale)
     canvas = Image.new("RGB", ((T + 1) * (tile[0] + pad) + pad, tile[1] + 2 * pad + 60), "white")

@@ -295,8 +295,8 @@ def show_value(value: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- registration checks
-class _Pick(random.Random):
-    """An rng whose `choice` returns the i-th item: formats every prompt template once."""
+class NthPrompt(random.Random):
+    """An rng whose `choice` returns the i-th item: `task.prompt(row, media, NthPrompt(i))` uses template i."""
 
     def __init__(self, index: int):
         super().__init__(0)
@@ -365,7 +365,7 @@ def validate_task_class(cls: type[Task]) -> None:
     row = dict(cls.example_row)
     try:
         for index in range(len(cls.prompts)):
-            task.to_example(row, rng=_Pick(index))
+            task.to_example(row, rng=NthPrompt(index))
         task.to_example(row, rng=None, with_target=False)
         task.truth(row)
         if cls.contrastive:

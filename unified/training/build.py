@@ -98,18 +98,29 @@ def vision_processor_settings(config, image_size: int, log=print) -> dict[str, A
     return {key: settings[key] for key in ("image_mean", "image_std") if key in settings}
 
 
-def preflight(tasks, rows: dict[str, list], tokenizer) -> None:
-    """What would otherwise fail at the first evaluation, hours in, checked before step 0: every row of a task
-    answered under its grammar gets a decoding constraint from this vocabulary (two options that encode alike
-    raise `ConfigError` naming the task and the row)."""
+def preflight(tasks, rows: dict[str, list], processor) -> None:
+    """What would otherwise fail mid-run or at the first evaluation, hours in, checked before step 0; each raises
+    `ConfigError` naming the task and the row:
+    - every row of a task answered under its grammar gets a decoding constraint from this vocabulary (two options
+      that encode alike raise);
+    - under a `max_length` budget (prompt tokens; text is never cut), every row's longest prompt fits it."""
+    from unified.task_zoo.base import NthPrompt
     from unified.task_zoo.decoding import constraint
 
+    tokenizer = processor.tokenizer
     for name, task in tasks.items():
-        if task.answer_mode != "generate":
-            continue
+        limit = processor.settings(name).max_length
         for row in rows.get(name, []):
-            try:
-                constraint(task, row, tokenizer)
-            except InputError as err:
-                raise ConfigError(f"task {name!r} ({row.get('_source', 'a row')})", err.value,
-                                  f"{err.reason} (found before training)") from err
+            where = f"task {name!r} ({row.get('_source', 'a row')})"
+            if task.answer_mode == "generate":
+                try:
+                    constraint(task, row, tokenizer)
+                except InputError as err:
+                    raise ConfigError(where, err.value, f"{err.reason} (found before training)") from err
+            if limit is not None:
+                longest = max(len(tokenizer.encode(task.prompt(row, task.media_of(row), NthPrompt(i))))
+                              for i in range(len(task.prompts)))
+                if longest > limit:
+                    raise ConfigError(where, longest, f"its longest prompt has {longest} tokens, over the budget's "
+                                      f"max_length={limit}; raise it (prompts are never cut)")
+

@@ -93,7 +93,7 @@ class Run:
             model.gradient_checkpointing_enable()
         self.tasks = build_tasks(self.train_rows, cfg.task_options, self.tokenizer.layout)  # the run's tasks
         preflight(self.tasks, {n: [*self.train_rows.get(n, []), *self.eval_rows.get(n, [])] for n in self.tasks},
-                  self.tokenizer)
+                  self.processor)
         self.served = {name: dict(cfg.task_options.get(name, {})) for name in self.tasks}  # what it can be asked
         if cfg.lora.enabled and getattr(model, "task_adapters", None) is None:
             lo = cfg.lora
