@@ -134,3 +134,40 @@ def test_a_prompt_budget_no_row_meets_fails_before_step_0(tmp_path):
         train(cfg, progress=False)
     assert caught.value.field.startswith("task 'vqa' (vqa.jsonl:")
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_task_budget_sets_its_own_frame_size(clip):
+    """vqa at 16 px, caption at the processor's 32 px: each batch holds its own size, the frames are the clip's
+    frames resized (compared with a resize done here on the decoded frames), and the model takes both."""
+    import torch.nn.functional as F
+
+    from unified.media import load_video
+
+    processor, model = stack(vqa={"image_size": 16})
+    vqa = task_batch(get_task("vqa"), [{"video": clip, "question": "q?", "answer": "a"}], processor)
+    caption = task_batch(get_task("caption"), [{"video": clip, "caption": "a"}], processor)
+    assert vqa["pixel_values"].shape[-2:] == (16, 16) and caption["pixel_values"].shape[-2:] == (32, 32)
+    frames = load_video(clip, fps=10.0, max_frames=32).frames.permute(0, 3, 1, 2).float() / 255
+    expected = (F.interpolate(frames, size=(16, 16), mode="bilinear", antialias=True, align_corners=False) - 0.5) / 0.5
+    torch.testing.assert_close(vqa["pixel_values"][0, 0], expected)
+    with torch.no_grad():
+        for batch in (vqa, caption):
+            assert torch.isfinite(model(**batch).loss)
+    with pytest.raises(InputError, match="one batch holds one frame size"):
+        processor.collate([processor.process({"text": "<video> q?", "video": clip, "task": t}) for t in ("vqa", "caption")])
+    with pytest.raises(ConfigError, match="larger than the processor's image_size=32"):
+        stack(vqa={"image_size": 64})
+
+
+def test_a_per_task_frame_size_with_mixed_batches_fails_before_step_0(tmp_path):
+    from unified.training import load_config, train
+
+    cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'run'}", "data.synthetic={n_train: 4, n_eval: 0, seed: 2}",
+                              "data.tasks=[vqa, caption]", "log_with=none", "mixture.mixed_batches=true",
+                              "budgets={vqa: {image_size: 16}}"])
+    with pytest.raises(ConfigError, match="one task per batch"):
+        train(cfg, progress=False)
+    cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'run2'}", "data.synthetic={n_train: 4, n_eval: 0, seed: 2}",
+                              "data.tasks=[vqa]", "log_with=none", "budgets={vqa: {image_size: 24}}"])
+    with pytest.raises(ConfigError, match="multiple of its patch size 16"):
+        train(cfg, progress=False)

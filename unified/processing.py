@@ -7,8 +7,8 @@ The j-th ``<image>``/``<video>`` placeholder takes the j-th visual item (images 
 lists in prompt order), the j-th ``<audio>`` placeholder the j-th audio item. A count mismatch is an `InputError`:
 nothing given is silently dropped.
 
-Media budgets: `budgets` maps a task to its own `video_fps`, `max_frames`, `num_frames`, `max_audio_seconds`,
-`max_length` and `fit` (an example names its task under ``task``; the task zoo adds it). When a row's media exceed
+Media budgets: `budgets` maps a task to its own `image_size` (at most the processor's: frames are resized to it; a
+batch holds one frame size), `video_fps`, `max_frames`, `num_frames`, `max_audio_seconds`, `max_length` and `fit` (an example names its task under ``task``; the task zoo adds it). When a row's media exceed
 the budget, `fit: "fit"` (the default) fits them, counted per task in `processor.fitted`: a video sampled at
 `video_fps` that would give more than `max_frames` frames gets `max_frames` frames spread evenly (each keeps its true
 timestamp), audio longer than `max_audio_seconds` is cut there. `fit: "error"` raises `InputError` instead. A prompt
@@ -41,7 +41,7 @@ from unified.tokenizers import UnifiedTokenizer, time_to_token
 
 PROCESSOR_CONFIG = "processor_config.json"
 _MEDIA_KEYS = ("image", "video", "audio")
-BUDGET_FIELDS = ("video_fps", "max_frames", "num_frames", "max_audio_seconds", "max_length", "fit")
+BUDGET_FIELDS = ("image_size", "video_fps", "max_frames", "num_frames", "max_audio_seconds", "max_length", "fit")
 FITS = ("fit", "error")
 
 
@@ -76,6 +76,9 @@ class ProcessorConfig:
                 replace(self, **budget, budgets={}).validate()
             except ConfigError as err:
                 raise ConfigError(f"budgets.{task}.{err.field}", err.value, err.reason) from None
+            if budget.get("image_size", 0) > self.image_size:
+                raise ConfigError(f"budgets.{task}.image_size", budget["image_size"],
+                                  f"larger than the processor's image_size={self.image_size} (the model's frame size)")
         if not isinstance(self.image_size, int) or self.image_size < 1:
             raise ConfigError("image_size", self.image_size, "expected a positive int")
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
@@ -169,7 +172,7 @@ class UnifiedProcessor:
             else:
                 video = self.video(next(vid_iter), task)
                 clip, stamp, duration = video.frames, video.timestamps, max(video.duration, 1e-6)
-            frames.append(self._pixels(clip))
+            frames.append(self._pixels(clip, c.image_size))
             times.append(stamp.float())
             time_ids.append(torch.tensor([tok.token_to_id(time_to_token(min(float(t), duration), duration,
                                                                          num_bins=len(tok.time_ids)))
@@ -217,10 +220,10 @@ class UnifiedProcessor:
         """Seconds a video lasts (the whole stream, not only the sampled part)."""
         return float(self.video(source).duration)
 
-    def _pixels(self, frames: torch.Tensor) -> torch.Tensor:
-        # (T, H, W, 3) uint8 -> (T, 3, S, S) normalised float
+    def _pixels(self, frames: torch.Tensor, size: int | None = None) -> torch.Tensor:
+        # (T, H, W, 3) uint8 -> (T, 3, S, S) normalised float, S = `size` (default: the processor's image_size)
         x = frames.permute(0, 3, 1, 2).float() / 255.0
-        size = self.config.image_size
+        size = size or self.config.image_size
         if x.shape[-2:] != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
         mean = torch.tensor(self.config.image_mean).view(1, 3, 1, 1)
@@ -261,7 +264,11 @@ class UnifiedProcessor:
         n_vis = max(len(it["pixel_values"]) for it in items)
         if n_vis:
             n_frames = max(clip.shape[0] for it in items for clip in it["pixel_values"])
-            size = self.config.image_size
+            sizes = {clip.shape[-1] for it in items for clip in it["pixel_values"]}
+            if len(sizes) > 1:
+                raise InputError("batch", sorted(sizes), "one batch holds one frame size; examples of tasks whose "
+                                 "budgets set different image_size cannot share a batch")
+            size = sizes.pop()
             pixels = torch.zeros(len(items), n_vis, n_frames, 3, size, size)
             mask = torch.zeros(len(items), n_vis, n_frames, dtype=torch.bool)
             times = torch.zeros(len(items), n_vis, n_frames)

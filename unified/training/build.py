@@ -71,7 +71,18 @@ def media_budgets(cfg: TrainConfig, train_rows: dict[str, list]) -> dict[str, di
         raise ConfigError("budgets", stray, f"budgets for tasks this run does not have; it has {sorted(train_rows)}")
     budgets = {name: {**cfg.data.budget, **cfg.budgets.get(name, {})} for name in train_rows}
     budgets = {name: b for name, b in budgets.items() if b}
-    ProcessorConfig(budgets=budgets).validate()  # ConfigError naming budgets.<task>.<field>
+    ProcessorConfig(image_size=cfg.processor.image_size, budgets=budgets).validate()  # names budgets.<task>.<field>
+    sized = sorted(name for name, b in budgets.items() if "image_size" in b)
+    if sized and cfg.mixture.mixed_batches:
+        raise ConfigError("budgets", sized, "a per-task image_size needs one task per batch (a batch holds one frame "
+                          "size); set mixture.mixed_batches: false")
+    patch = int(cfg.model.vision.get("patch_size", 16))
+    for name in sized:
+        size = budgets[name]["image_size"]
+        if cfg.model.vision.get("pretrained_path") or size % patch:
+            raise ConfigError(f"budgets.{name}.image_size", size, f"the vision encoder takes frames of "
+                              f"{cfg.processor.image_size} px or any smaller multiple of its patch size {patch} "
+                              "(a pretrained encoder: only its own size)")
     return budgets
 
 
