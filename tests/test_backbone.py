@@ -220,19 +220,3 @@ def test_every_backbone_parameter_lands_in_its_stage_group(pair):
     in_decoder = [n for n, p in lm.named_parameters() if id(p) in decoder_params]
     assert in_decoder and all(groups["lm." + n] == ("embeddings" if "embed_tokens" in n else "decoder")
                               for n in in_decoder)  # T5Gemma's decoder keeps an embedding of its own
-
-
-def test_training_on_a_text_backbone_is_refused_before_step_zero(tmp_path, pair):
-    from pathlib import Path
-
-    from unified.data.synthetic import write_split
-    from unified.training import load_config, train
-
-    _, path, _, _ = pair
-    write_split(tmp_path / "data", 2, seed=0, split="train", progress=False)
-    smoke = Path(__file__).parents[1] / "training" / "configs" / "tiny-smoke.yaml"
-    cfg = load_config(smoke, [f"output_dir={tmp_path / 'run'}", f"data.train_dir={tmp_path / 'data'}",
-                              "data.synthetic=null", f"model.text={{pretrained_path: {path}}}"])
-    with pytest.raises(ConfigError, match="model.text.pretrained_path.*keeps its tokenizer's ids"):
-        train(cfg, progress=False)
-    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -314,7 +314,9 @@ class UnifiedProcessor:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise InputError(str(path), "<json>", f"not valid JSON ({err.msg} at line {err.lineno})") from None
-        return cls(UnifiedTokenizer.from_pretrained(directory), ProcessorConfig.from_dict(data))
+        from unified.tokenizers.backbone import load_tokenizer
+
+        return cls(load_tokenizer(directory), ProcessorConfig.from_dict(data))
 
 
 def _as_list(value: Any) -> list:

@@ -21,6 +21,7 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
     from unified.processing import UnifiedProcessor
     from unified.task_zoo import build_tasks
     from unified.tokenizers import UnifiedTokenizer, VocabLayout
+    from unified.tokenizers.backbone import BackboneTokenizer, load_tokenizer
 
     budgets = media_budgets(cfg, train_rows)
     if cfg.model.init_from:
@@ -31,14 +32,16 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
         model = UnifiedModel.from_pretrained(cfg.model.init_from, dtype=torch.float32)
         load_saved_adapters(model, cfg.model.init_from)
         return processor.tokenizer, processor, model
-    if cfg.model.text.get("pretrained_path") or cfg.model.text.get("backbone"):
-        # Our vocabulary would give the backbone's embedding rows other texts' ids: refuse rather than train that.
-        raise ConfigError("model.text.pretrained_path", cfg.model.text.get("pretrained_path"),
-                          "training on a pretrained text backbone needs a vocabulary that keeps its tokenizer's ids, "
-                          "which the training loop does not build yet; use UnifiedModel.from_pretrained_parts from "
-                          "Python with your own ids")
-    if cfg.tokenizer.path:
-        tokenizer = UnifiedTokenizer.from_pretrained(cfg.tokenizer.path)
+    backbone = cfg.model.text.get("pretrained_path")
+    if cfg.model.text.get("backbone") and not backbone:
+        raise ConfigError("model.text.backbone", "...", "set model.text.pretrained_path (the backbone's directory); "
+                          "text.backbone is filled from it")
+    if backbone:  # the backbone's own tokenizer, its ids kept, our ranges appended (`BackboneTokenizer`)
+        tokenizer = BackboneTokenizer.from_backbone(backbone, VocabLayout.from_dict(cfg.tokenizer.layout),
+                                                    tokenizer_path=cfg.tokenizer.path)
+        log(f"vocabulary: the backbone's {tokenizer.base} ids + {tokenizer.vocab_size - tokenizer.base} appended")
+    elif cfg.tokenizer.path:
+        tokenizer = load_tokenizer(cfg.tokenizer.path)
     else:
         layout = VocabLayout.from_dict(cfg.tokenizer.layout)
         corpus = tokenizer_corpus(train_rows, build_tasks(train_rows, cfg.task_options, layout), seed=cfg.seed)

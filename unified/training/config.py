@@ -243,7 +243,11 @@ def inert_settings(cfg: TrainConfig) -> list[tuple[str, Any, str]]:
                   "would stay uniform: set eval.every")
         found.append(("eval.every", cfg.eval.every, reason))
     vocab_default = TokenizerSection.text_vocab_size
-    if cfg.tokenizer.path and (cfg.tokenizer.layout or cfg.tokenizer.text_vocab_size != vocab_default):
+    if m.text.get("pretrained_path") and cfg.tokenizer.text_vocab_size != vocab_default:
+        reason = ("a pretrained text backbone keeps its own tokenizer (tokenizer.path may name another directory "
+                  "holding one)")
+        found.append(("tokenizer.text_vocab_size", cfg.tokenizer.text_vocab_size, reason))
+    elif cfg.tokenizer.path and (cfg.tokenizer.layout or cfg.tokenizer.text_vocab_size != vocab_default):
         reason = ("a saved tokenizer brings its own vocabulary size and layout: remove tokenizer.text_vocab_size / "
                   "tokenizer.layout")
         found.append(("tokenizer.path", cfg.tokenizer.path, reason))

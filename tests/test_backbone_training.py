@@ -1,0 +1,171 @@
+"""`unified train` on a pretrained text backbone: the vocabulary keeps the backbone tokenizer's ids (checked
+against the tokenizer itself), our ranges come after its embedding rows, the run trains every kind of task, and the
+saved model answers without the backbone's directory."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from unified.errors import ConfigError, InputError
+from unified.tokenizers import VocabLayout
+from unified.tokenizers.backbone import BackboneTokenizer, load_tokenizer
+
+SMOKE = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny-smoke.yaml"
+WORDS = ("a red green blue yellow circle square triangle moves left right up down appears what where which when "
+         "how many shapes colour is the clip describe embed text shape first beep high low visible continue "
+         "options answer question pick one choose from W X Y Z V U ? . , :")
+
+
+def byte_alphabet() -> list[str]:
+    """GPT-2's byte-to-character table (256 characters), so a byte-level BPE vocabulary covers every text."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = [], 0
+    for byte in range(256):
+        if byte in keep:
+            chars.append(chr(byte))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def tiny_backbone(root: Path, family: str = "t5") -> Path:
+    """A random tiny T5 with a SentencePiece tokenizer trained here, or a random tiny BART with a byte-level BPE
+    tokenizer, saved as a pretrained directory would be."""
+    path = root / family
+    torch.manual_seed(0)
+    if family == "t5":
+        import sentencepiece as spm
+        from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
+
+        spm_dir = root / "spm"
+        spm_dir.mkdir(parents=True, exist_ok=True)
+        model = io.BytesIO()
+        spm.SentencePieceTrainer.train(sentence_iterator=iter([WORDS] * 20), model_writer=model, vocab_size=120,
+                                       hard_vocab_limit=False, minloglevel=2, pad_id=0, eos_id=1, unk_id=2,
+                                       bos_id=-1)
+        (spm_dir / "spiece.model").write_bytes(model.getvalue())
+        tokenizer = T5Tokenizer.from_pretrained(str(spm_dir), extra_ids=0)
+        lm = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer) + 5, d_model=32, d_kv=8, d_ff=64,
+                                                 num_layers=2, num_heads=4, decoder_start_token_id=0,
+                                                 feed_forward_proj="gated-gelu", tie_word_embeddings=False))
+    else:
+        from transformers import BartConfig, BartForConditionalGeneration, BartTokenizer
+
+        bpe_dir = root / "bpe"
+        bpe_dir.mkdir(parents=True, exist_ok=True)
+        vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+        for char in byte_alphabet():
+            vocab[char] = len(vocab)
+        vocab["Ġt"], vocab["he"] = len(vocab), len(vocab) + 1
+        (bpe_dir / "vocab.json").write_text(json.dumps(vocab))
+        (bpe_dir / "merges.txt").write_text("#version: 0.2\nĠ t\nh e\n")
+        tokenizer = BartTokenizer.from_pretrained(str(bpe_dir))
+        lm = BartForConditionalGeneration(BartConfig(vocab_size=len(tokenizer), d_model=32, encoder_layers=2,
+                                                     decoder_layers=2, encoder_attention_heads=4,
+                                                     decoder_attention_heads=4, encoder_ffn_dim=64,
+                                                     decoder_ffn_dim=64, max_position_embeddings=256))
+    lm.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    return tiny_backbone(tmp_path_factory.mktemp("backbone"))
+
+
+def test_a_byte_level_bpe_target_gets_bart_s_own_special_tokens(tmp_path):
+    from transformers import AutoTokenizer
+
+    path = tiny_backbone(tmp_path, "bart")
+    hf = AutoTokenizer.from_pretrained(str(path))
+    tok = BackboneTokenizer.from_backbone(path)
+    text = "Where is the red circle? X."
+    assert tok.encode(text) == hf(text, add_special_tokens=False)["input_ids"]
+    assert tok.encode(text, add_eos=True) == hf(text)["input_ids"]  # <s> ... </s>
+    assert tok.encode(text, add_eos=True)[0] == hf.bos_token_id
+    assert tok.base == len(hf) and tok.decode(tok.encode(f"{text} <int_7>", add_eos=True)) == f"{text} <int_7>"
+
+
+def test_plain_text_keeps_the_backbone_tokenizers_ids(backbone):
+    from transformers import AutoTokenizer
+
+    hf = AutoTokenizer.from_pretrained(str(backbone))
+    tok = BackboneTokenizer.from_backbone(backbone, VocabLayout(num_loc_bins=200))
+    text = "where is the red circle? describe the clip."
+    assert tok.encode(text) == hf(text, add_special_tokens=False)["input_ids"]
+    assert tok.encode(text, add_eos=True) == hf(text)["input_ids"]  # T5 puts </s> after a target
+    rows = len(hf) + 5  # the backbone's embedding table has five rows past the tokenizer's ids
+    assert tok.base == rows and tok.image_token_id == rows and tok.loc_ids.start == rows + 3
+    assert tok.vocab_size == rows + 3 + 200 + 1024 + 256 + 100
+    ids = tok.encode("where is the red circle? <loc_12><loc_199>")
+    assert ids[-2:] == [rows + 3 + 12, rows + 3 + 199]
+    assert tok.decode(ids) == "where is the red circle? <loc_12><loc_199>"
+    assert tok.decode([*tok.encode("<video> describe the clip."), tok.eos_token_id]) == "<video> describe the clip."
+    with pytest.raises(InputError, match="loc"):
+        tok.encode("<loc_200>")  # outside this layout's 200 bins
+
+
+def test_the_vocabulary_saves_and_loads_by_its_kind(backbone, tmp_path):
+    tok = BackboneTokenizer.from_backbone(backbone)
+    tok.save_pretrained(tmp_path / "saved")
+    loaded = load_tokenizer(tmp_path / "saved")
+    assert isinstance(loaded, BackboneTokenizer) and loaded.vocab_size == tok.vocab_size
+    assert loaded.encode("a blue square <time_3>") == tok.encode("a blue square <time_3>")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_unified_train_on_a_pretrained_backbone(family, tmp_path):
+    """Four kinds of task (free text, boxes, multiple choice by options, retrieval) train on the backbone; the run
+    resumes; the saved model answers every one of them after the backbone directory is gone."""
+    from unified import Model
+    from unified.model import UnifiedModel
+    from unified.training import load_config, train
+
+    copy = tiny_backbone(tmp_path / "backbones", family)
+    overrides = [f"output_dir={tmp_path / 'run'}", "data.synthetic={n_train: 12, n_eval: 4, seed: 4}",
+                 "data.tasks=[vqa, grounding, video_mcqa, retrieval]", f"model.text={{pretrained_path: {copy}}}",
+                 "model.fusion={mode: concat}", "tokenizer.text_vocab_size=400", "optim.batch_size=4",
+                 "optim.max_steps=6", "checkpoint.every=3", "log_with=none", "eval.max_rows=4"]
+    cfg = load_config(SMOKE, overrides)
+    summary = train(cfg, progress=False, stop_after=3)  # stop at the checkpoint of step 3, then resume
+    assert summary == {"step": 3, "stopped": True}
+    summary = train(load_config(SMOKE, overrides), progress=False)
+    assert summary["skipped_steps"] == 0 and summary["final_integral"] is not None
+    assert {t for t, s in summary["tasks"].items() if s["batches"]} <= {"vqa", "grounding", "video_mcqa", "retrieval"}
+    saved = json.loads((tmp_path / "run" / "final" / "unified_tokenizer.json").read_text())
+    assert saved["kind"] == "backbone"
+
+    from transformers import AutoModelForSeq2SeqLM
+
+    pretrained = AutoModelForSeq2SeqLM.from_pretrained(str(copy)).get_input_embeddings().weight.detach().clone()
+    shutil.rmtree(copy)
+    network = UnifiedModel.from_pretrained(tmp_path / "run" / "final")
+    assert network.config.text.vocab_size == Model.from_pretrained(tmp_path / "run" / "final").processor.tokenizer.vocab_size
+    assert network.get_input_embeddings().weight.shape[0] > pretrained.shape[0]  # our ranges appended
+    model = Model.from_pretrained(tmp_path / "run" / "final")
+    test = tmp_path / "run" / "data" / "test"
+    row = json.loads((test / "video_mcqa.jsonl").read_text().splitlines()[0])
+    video = str(test / row["video"])
+    assert model.generate(task="video_mcqa", video=video, question=row["question"],
+                          options=row["options"]) in [*row["options"], ""]
+    box = model.generate(task="grounding", image=str(test / json.loads(
+        (test / "grounding.jsonl").read_text().splitlines()[0])["image"]), phrase="red circle")
+    assert box is None or len(list(box)) == 4
+    assert isinstance(model.generate(task="vqa", video=video, question="what colour is the circle?"), str)
+    assert model.generate(task="retrieval", video=video).shape == (network.config.text.embed_dim,)
+
+
+def test_a_text_vocab_size_next_to_a_text_backbone_raises(backbone):
+    from unified.training import load_config
+
+    with pytest.raises(ConfigError, match="keeps its own tokenizer"):
+        load_config(SMOKE, [f"model.text={{pretrained_path: {backbone}}}"])  # tiny-smoke sets text_vocab_size
