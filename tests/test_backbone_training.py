@@ -169,3 +169,69 @@ def test_a_text_vocab_size_next_to_a_text_backbone_raises(backbone):
 
     with pytest.raises(ConfigError, match="keeps its own tokenizer"):
         load_config(SMOKE, [f"model.text={{pretrained_path: {backbone}}}"])  # tiny-smoke sets text_vocab_size
+
+
+@pytest.mark.slow
+def test_per_task_lora_on_a_t5_backbone_uses_its_own_module_names(tmp_path):
+    """lora.enabled on a T5 backbone: adapters go on T5's q/k/v/o/wi_0/wi_1/wo (not our layers' names, which it
+    lacks), the backbone's weights stay bitwise as pretrained, the adapters move, and the saved model loads them."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSeq2SeqLM
+
+    from unified import Model
+    from unified.training import load_config, train
+
+    path = tiny_backbone(tmp_path / "backbones", "t5")
+    pretrained = {k: v.clone() for k, v in AutoModelForSeq2SeqLM.from_pretrained(str(path)).state_dict().items()}
+    overrides = [f"output_dir={tmp_path / 'run'}", "data.synthetic={n_train: 8, n_eval: 0, seed: 4}",
+                 "data.tasks=[vqa, caption]", f"model.text={{pretrained_path: {path}}}", "model.fusion={mode: concat}",
+                 "tokenizer.text_vocab_size=400", "optim.batch_size=4", "optim.max_steps=4", "log_with=none",
+                 "checkpoint.every=100", "lora={enabled: true, r: 4, groups: {vqa: language, caption: language}}",
+                 "stages=[{name: adapters, train: [lora]}]"]
+    train(load_config(SMOKE, overrides), progress=False)
+    final = tmp_path / "run" / "final"
+    base = load_file(str(final / "model.safetensors"))
+    compared = 0
+    for name, weight in pretrained.items():
+        saved = base.get(f"lm.{name}")
+        if saved is None:  # tied to another tensor (T5's embed_tokens share `shared`): saved once
+            continue
+        assert torch.equal(saved[: weight.shape[0]], weight), name  # grown tables: the pretrained rows kept
+        compared += 1
+    assert compared >= len(pretrained) - 3
+    adapter = load_file(str(final / "adapters" / "language" / "adapter_model.safetensors"))
+    wrapped = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in adapter}
+    assert wrapped == {"q", "k", "v", "o", "wi_0", "wi_1", "wo"}
+    assert any(bool(v.abs().sum()) for k, v in adapter.items() if "lora_B" in k)  # B starts at 0 and trained
+    model = Model.from_pretrained(final)
+    assert model.network.task_adapters.names == ["language"]
+    assert isinstance(model.generate(task="caption", video=str(tmp_path / "run" / "data" / "train" / json.loads(
+        (tmp_path / "run" / "data" / "train" / "caption.jsonl").read_text().splitlines()[0])["video"])), str)
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_gradient_checkpointing_reaches_the_backbone_and_leaves_gradients_unchanged(family, tmp_path):
+    from unified.model import UnifiedConfig, UnifiedModel
+
+    path = tiny_backbone(tmp_path, family)
+    config = UnifiedConfig.preset("tiny", text={"pretrained_path": str(path)}, fusion={"mode": "xattn"})
+    torch.manual_seed(0)
+    model = UnifiedModel.from_pretrained_parts(config).train()
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 1]])
+    labels = torch.tensor([[5, 6, 1], [7, 1, -100]])
+
+    def grads():
+        model.zero_grad()
+        model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    torch.manual_seed(1)
+    plain = grads()
+    model.gradient_checkpointing_enable()
+    layers = [m for m in model.lm.modules() if getattr(m, "gradient_checkpointing", False)]
+    assert layers, "no layer of the backbone checkpoints"
+    torch.manual_seed(1)
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys()
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5)

@@ -299,3 +299,24 @@ def test_bf16_mixed_precision_trains_on_cpu(data, tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     vqa = summary["tasks"]["vqa"]
     assert summary["skipped_steps"] == 0 and vqa["last_loss"] < vqa["first_loss"]
+
+
+def test_per_group_learning_rates_hold_a_group_still(data, tmp_path):
+    """optim.lr_scale {decoder: 0}: after training, every decoder parameter is exactly as initialised (AdamW's
+    decoupled weight decay scales with the lr too) while the encoder's moved."""
+    from unified.training.build import build_stack
+    from unified.training.data import load_training_data
+
+    overrides = [f"output_dir={tmp_path / 'run'}", f"data.train_dir={data / 'train'}", "data.synthetic=null",
+                 "data.tasks=[vqa]", "optim.max_steps=3", "checkpoint.every=100", "log_with=none",
+                 "optim.lr_scale={decoder: 0, embeddings: 0.5}"]
+    cfg = load_config(SMOKE, overrides)
+    rows, _ = load_training_data(cfg, log=lambda _: None)
+    _, _, initial = build_stack(cfg, rows, log=lambda _: None)
+    train(load_config(SMOKE, overrides), progress=False)
+    before, after = dict(initial.state_dict()), weights(tmp_path / "run" / "final")
+    decoder = [k for k in after if k.startswith("decoder.") and "embed" not in k]
+    assert decoder and all(torch.equal(after[k], before[k]) for k in decoder)
+    assert any(not torch.equal(after[k], before[k]) for k in after if k.startswith("encoder.layers."))
+    with pytest.raises(ConfigError, match="optim.lr_scale"):
+        load_config(SMOKE, ["optim.lr_scale={decodr: 0}"])

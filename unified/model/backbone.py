@@ -23,6 +23,21 @@ from torch import nn
 from unified.errors import ConfigError, InputError
 
 FAMILIES = ("t5", "mt5", "umt5", "bart", "t5gemma")  # model_type values tested against transformers' own model
+_T5_LINEARS = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")  # attention and MLP (v1.0 "wi", v1.1 "wi_0/1")
+LORA_TARGETS = {  # each family's attention and MLP projections, by the module names transformers gives them
+    "t5": _T5_LINEARS, "mt5": _T5_LINEARS, "umt5": _T5_LINEARS,
+    "bart": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+    "t5gemma": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+}
+
+
+def lora_targets(config) -> list[str]:
+    """The LoRA target modules of a model's language side: the backbone family's projections for a model on a
+    pretrained text backbone, else our own layers' (`unified.model.adapters.DEFAULT_TARGETS`)."""
+    from unified.model.adapters import DEFAULT_TARGETS
+
+    backbone = config.text.backbone
+    return list(LORA_TARGETS[backbone["model_type"]] if backbone else DEFAULT_TARGETS)
 
 
 def _encoder_config(cfg):

@@ -22,7 +22,6 @@ from typing import Any
 import yaml
 
 from unified.errors import ConfigError
-from unified.model.adapters import DEFAULT_TARGETS
 
 STRATEGIES = ("proportional", "temperature", "uniform", "weights", "annealed", "dynamic")
 TRACKERS = ("auto", "none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
@@ -96,6 +95,7 @@ class OptimSection:
     clip: float = 1.0
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
     max_bad_steps: int = 5  # non-finite losses in a row before the run stops
+    lr_scale: dict = field(default_factory=dict)  # parameter group -> lr multiplier, e.g. {encoder: 0.1, decoder: 0.1}
 
 
 @dataclass
@@ -113,7 +113,7 @@ class LoraSection:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.0
-    target_modules: list = field(default_factory=lambda: list(DEFAULT_TARGETS))
+    target_modules: list = field(default_factory=list)  # [] = the model's own (`backbone.lora_targets`)
     groups: dict = field(default_factory=dict)  # task -> adapter name; a task not listed gets its own adapter
 
 
@@ -166,6 +166,12 @@ class TrainConfig:
                 raise ConfigError(name, value, "expected >= 1")
         if o.mixed_precision not in ("no", "bf16", "fp16"):
             raise ConfigError("optim.mixed_precision", o.mixed_precision, "expected 'no', 'bf16' or 'fp16'")
+        bad = sorted(set(o.lr_scale) - set(GROUPS))
+        if bad:
+            raise ConfigError("optim.lr_scale", bad, f"unknown parameter groups; known: {GROUPS}")
+        for group, scale in o.lr_scale.items():
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:
+                raise ConfigError(f"optim.lr_scale.{group}", scale, "expected a number >= 0")
         for i, stage in enumerate(self.stages):
             bad = sorted(set(stage.train) - set(GROUPS))
             if bad:

@@ -52,7 +52,7 @@ from unified.training.report import (
     trackers,
     write_rank_report,
 )
-from unified.training.stages import apply_stage, lr_factor, stage_at
+from unified.training.stages import apply_stage, lr_factor, param_groups, stage_at
 
 
 class TrainingError(UnifiedError):
@@ -96,10 +96,13 @@ class Run:
                   self.processor)
         self.served = {name: dict(cfg.task_options.get(name, {})) for name in self.tasks}  # what it can be asked
         if cfg.lora.enabled and getattr(model, "task_adapters", None) is None:
+            from unified.model.backbone import lora_targets
+
             lo = cfg.lora
+            targets = lo.target_modules or lora_targets(model.config)  # a text backbone: its family's names
             adapters = TaskAdapters.attach(model, self.tasks, lo.groups, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
-                                           target_modules=lo.target_modules)
-            self.log(f"LoRA: adapters {', '.join(adapters.names)} (r={lo.r}) on {', '.join(lo.target_modules)}")
+                                           target_modules=targets)
+            self.log(f"LoRA: adapters {', '.join(adapters.names)} (r={lo.r}) on {', '.join(targets)}")
         for i, st in enumerate(cfg.stages):
             unknown = sorted(set(st.tasks or []) - set(self.tasks))
             if unknown or st.tasks == []:
@@ -110,7 +113,8 @@ class Run:
                                    temperature=m.temperature, weights=m.weights, anneal_steps=m.anneal_steps,
                                    seed=cfg.seed)
         self.stream = RowStream(self.train_rows, seed=cfg.seed)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.lr, cfg.optim.lr_scale), lr=cfg.optim.lr,
+                                           weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(cfg, step))
         self.start, self.best, self.bad_in_row, self.skipped, self.history = 0, -1.0, 0, 0, []
         if resume is not None:

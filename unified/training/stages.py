@@ -59,6 +59,17 @@ def apply_stage(model, stage) -> int:
     return trained
 
 
+def param_groups(model, lr: float, scales: dict[str, float]) -> list[dict]:
+    """The optimizer's parameter groups: one per parameter group with its own learning rate (`optim.lr_scale`:
+    lr x scale; 1 for groups not listed), in a fixed order so a resumed optimizer state fits."""
+    if not scales:
+        return list(model.parameters())  # one group, as before per-group rates existed (resumes stay compatible)
+    grouped: dict[str, list] = {}
+    for name, param in model.named_parameters():
+        grouped.setdefault(group_of(name), []).append(param)
+    return [{"params": grouped[g], "lr": lr * float(scales.get(g, 1.0)), "name": g} for g in sorted(grouped)]
+
+
 def lr_factor(cfg: TrainConfig, step: int) -> float:
     o = cfg.optim
     warm = min(1.0, (step + 1) / max(1, o.warmup_steps))
