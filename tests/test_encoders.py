@@ -205,9 +205,27 @@ def test_pretrained_audio_encoder(checkpoints, name):
     out, out_mask = enc(torch.randn(2, 1, 8, 20), mask)  # padded to 32 frames
     assert out.shape == (2, 1, 16, D) and out_mask.shape == (2, 1, 16)
     assert out_mask.sum(-1).flatten().tolist() == [7, 10]  # (13 + 1) // 2, (20 + 1) // 2
-    long, long_mask = enc(torch.randn(1, 1, 8, 50), torch.ones(1, 1, 50, dtype=torch.bool))  # cropped to 32
-    assert long.shape == (1, 1, 16, D) and long_mask.all()
     _assert_frozen_backbone_and_trainable_rest(enc, out.square().mean())
+
+
+def test_whisper_audio_longer_than_one_window_is_encoded_window_by_window(checkpoints):
+    """50 mel frames through a 32-frame Whisper window: two windows, none of it cut. Each window's outputs equal
+    Whisper's own encoder run on that window alone (the second zero-padded), and the mask covers (50 - 32 + 1) // 2
+    real outputs of the second window."""
+    from transformers import WhisperModel
+
+    torch.manual_seed(0)
+    enc = PretrainedAudioEncoder.from_pretrained(checkpoints["whisper"], hidden_size=D).eval()
+    mels = torch.randn(1, 1, 8, 50)
+    out, mask = enc(mels, torch.ones(1, 1, 50, dtype=torch.bool))
+    assert out.shape == (1, 1, 32, D) and mask.sum().item() == 16 + 9
+    whisper = WhisperModel.from_pretrained(checkpoints["whisper"]).get_encoder().eval()
+    with torch.no_grad():
+        first = whisper(mels[0, :, :, :32]).last_hidden_state
+        second = whisper(torch.nn.functional.pad(mels[0, :, :, 32:], (0, 14))).last_hidden_state
+        expected = enc.proj(torch.cat([first, second], dim=1))[0]
+    expected = expected * mask[0, 0, :, None]
+    torch.testing.assert_close(out[0, 0], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_pretrained_paths_are_checked(tmp_path, checkpoints):

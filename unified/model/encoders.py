@@ -378,10 +378,11 @@ class PretrainedAudioEncoder(FrozenBackbone):
 
     Built from its config dict (`audio.backbone`); `from_pretrained(path, ...)` copies a local checkpoint's encoder
     weights in. Same contract as `AudioEncoder`: (B, A, n_mels, F) + mask (B, A, F) -> (B, A, F', D) + mask
-    (B, A, F'). Whisper's encoder only accepts exactly 2 * max_source_positions mel frames (3000 for the released
-    models), so input is zero-padded / cropped to that length (padded frames zeroed first) and
-    F' = max_source_positions; the returned mask marks the outputs computed from real frames (input mask downsampled
-    as in `AudioEncoder`).
+    (B, A, F'). Whisper's encoder only accepts exactly 2 * max_source_positions mel frames (3000, 30 s, for the
+    released models), so input is cut into W such windows (the last zero-padded; padded frames zeroed first), each
+    window is encoded on its own and the outputs follow one another in time: F' = W * max_source_positions. Nothing
+    past 30 s is dropped. The returned mask marks the outputs computed from real frames (input mask downsampled as in
+    `AudioEncoder`).
 
     Example:
         >>> enc = PretrainedAudioEncoder.from_pretrained("path/to/whisper-tiny", hidden_size=512)  # doctest: +SKIP
@@ -427,13 +428,14 @@ class PretrainedAudioEncoder(FrozenBackbone):
         x = rearrange(audio_features, "b a c f -> (b a) c f")
         m = rearrange(audio_mask.bool(), "b a f -> (b a) f")
         x = x * m[:, None, :].to(x.dtype)
-        if Fr >= self.num_frames:  # (B A, n_mels, num_frames)
-            x, m = x[..., : self.num_frames], m[:, : self.num_frames]
-        else:
-            x, m = F.pad(x, (0, self.num_frames - Fr)), F.pad(m, (0, self.num_frames - Fr))
+        windows = max(1, -(-Fr // self.num_frames))  # audio longer than one window is encoded window by window
+        pad = windows * self.num_frames - Fr
+        x, m = F.pad(x, (0, pad)), F.pad(m, (0, pad))  # (B A, n_mels, W * num_frames)
+        x = rearrange(x, "n c (w f) -> (n w) c f", w=windows)
         param = next(self.backbone.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            hidden = self.backbone(x.to(param.dtype)).last_hidden_state  # (B A, num_frames / 2, D_whisper)
+            hidden = self.backbone(x.to(param.dtype)).last_hidden_state  # (B A W, num_frames / 2, D_whisper)
+        hidden = rearrange(hidden, "(n w) t d -> n (w t) d", w=windows)  # windows back to back in time
         out = self.proj(hidden.to(self.proj.weight.dtype))
         m_out = m[:, ::2]  # (B A, F'): conv2 of Whisper's stem is k3 s2 p1, as in AudioEncoder
         out = out * m_out[..., None].to(out.dtype)
