@@ -235,3 +235,30 @@ def test_gradient_checkpointing_reaches_the_backbone_and_leaves_gradients_unchan
     assert plain.keys() == checkpointed.keys()
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", ["flamingo-t5.yaml", "lora-t5.yaml"])
+def test_the_pretrained_recipes_run_and_freeze_what_they_say(recipe, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSeq2SeqLM
+
+    from unified.training import load_config, train
+
+    path = tiny_backbone(tmp_path / "backbones", "t5")
+    pretrained = AutoModelForSeq2SeqLM.from_pretrained(str(path)).state_dict()
+    config = Path(__file__).resolve().parents[1] / "training" / "configs" / recipe
+    summary = train(load_config(config, [
+        f"output_dir={tmp_path / 'run'}", f"model.text.pretrained_path={path}",
+        "data.synthetic={n_train: 48, n_eval: 16, seed: 6}", "data.tasks=[vqa]", "optim.max_steps=100",
+        "optim.warmup_steps=5", "optim.lr=0.003", "optim.batch_size=8", "eval.every=0", "eval.max_rows=4",
+        "checkpoint.every=1000", "log_with=none"]), progress=False)
+    vqa = summary["tasks"]["vqa"]
+    assert vqa["last_loss"] < vqa["first_loss"], vqa  # the loss falls
+    base = load_file(str(tmp_path / "run" / "final" / "model.safetensors"))
+    for name, weight in pretrained.items():
+        saved = base.get(f"lm.{name}")
+        if saved is not None:
+            assert torch.equal(saved[: weight.shape[0]], weight), name  # the language model stays as pretrained
+    gates = [float(v) for k, v in base.items() if k.endswith(("attn_gate", "ff_gate"))]
+    assert gates and all(abs(g) > 0.01 for g in gates), gates  # media now reach the frozen language model
