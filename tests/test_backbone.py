@@ -13,7 +13,7 @@ import torch
 from unified.errors import ConfigError
 from unified.model import UnifiedConfig, UnifiedModel
 
-PAD = {"t5": 0, "t5_v11": 0, "mt5": 0, "bart": 1, "t5gemma": 0}
+PAD = {"t5": 0, "t5_v11": 0, "mt5": 0, "bart": 1, "t5gemma": 0, "t5gemma2": 0}
 
 
 def _reference(family: str):
@@ -45,6 +45,18 @@ def _reference(family: str):
     module = {"vocab_size": 99, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
               "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "sliding_window": 4,
               "layer_types": ["sliding_attention", "full_attention"]}
+    if family == "t5gemma2":  # Gemma 3 based; its encoder carries a SigLIP tower (unused as text backbone)
+        from transformers import T5Gemma2Config, T5Gemma2ForConditionalGeneration
+        from transformers.models.t5gemma2.configuration_t5gemma2 import (
+            T5Gemma2DecoderConfig,
+            T5Gemma2EncoderConfig,
+        )
+
+        vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                  "image_size": 32, "patch_size": 16}
+        encoder = T5Gemma2EncoderConfig(text_config=module, vision_config=vision, mm_tokens_per_image=4)
+        return T5Gemma2ForConditionalGeneration(T5Gemma2Config(encoder=encoder, decoder=T5Gemma2DecoderConfig(
+            **module)))
     return T5GemmaForConditionalGeneration(T5GemmaConfig(encoder=module, decoder=module, vocab_size=99))
 
 

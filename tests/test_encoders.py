@@ -118,6 +118,21 @@ def _save(model, path):
     return str(path)
 
 
+def _t5gemma2():
+    """A tiny T5Gemma 2: its encoder carries a SigLIP vision tower of the VISION sizes."""
+    from transformers import T5Gemma2Config, T5Gemma2ForConditionalGeneration
+    from transformers.models.t5gemma2.configuration_t5gemma2 import (
+        T5Gemma2DecoderConfig,
+        T5Gemma2EncoderConfig,
+    )
+
+    text = {"vocab_size": 99, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "layer_types": ["full_attention"]}
+    encoder = T5Gemma2EncoderConfig(text_config=text, vision_config={**VISION, "model_type": "siglip_vision_model"},
+                                    mm_tokens_per_image=4)
+    return T5Gemma2ForConditionalGeneration(T5Gemma2Config(encoder=encoder, decoder=T5Gemma2DecoderConfig(**text)))
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     from transformers import (
@@ -147,6 +162,7 @@ def checkpoints(tmp_path_factory):
         "clip": _save(CLIPModel(CLIPConfig(text_config=text, vision_config=VISION, projection_dim=8)), root / "clip"),
         "siglip": _save(SiglipVisionModel(SiglipVisionConfig(**VISION)), root / "siglip"),
         "dinov2": _save(Dinov2Model(Dinov2Config(**VISION)), root / "dinov2"),
+        "t5gemma2": _save(_t5gemma2(), root / "t5gemma2"),
         "whisper": _save(WhisperModel(whisper), root / "whisper"),
         "whisper_cg": _save(WhisperForConditionalGeneration(whisper), root / "whisper_cg"),
     }
@@ -161,7 +177,7 @@ def _assert_frozen_backbone_and_trainable_rest(enc, loss):
 
 
 @pytest.mark.parametrize("name, has_cls", [("clip_vision", True), ("clip", True), ("siglip", False),
-                                           ("dinov2", True)])
+                                           ("dinov2", True), ("t5gemma2", False)])
 def test_pretrained_vision_encoder(checkpoints, name, has_cls):
     from transformers import AutoModel
 
@@ -172,6 +188,7 @@ def test_pretrained_vision_encoder(checkpoints, name, has_cls):
     assert out.shape == (1, 2, 2, 16, D)  # (32 / 8)^2 patch tokens, CLS dropped
     # independent truth: run the checkpoint itself and drop the CLS token by hand
     ref = AutoModel.from_pretrained(checkpoints[name])
+    ref = getattr(ref, "encoder", None).vision_tower if name == "t5gemma2" else ref  # T5Gemma 2's SigLIP
     ref = getattr(ref, "vision_model", ref).eval()
     with torch.no_grad():
         hidden = ref(pixel_values=pixels[0, 0]).last_hidden_state

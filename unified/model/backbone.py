@@ -22,12 +22,13 @@ from torch import nn
 
 from unified.errors import ConfigError, InputError
 
-FAMILIES = ("t5", "mt5", "umt5", "bart", "t5gemma")  # model_type values tested against transformers' own model
+FAMILIES = ("t5", "mt5", "umt5", "bart", "t5gemma", "t5gemma2")  # model_type values tested against transformers'
+_GEMMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _T5_LINEARS = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")  # attention and MLP (v1.0 "wi", v1.1 "wi_0/1")
 LORA_TARGETS = {  # each family's attention and MLP projections, by the module names transformers gives them
     "t5": _T5_LINEARS, "mt5": _T5_LINEARS, "umt5": _T5_LINEARS,
     "bart": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
-    "t5gemma": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "t5gemma": _GEMMA_LINEARS, "t5gemma2": _GEMMA_LINEARS,
 }
 
 
@@ -41,8 +42,12 @@ def lora_targets(config) -> list[str]:
 
 
 def _encoder_config(cfg):
-    # T5Gemma keeps its encoder's sizes in a sub-config; T5 and BART at the top level
+    # T5Gemma keeps its encoder's sizes in a sub-config, T5Gemma 2 in that sub-config's text_config (its encoder also
+    # holds a vision tower, unused here); T5 and BART at the top level
     sub = getattr(cfg, "encoder", None)
+    text = getattr(sub, "text_config", None)
+    if text is not None and hasattr(text, "hidden_size"):
+        return text
     return sub if sub is not None and hasattr(sub, "hidden_size") else cfg
 
 
@@ -61,7 +66,7 @@ def text_fields(backbone: dict[str, Any]) -> dict[str, Any]:
     head_dim = int(getattr(enc, "d_kv", None) or getattr(enc, "head_dim", None) or d_model // heads)
     enc_layers = int(getattr(enc, "num_layers", None) or getattr(enc, "encoder_layers", None)
                      or enc.num_hidden_layers)
-    dec = getattr(cfg, "decoder", None) if kind == "t5gemma" else cfg
+    dec = getattr(cfg, "decoder", None) if kind in ("t5gemma", "t5gemma2") else cfg
     dec_layers = int(getattr(dec, "num_decoder_layers", None) or getattr(dec, "decoder_layers", None)
                      or getattr(dec, "num_hidden_layers", None) or enc_layers)
     fields = {"d_model": d_model, "num_heads": heads, "head_dim": head_dim, "num_encoder_layers": enc_layers,
@@ -87,7 +92,8 @@ def build_backbone_config(backbone: dict[str, Any], vocab_size: int):
     from unified.model.pretrained import build_config
 
     cfg = build_config(backbone, "text.backbone")
-    for part in (cfg, getattr(cfg, "encoder", None), getattr(cfg, "decoder", None)):
+    encoder = getattr(cfg, "encoder", None)
+    for part in (cfg, encoder, getattr(encoder, "text_config", None), getattr(cfg, "decoder", None)):
         if part is not None and hasattr(part, "vocab_size"):
             part.vocab_size = vocab_size
     return cfg
@@ -105,8 +111,9 @@ def build_lm(backbone: dict[str, Any], vocab_size: int) -> nn.Module:
 
 
 def encoder_layers(lm: nn.Module) -> nn.ModuleList:
-    """The backbone encoder's layer list (T5: `.block`; BART, T5Gemma: `.layers`)."""
+    """The backbone encoder's layer list (T5: `.block`; BART, T5Gemma: `.layers`; T5Gemma 2: `.text_model.layers`)."""
     encoder = lm.get_encoder()
+    encoder = getattr(encoder, "text_model", encoder)
     layers = getattr(encoder, "layers", None)
     if layers is None:
         layers = getattr(encoder, "block", None)

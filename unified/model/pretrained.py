@@ -38,7 +38,7 @@ def local_dir(path: str | Path, field: str) -> Path:
 
 def read_backbone_config(path: str | Path, field: str, part: str | None = None) -> dict[str, Any]:
     """The transformers config saved in `path` as a plain dict (its sub-config `part`, e.g. "vision_config" of a
-    CLIP or SigLIP dual encoder, when the model has one)."""
+    CLIP or SigLIP dual encoder, or of T5Gemma 2's encoder, when the model has one)."""
     from transformers import AutoConfig
 
     p = local_dir(path, field)
@@ -46,8 +46,10 @@ def read_backbone_config(path: str | Path, field: str, part: str | None = None) 
         config = AutoConfig.from_pretrained(str(p), local_files_only=True)
     except Exception as exc:  # transformers raises many types for an unknown or malformed config
         raise InputError(field, str(path), f"could not read a transformers config: {exc}") from exc
-    if part is not None and getattr(config, part, None) is not None:
-        config = getattr(config, part)
+    if part is not None:
+        holder = config if getattr(config, part, None) is not None else getattr(config, "encoder", None)
+        if holder is not None and getattr(holder, part, None) is not None:
+            config = getattr(holder, part)
     return config.to_dict()
 
 
@@ -88,8 +90,11 @@ def load_local(path: str | Path, field: str, loader: Callable | None = None) -> 
 
 
 def vision_tower(model: nn.Module) -> nn.Module:
-    """A dual encoder's (CLIP, SigLIP) vision tower, `.vision_model`; a vision model (CLIPVisionModel,
-    SiglipVisionModel, DINOv2) is its own."""
+    """A dual encoder's (CLIP, SigLIP) vision tower, `.vision_model`; T5Gemma 2's, in its encoder
+    (`.encoder.vision_tower`, a SigLIP); a vision model (CLIPVisionModel, SiglipVisionModel, DINOv2) is its own."""
+    encoder = getattr(model, "encoder", None)
+    if encoder is not None and getattr(encoder, "vision_tower", None) is not None:
+        model = encoder.vision_tower
     return getattr(model, "vision_model", model)
 
 
