@@ -106,3 +106,38 @@ def test_yarn_matches_transformers_rope_init():
                                                                   "original_max_position_embeddings": 512}))
     assert torch.allclose(ours.inv_freq, ref_inv, atol=1e-7)
     assert ours.attention_factor == pytest.approx(ref_factor)
+
+
+def test_cross_attention_and_perceiver_go_through_the_attention_dispatch():
+    """Our gated cross-attention and the perceiver's latent attention follow `set_attn_implementation`: with
+    "eager" (the written-out reference) they give what "sdpa" gives, rows without media stay zero, and a model built
+    with attn_implementation="eager" starts that way."""
+    from model_fixtures import media_batch, tiny_config
+
+    from unified.model import UnifiedForConditionalGeneration
+    from unified.model.fusion import MaskedCrossAttention
+    from unified.model.resampler import LatentCrossAttention
+
+    torch.manual_seed(0)
+    model = UnifiedForConditionalGeneration(tiny_config(fusion={"mode": "both"},
+                                                        resampler={"mode": "per_frame"})).eval()
+    ours = [m for m in model.modules() if isinstance(m, (MaskedCrossAttention, LatentCrossAttention))]
+    assert {type(m) for m in ours} == {MaskedCrossAttention, LatentCrossAttention}
+    batch = media_batch()
+    calls = []
+    for name in ("sdpa", "eager"):
+        model.set_attn_implementation(name)
+        assert all(m.attn_implementation == name for m in ours)
+        with torch.no_grad():
+            calls.append(model(**batch).logits)
+    torch.testing.assert_close(calls[0], calls[1], atol=1e-5, rtol=1e-4)
+    attn = ours[[type(m) for m in ours].index(MaskedCrossAttention)]
+    mask = torch.zeros(1, 2, 3, dtype=torch.bool)
+    mask[0, 0] = True
+    out = attn(torch.randn(1, 2, attn.to_q.in_features), torch.randn(1, 3, attn.to_kv.in_features), mask)
+    assert out[0, 1].abs().sum().item() == 0.0  # the token with no media before it
+    config = tiny_config(fusion={"mode": "both"})
+    config._attn_implementation = "eager"
+    built = UnifiedForConditionalGeneration(config)
+    assert all(m.attn_implementation == "eager" for m in built.modules()
+               if isinstance(m, (MaskedCrossAttention, LatentCrossAttention)))

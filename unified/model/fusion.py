@@ -37,6 +37,7 @@ from einops import rearrange
 from torch import nn
 
 from unified.errors import InputError
+from unified.model.attention import ATTENTION_FUNCTIONS, sdpa_attention
 
 __all__ = [
     "GatedCrossAttentionBlock",
@@ -64,10 +65,11 @@ class MaskedCrossAttention(nn.Module):
         0.0
     """
 
-    def __init__(self, dim: int, media_dim: int, num_heads: int, head_dim: int):
+    def __init__(self, dim: int, media_dim: int, num_heads: int, head_dim: int, attn_implementation: str = "sdpa"):
         super().__init__()
         inner = num_heads * head_dim
         self.num_heads = num_heads
+        self.attn_implementation = attn_implementation  # `unified.model.attention`; set_attn_implementation sets it
         self.to_q = nn.Linear(dim, inner, bias=False)
         self.to_kv = nn.Linear(media_dim, 2 * inner, bias=False)
         self.to_out = nn.Linear(inner, dim, bias=False)
@@ -81,13 +83,11 @@ class MaskedCrossAttention(nn.Module):
             return torch.zeros_like(x)
         media_mask = media_mask.bool()
         has_media = media_mask.any(dim=-1)  # (B, L)
-        # SDPA turns an all-False row into a softmax over -inf everywhere = NaN; let such rows attend everywhere
-        # (finite, harmless) and zero them after the output projection.
-        safe = media_mask | ~has_media[..., None]  # (B, L, S)
         q = rearrange(self.to_q(x), "b l (h e) -> b h l e", h=self.num_heads)
         k, v = (rearrange(t, "b s (h e) -> b h s e", h=self.num_heads) for t in self.to_kv(media).chunk(2, dim=-1))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=safe[:, None])  # (B, H, L, E)
-        out = self.to_out(rearrange(out, "b h l e -> b l (h e)"))  # (B, L, D)
+        attend = ATTENTION_FUNCTIONS.get(self.attn_implementation, sdpa_attention)
+        out = attend(q, k, v, mask=media_mask[:, None])  # (B, L, H, E); a row with no media gives zeros
+        out = self.to_out(rearrange(out, "b l h e -> b l (h e)"))  # (B, L, D)
         return out.masked_fill(~has_media[..., None], 0.0)
 
 

@@ -27,11 +27,12 @@ from unified.heads.embedding import EmbeddingHead
 from unified.model.attention import ATTENTION_FUNCTIONS
 from unified.model.configuration import UnifiedConfig
 from unified.model.encoders import TimeEmbedding
-from unified.model.fusion import GatedCrossAttentionBlock
+from unified.model.fusion import GatedCrossAttentionBlock, MaskedCrossAttention
 from unified.model.layers import DecoderLayer, EncoderLayer, RMSNorm, RotaryEmbedding
 from unified.model.media import MediaEncoder, cross_attention_memory, splice_latents
 from unified.model.media import media_mask as media_mask_for
 from unified.model.ordinal import ordinal_rows
+from unified.model.resampler import LatentCrossAttention
 
 
 @dataclass
@@ -297,6 +298,10 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
             self.decoder = UnifiedDecoder(config, self.shared)
             self.lm_head = nn.Linear(t.d_model, t.vocab_size, bias=False)
         self.embed_head = EmbeddingHead(t.d_model, t.embed_dim, learn_temperature=True)
+        impl = config._attn_implementation if config._attn_implementation in ATTENTION_FUNCTIONS else "sdpa"
+        for module in self.modules():  # our own cross-attention and perceiver: the same dispatch as the layers
+            if isinstance(module, (MaskedCrossAttention, LatentCrossAttention)):
+                module.attn_implementation = impl
         self.post_init()
 
     @classmethod

@@ -30,6 +30,7 @@ from einops import rearrange
 from torch import nn
 
 from unified.errors import ConfigError, InputError
+from unified.model.attention import ATTENTION_FUNCTIONS, sdpa_attention
 
 __all__ = ["FeedForward", "PerceiverResampler", "Pool3d", "masked_adaptive_avg_pool3d"]
 
@@ -43,13 +44,14 @@ class FeedForward(nn.Sequential):
         super().__init__(nn.LayerNorm(dim), nn.Linear(dim, dim * mult), nn.GELU(), nn.Linear(dim * mult, dim))
 
 
-class _LatentCrossAttention(nn.Module):
+class LatentCrossAttention(nn.Module):
     """Latents (queries) attend to [LN(media) ; LN(latents)] with padding keys masked out."""
 
-    def __init__(self, dim: int, num_heads: int, head_dim: int):
+    def __init__(self, dim: int, num_heads: int, head_dim: int, attn_implementation: str = "sdpa"):
         super().__init__()
         inner = num_heads * head_dim
         self.num_heads = num_heads
+        self.attn_implementation = attn_implementation  # `unified.model.attention`; set_attn_implementation sets it
         self.norm_media = nn.LayerNorm(dim)
         self.norm_latents = nn.LayerNorm(dim)
         self.to_q = nn.Linear(dim, inner, bias=False)
@@ -66,8 +68,9 @@ class _LatentCrossAttention(nn.Module):
         key_v, val = self.to_kv(kv_in).chunk(2, dim=-1)  # (N, S, H E) each
         q, key_v, val = (rearrange(t, "n s (h e) -> n h s e", h=self.num_heads) for t in (q, key_v, val))
         keep = torch.cat([media_mask, media_mask.new_ones(n, k)], dim=1)  # (N, S): latents are always valid keys
-        out = F.scaled_dot_product_attention(q, key_v, val, attn_mask=keep[:, None, None, :])  # (N, H, K, E)
-        return self.to_out(rearrange(out, "n h k e -> n k (h e)"))
+        attend = ATTENTION_FUNCTIONS.get(self.attn_implementation, sdpa_attention)
+        out = attend(q, key_v, val, mask=keep[:, None, None, :])  # (N, K, H, E)
+        return self.to_out(rearrange(out, "n k h e -> n k (h e)"))
 
 
 class PerceiverResampler(nn.Module):
@@ -109,7 +112,7 @@ class PerceiverResampler(nn.Module):
         # apart (timestamps go between them as tokens) and has no such table, so every parameter is used.
         self.frame_embed = nn.Parameter(torch.randn(max_frames, dim) * 0.02) if mode == "global" else None
         self.layers = nn.ModuleList(
-            nn.ModuleList([_LatentCrossAttention(dim, num_heads, head_dim), FeedForward(dim, ff_mult)])
+            nn.ModuleList([LatentCrossAttention(dim, num_heads, head_dim), FeedForward(dim, ff_mult)])
             for _ in range(depth)
         )
         self.norm = nn.LayerNorm(dim)
