@@ -1,6 +1,7 @@
 """Media encoders: shapes, timestamp embedding, audio mask arithmetic, and tiny pretrained wrappers from local dirs."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -260,3 +261,64 @@ def test_pretrained_paths_are_checked(tmp_path, checkpoints):
         PretrainedAudioEncoder.from_pretrained(checkpoints["siglip"], hidden_size=D)
     with pytest.raises(ConfigError, match="vision"):
         PretrainedVisionEncoder.from_pretrained(checkpoints["whisper"], hidden_size=D)
+
+
+def test_an_audio_spectrogram_transformer_encodes_audio_events_window_by_window(tmp_path):
+    """A tiny AST (16 mel bins, 64-frame windows, 16 x 16 patches at stride 16: 4 time patches per window) on 100
+    frames: two windows, eight time steps; each equals the AST's own patch tokens for that window averaged over
+    frequency, and a time patch is real when it starts on a real frame."""
+    from transformers import ASTConfig, ASTModel
+
+    from unified.model.audio_event import AudioEventEncoder
+
+    torch.manual_seed(0)
+    ASTModel(ASTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                       patch_size=16, frequency_stride=16, time_stride=16, max_length=64,
+                       num_mel_bins=32)).save_pretrained(tmp_path / "ast")
+    enc = AudioEventEncoder.from_pretrained(tmp_path / "ast", hidden_size=D).eval()
+    mels = torch.randn(1, 1, 32, 100)
+    mask = torch.ones(1, 1, 100, dtype=torch.bool)
+    out, out_mask = enc(mels, mask)
+    assert out.shape == (1, 1, 8, D)
+    assert out_mask[0, 0].tolist() == [True] * 7 + [False]  # patch starts 64, 80, 96 are real; 112 is padding
+    ast = ASTModel.from_pretrained(tmp_path / "ast").eval()
+    with torch.no_grad():
+        windows = [mels[0, :, :, :64], torch.nn.functional.pad(mels[0, :, :, 64:], (0, 28))]
+        steps = []
+        for window in windows:  # (1, 32, 64) -> AST input (1, 64, 32)
+            hidden = ast(input_values=window.transpose(1, 2)).last_hidden_state[:, 2:]  # (1, 2 x 4 patches, 16)
+            steps.append(hidden.view(1, 2, 4, 16).mean(1))  # freq-major patches, averaged over frequency
+        expected = enc.proj(torch.cat(steps, dim=1))[0] * out_mask[0, 0, :, None]
+    torch.testing.assert_close(out[0, 0], expected, atol=1e-5, rtol=1e-5)
+    _assert_frozen_backbone_and_trainable_rest(enc, out.square().mean())
+
+
+def test_an_ast_checkpoint_is_the_models_audio_encoder_and_sets_the_processors_mel_bins(tmp_path):
+    from transformers import ASTConfig, ASTModel
+
+    from unified.model import UnifiedConfig, UnifiedModel
+    from unified.model.audio_event import AudioEventEncoder
+    from unified.training import load_config
+    from unified.training.build import build_stack
+    from unified.training.data import load_training_data
+
+    torch.manual_seed(0)
+    ast = ASTModel(ASTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                             patch_size=16, frequency_stride=16, time_stride=16, max_length=64, num_mel_bins=32))
+    ast.save_pretrained(tmp_path / "ast")
+    config = UnifiedConfig.preset("tiny", audio={"pretrained_path": str(tmp_path / "ast")})
+    model = UnifiedModel.from_pretrained_parts(config)
+    assert isinstance(model.encoder.media.audio, AudioEventEncoder)
+    ours = model.encoder.media.audio.backbone.state_dict()
+    assert all(torch.equal(ours[k], v) for k, v in ast.state_dict().items())
+    smoke = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny-smoke.yaml"
+    cfg = load_config(smoke, [f"output_dir={tmp_path / 'run'}", "data.synthetic={n_train: 2, n_eval: 0, seed: 1}",
+                              "data.tasks=[audio_video_mcqa]", f"model.audio={{pretrained_path: {tmp_path / 'ast'}}}"])
+    rows, _ = load_training_data(cfg, log=lambda _: None)
+    _, processor, built = build_stack(cfg, rows, log=lambda _: None)
+    assert processor.config.n_mels == 32
+    from unified.task_zoo import get_task
+    from unified.task_zoo.batching import task_batch
+
+    batch = task_batch(get_task("audio_video_mcqa"), rows["audio_video_mcqa"][:2], processor)
+    assert batch["audio_features"].shape[2] == 32 and torch.isfinite(built(**batch).loss)

@@ -17,6 +17,8 @@ from einops import rearrange, repeat
 from torch import nn
 
 from unified.errors import InputError
+from unified.model.audio_event import MODEL_TYPE as AUDIO_EVENT_TYPE
+from unified.model.audio_event import AudioEventEncoder
 from unified.model.configuration import UnifiedConfig
 from unified.model.encoders import AudioEncoder, PretrainedAudioEncoder, PretrainedVisionEncoder, VideoEncoder
 from unified.model.fusion import (
@@ -55,7 +57,9 @@ class MediaEncoder(nn.Module):
             self.visual_resampler = PerceiverResampler(v.hidden_size, r.depth, latents, r.num_heads, r.head_dim,
                                                        mode=r.mode, max_frames=v.max_frames)
         self.visual_proj = nn.Linear(v.hidden_size, d)
-        if a.backbone:
+        if a.backbone and a.backbone.get("model_type") == AUDIO_EVENT_TYPE:  # AST: audio events, not speech
+            self.audio = AudioEventEncoder(a.backbone, a.hidden_size, freeze=a.freeze)
+        elif a.backbone:  # Whisper's encoder
             self.audio = PretrainedAudioEncoder(a.backbone, a.hidden_size, freeze=a.freeze)
         else:
             self.audio = AudioEncoder(a.n_mels, a.hidden_size)

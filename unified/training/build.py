@@ -57,8 +57,10 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
         vision={"image_size": p.image_size, "max_frames": max(p.max_frames, 8, *_budget_frames(budgets)), **m.vision},
         audio=m.audio, resampler=m.resampler, fusion=m.fusion)
     config.validate()
+    audio_settings = {"n_mels": int(config.audio.backbone["num_mel_bins"])} if config.audio.backbone else {}
     processor = UnifiedProcessor(tokenizer, image_size=p.image_size, video_fps=p.video_fps, max_frames=p.max_frames,
-                                 fit=p.fit, budgets=budgets, **vision_processor_settings(config, p.image_size, log))
+                                 fit=p.fit, budgets=budgets, **audio_settings,  # the audio encoder's mel bins
+                                 **vision_processor_settings(config, p.image_size, log))
     torch.manual_seed(cfg.seed)
     model = UnifiedModel.from_pretrained_parts(config)  # weights of each configured pretrained_path copied in
     return tokenizer, processor, model
