@@ -322,3 +322,36 @@ def test_an_ast_checkpoint_is_the_models_audio_encoder_and_sets_the_processors_m
 
     batch = task_batch(get_task("audio_video_mcqa"), rows["audio_video_mcqa"][:2], processor)
     assert batch["audio_features"].shape[2] == 32 and torch.isfinite(built(**batch).loss)
+
+
+def test_a_videomae_checkpoint_encodes_clips_and_gives_each_frame_its_tubelet(tmp_path):
+    """A tiny VideoMAE (4-frame clips, tubelets of 2, 2 x 2 patches) on 6 frames: two clips, the second filled by
+    repeating its last frame; frames 2i and 2i + 1 carry tubelet i's tokens, which equal VideoMAE's own output on that
+    clip, plus each frame's own time embedding; in a model, `vision.pretrained_path` picks it."""
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    from unified.model import UnifiedConfig, UnifiedModel
+    from unified.model.video_clip import ClipVideoEncoder
+
+    torch.manual_seed(0)
+    VideoMAEModel(VideoMAEConfig(image_size=32, patch_size=16, num_frames=4, tubelet_size=2, hidden_size=16,
+                                 num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(
+        tmp_path / "videomae")
+    enc = ClipVideoEncoder.from_pretrained(tmp_path / "videomae", hidden_size=D).eval()
+    pixels = torch.randn(1, 1, 6, 3, 32, 32)
+    times = torch.arange(6.0).view(1, 1, 6) / 4
+    out = enc(pixels, times, torch.ones(1, 1, 6, dtype=torch.bool))
+    assert out.shape == (1, 1, 6, 4, D)
+    ref = VideoMAEModel.from_pretrained(tmp_path / "videomae").eval()
+    with torch.no_grad():
+        first = ref(pixel_values=pixels[:, 0, :4]).last_hidden_state.view(2, 4, 16)  # tubelets x patches
+        second = ref(pixel_values=torch.cat([pixels[:, 0, 4:], pixels[:, 0, 5:6].expand(1, 2, 3, 32, 32)],
+                                            dim=1)).last_hidden_state.view(2, 4, 16)
+        tokens = torch.stack([first[0], first[0], first[1], first[1], second[0], second[0]])  # (6, 4, 16)
+        expected = enc.proj(tokens) + enc.time_embed(times)[0, 0, :, None, :]
+    torch.testing.assert_close(out[0, 0], expected, atol=1e-5, rtol=1e-5)
+    masked = enc(pixels, times, torch.tensor([[[True] * 3 + [False] * 3]]))
+    assert masked[0, 0, 3:].abs().sum() == 0  # padded frames are zero
+    _assert_frozen_backbone_and_trainable_rest(enc, out.square().mean())
+    config = UnifiedConfig.preset("tiny", vision={"pretrained_path": str(tmp_path / "videomae"), "image_size": 32})
+    assert isinstance(UnifiedModel.from_pretrained_parts(config).encoder.media.vision, ClipVideoEncoder)

@@ -29,6 +29,8 @@ from unified.model.fusion import (
     splice_media,
 )
 from unified.model.resampler import PerceiverResampler, Pool3d
+from unified.model.video_clip import MODEL_TYPES as CLIP_MODEL_TYPES
+from unified.model.video_clip import ClipVideoEncoder
 
 
 @dataclass
@@ -45,7 +47,9 @@ class MediaEncoder(nn.Module):
     def __init__(self, config: UnifiedConfig):
         super().__init__()
         v, a, r, d = config.vision, config.audio, config.resampler, config.text.d_model
-        if v.backbone:
+        if v.backbone and v.backbone.get("model_type") in CLIP_MODEL_TYPES:  # VideoMAE: clips, not frames
+            self.vision = ClipVideoEncoder(v.backbone, v.hidden_size, freeze=v.freeze)
+        elif v.backbone:  # SigLIP, CLIP, DINOv2, T5Gemma 2's SigLIP: frame by frame
             self.vision = PretrainedVisionEncoder(v.backbone, v.hidden_size, freeze=v.freeze)
         else:
             self.vision = VideoEncoder(v.patch_size, v.hidden_size, v.num_channels, v.stem_channels, v.stem_blocks,
