@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/backbone.py                  # CPU, a T5 v1.1 the size of the small preset's text
     .venv/bin/python benchmarks/backbone.py --frames 16      # also: the added cost of 16 frames through xattn
+    .venv/bin/python benchmarks/backbone.py --family t5gemma2   # a T5Gemma 2 of the same width and depth
 
 A random T5 v1.1 (d_model 256, 4 + 4 layers, 4 heads of 64, gated-GELU d_ff 768, vocabulary 8192) is saved to a
 temp dir; ours is built on it with `text.pretrained_path` (fusion `xattn`, a gated block before every 2nd encoder
@@ -43,6 +44,31 @@ def paired(ours, bare, runs: int, warmup: int) -> tuple[float, float]:
     return statistics.median(a), statistics.median(b)
 
 
+def build_reference(family: str, vocab: int):
+    """A random backbone the size of the small preset's text side: T5 v1.1 (d_model 256, 4 + 4 layers, 4 heads of
+    64, gated-GELU 768), or T5Gemma 2 of the same width and depth (4 heads of 64, 2 key-value heads, sliding window
+    128 on every other layer)."""
+    if family == "t5":
+        return T5ForConditionalGeneration(T5Config(vocab_size=vocab, d_model=256, d_kv=64, d_ff=768, num_layers=4,
+                                                   num_heads=4, feed_forward_proj="gated-gelu",
+                                                   tie_word_embeddings=False, dropout_rate=0.0,
+                                                   decoder_start_token_id=0))
+    from transformers import T5Gemma2Config, T5Gemma2ForConditionalGeneration
+    from transformers.models.t5gemma2.configuration_t5gemma2 import (
+        T5Gemma2DecoderConfig,
+        T5Gemma2EncoderConfig,
+    )
+
+    text = {"vocab_size": vocab, "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 64, "sliding_window": 128,
+            "layer_types": ["sliding_attention", "full_attention"] * 2, "dropout_rate": 0.0}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 16}
+    encoder = T5Gemma2EncoderConfig(text_config=text, vision_config=vision, mm_tokens_per_image=4)
+    return T5Gemma2ForConditionalGeneration(T5Gemma2Config(encoder=encoder, decoder=T5Gemma2DecoderConfig(**text),
+                                                           dropout_rate=0.0, attention_dropout=0.0))
+
+
 def train_step(model, batch):
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
@@ -64,17 +90,17 @@ def main(argv=None) -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--frames", type=int, default=0)
+    parser.add_argument("--family", choices=["t5", "t5gemma2"], default="t5")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        T5ForConditionalGeneration(T5Config(vocab_size=args.vocab, d_model=256, d_kv=64, d_ff=768, num_layers=4,
-                                            num_heads=4, feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                                            dropout_rate=0.0, decoder_start_token_id=0)).save_pretrained(tmp)
+        reference = build_reference(args.family, args.vocab)
+        reference.save_pretrained(tmp)
         config = UnifiedConfig.preset("small", text={"pretrained_path": tmp, "video_token_id": args.vocab - 1},
                                       fusion={"mode": "xattn", "every_k_layers": 2}, vision={"image_size": 64})
         ours = UnifiedModel.from_pretrained_parts(config).train()
-        bare = T5ForConditionalGeneration.from_pretrained(tmp).train()
+        bare = type(reference).from_pretrained(tmp).train()
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(2, args.vocab - 1, (args.batch, args.length), generator=g)
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids),
@@ -88,7 +114,7 @@ def main(argv=None) -> int:
         rows.append((f"generate {args.new_tokens}",
                      *paired(lambda: ours.generate(**gen), lambda: bare.generate(**gen), args.runs, 1)))
     print(f"B {args.batch}, L {args.length}, Lt {args.target}, vocab {args.vocab}, {args.threads} threads")
-    print(f"{'':<14} {'ours ms':>9} {'bare T5 ms':>11} {'ratio':>6}")
+    print(f"{args.family}\n{'':<14} {'ours ms':>9} {'bare ms':>11} {'ratio':>6}")
     for name, mine, theirs in rows:
         print(f"{name:<14} {mine * 1e3:>9.1f} {theirs * 1e3:>11.1f} {mine / theirs:>6.2f}")
     if args.frames:
