@@ -18,8 +18,6 @@ expect shifted features.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -56,19 +54,8 @@ class AudioEventEncoder(FrozenBackbone):
         self.proj = nn.Linear(int(cfg.hidden_size), hidden_size)
         self._set_frozen()
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path, hidden_size: int, freeze: bool = True) -> AudioEventEncoder:
-        from unified.model.pretrained import read_backbone_config
-
-        encoder = cls(read_backbone_config(path, "audio.pretrained_path"), hidden_size, freeze)
-        encoder.load_backbone_weights(path)
-        return encoder
-
-    def load_backbone_weights(self, path: str | Path) -> None:
-        from unified.model.pretrained import copy_weights
-
-        copy_weights(self.backbone, path, _ast_of, "audio.pretrained_path")
-        self._set_frozen()
+    FIELD = "audio.pretrained_path"
+    pick = staticmethod(_ast_of)
 
     def forward(self, audio_features: torch.Tensor, audio_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if audio_features.dim() != 4 or audio_features.shape[2] != self.n_mels:

@@ -283,9 +283,37 @@ def sinusoidal_positions(length: int, dim: int, like: torch.Tensor) -> torch.Ten
 
 
 class FrozenBackbone(nn.Module):
-    """Holds `self.backbone`; when frozen, its parameters never require grad and it never leaves eval mode."""
+    """Holds `self.backbone`, a pretrained transformers module built from its config dict; when frozen, its
+    parameters never require grad and it never leaves eval mode.
+
+    Subclasses name the config field their checkpoint comes from (`FIELD`), the sub-config to read when the
+    checkpoint is a larger model (`PART`, e.g. a dual encoder's "vision_config") and how to find the backbone inside
+    the loaded checkpoint (`pick`); `from_pretrained` and `load_backbone_weights` are then the same for all.
+    """
     backbone: nn.Module
     freeze: bool
+    FIELD: str = ""
+    PART: str | None = None
+
+    @staticmethod
+    def pick(model: nn.Module) -> nn.Module:
+        return model
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, hidden_size: int, freeze: bool = True, **kwargs):
+        """Build from the config saved at `path` and copy its weights in."""
+        from unified.model.pretrained import read_backbone_config
+
+        encoder = cls(read_backbone_config(path, cls.FIELD, cls.PART), hidden_size, freeze, **kwargs)
+        encoder.load_backbone_weights(path)
+        return encoder
+
+    def load_backbone_weights(self, path: str | Path) -> None:
+        """Copy the backbone of the local checkpoint at `path` in (every tensor checked by name and shape)."""
+        from unified.model.pretrained import copy_weights
+
+        copy_weights(self.backbone, path, self.pick, self.FIELD)
+        self._set_frozen()
 
     def _set_frozen(self) -> None:
         if self.freeze:
@@ -330,22 +358,13 @@ class PretrainedVisionEncoder(FrozenBackbone):
         self.time_embed = TimeEmbedding(hidden_size, num_time_frequencies)
         self._set_frozen()
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path, hidden_size: int, freeze: bool = True,
-                        **kwargs) -> PretrainedVisionEncoder:
-        from unified.model.pretrained import read_backbone_config
+    FIELD, PART = "vision.pretrained_path", "vision_config"
 
-        encoder = cls(read_backbone_config(path, "vision.pretrained_path", "vision_config"), hidden_size, freeze,
-                      **kwargs)
-        encoder.load_backbone_weights(path)
-        return encoder
+    @staticmethod
+    def pick(model: nn.Module) -> nn.Module:
+        from unified.model.pretrained import vision_tower
 
-    def load_backbone_weights(self, path: str | Path) -> None:
-        """Copy the vision tower of the local checkpoint at `path` into the backbone."""
-        from unified.model.pretrained import copy_weights, vision_tower
-
-        copy_weights(self.backbone, path, vision_tower, "vision.pretrained_path")
-        self._set_frozen()
+        return vision_tower(model)
 
     def _stem(self, frames: torch.Tensor) -> torch.Tensor:
         # frames (N, 3, H, W) -> (N, P, D)
@@ -404,20 +423,8 @@ class PretrainedAudioEncoder(FrozenBackbone):
         self.proj = nn.Linear(int(cfg.d_model), hidden_size)
         self._set_frozen()
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path, hidden_size: int, freeze: bool = True) -> PretrainedAudioEncoder:
-        from unified.model.pretrained import read_backbone_config
-
-        encoder = cls(read_backbone_config(path, "audio.pretrained_path"), hidden_size, freeze)
-        encoder.load_backbone_weights(path)
-        return encoder
-
-    def load_backbone_weights(self, path: str | Path) -> None:
-        """Copy the encoder of the local Whisper checkpoint at `path` into the backbone."""
-        from unified.model.pretrained import copy_weights
-
-        copy_weights(self.backbone, path, _encoder_of, "audio.pretrained_path")
-        self._set_frozen()
+    FIELD = "audio.pretrained_path"
+    pick = staticmethod(_encoder_of)  # Whisper's encoder inside a Whisper checkpoint
 
     def forward(self, audio_features: torch.Tensor, audio_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if audio_features.dim() != 4 or audio_features.shape[2] != self.n_mels:

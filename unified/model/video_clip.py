@@ -17,8 +17,6 @@ embedding); clips longer than K frames are encoded in consecutive chunks, none d
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -48,19 +46,8 @@ class ClipVideoEncoder(FrozenBackbone):
         self.time_embed = TimeEmbedding(hidden_size, num_time_frequencies)
         self._set_frozen()
 
-    @classmethod
-    def from_pretrained(cls, path: str | Path, hidden_size: int, freeze: bool = True) -> ClipVideoEncoder:
-        from unified.model.pretrained import read_backbone_config
-
-        encoder = cls(read_backbone_config(path, "vision.pretrained_path"), hidden_size, freeze)
-        encoder.load_backbone_weights(path)
-        return encoder
-
-    def load_backbone_weights(self, path: str | Path) -> None:
-        from unified.model.pretrained import copy_weights
-
-        copy_weights(self.backbone, path, lambda m: getattr(m, "videomae", m), "vision.pretrained_path")
-        self._set_frozen()
+    FIELD = "vision.pretrained_path"
+    pick = staticmethod(lambda model: getattr(model, "videomae", model))  # VideoMAE inside a task model
 
     def encode_clip(self, frames: torch.Tensor, real: int) -> torch.Tensor:
         """frames (T, 3, H, W) of one item, the first `real` of them real -> (T, P, D_videomae)."""
