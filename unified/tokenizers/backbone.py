@@ -30,16 +30,16 @@ from pathlib import Path
 from typing import Any
 
 from unified.errors import InputError
-from unified.tokenizers import boxes as _boxes
-from unified.tokenizers.grammar import MEDIA_TOKENS, TOKEN_RE, format_token, parse_index
+from unified.tokenizers.grammar import MEDIA_TOKENS, TOKEN_RE, format_token
 from unified.tokenizers.layout import VocabLayout
+from unified.tokenizers.ranges import NumberedRanges
 
 CONFIG_FILE = "unified_tokenizer.json"
 KIND = "backbone"
 RANGES = ("media", "loc", "val", "int", "time")
 
 
-class BackboneTokenizer:
+class BackboneTokenizer(NumberedRanges):
     """The shared vocabulary on top of a pretrained tokenizer (see the module docstring)."""
 
     def __init__(self, hf_tokenizer: Any, base: int, layout: VocabLayout | None = None):
@@ -106,50 +106,7 @@ class BackboneTokenizer:
                              f"does not match the {tokenizer.vocab_size} ids of the tokenizer and layout there")
         return tokenizer
 
-    # ------------------------------------------------------------------ ids and ranges
-    @property
-    def vocab_size(self) -> int:
-        return self.id_ranges["time"].stop
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
-    @property
-    def media_ids(self) -> range:
-        return self.id_ranges["media"]
-
-    @property
-    def image_token_id(self) -> int:
-        return self.media_ids[0]
-
-    @property
-    def video_token_id(self) -> int:
-        return self.media_ids[1]
-
-    @property
-    def audio_token_id(self) -> int:
-        return self.media_ids[2]
-
-    @property
-    def loc_ids(self) -> range:
-        return self.id_ranges["loc"]
-
-    @property
-    def val_ids(self) -> range:
-        return self.id_ranges["val"]
-
-    @property
-    def int_ids(self) -> range:
-        return self.id_ranges["int"]
-
-    @property
-    def time_ids(self) -> range:
-        return self.id_ranges["time"]
-
-    @property
-    def ordinal_ranges(self) -> list[list[int]]:
-        return [[ids.start, ids.stop] for ids in (self.loc_ids, self.val_ids, self.time_ids)]
-
+    # ------------------------------------------------------------------ ids and ranges (the rest: NumberedRanges)
     def kind(self, token_id: int) -> str:
         """"text" for the backbone tokenizer's ids (its specials included), else the appended range's name."""
         token_id = self._check_id(token_id)
@@ -225,23 +182,6 @@ class BackboneTokenizer:
 
     def encode_batch(self, texts: Iterable[str], add_eos: bool = False) -> list[list[int]]:
         return [self.encode(text, add_eos=add_eos) for text in texts]
-
-    def decode_batch(self, batch: Iterable[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
-        if hasattr(batch, "tolist"):
-            batch = batch.tolist()
-        return [self.decode(ids, skip_special_tokens=skip_special_tokens) for ids in batch]
-
-    def box_to_tokens(self, box: Any, image_size: Sequence[float]) -> str:
-        return _boxes.box_to_tokens(box, image_size, num_bins=self.layout.num_loc_bins)
-
-    def tokens_to_box(self, text: str, image_size: Sequence[float]) -> _boxes.Box:
-        return _boxes.tokens_to_box(text, image_size, num_bins=self.layout.num_loc_bins)
-
-    # ------------------------------------------------------------------ internals
-    def _numbered_id(self, match) -> int:
-        kind = match.group(1)
-        ids = self.id_ranges[kind]
-        return ids.start + parse_index(match.group(0), kind, match.group(2), len(ids))
 
     def _check_id(self, token_id: Any) -> int:
         if isinstance(token_id, bool) or not isinstance(token_id, int) or not 0 <= token_id < self.vocab_size:

@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from unified.errors import InputError
-from unified.tokenizers import boxes as _boxes
-from unified.tokenizers import times as _times
-from unified.tokenizers import values as _values
-from unified.tokenizers.grammar import MEDIA_TOKENS, SPECIAL_TOKENS, TOKEN_RE, format_token, parse_index
+from unified.tokenizers.grammar import MEDIA_TOKENS, SPECIAL_TOKENS, TOKEN_RE, format_token
 from unified.tokenizers.layout import VocabLayout
+from unified.tokenizers.ranges import NumberedRanges
 from unified.tokenizers.text import TextModel, train_text_tokenizer
 
 CONFIG_FILE = "unified_tokenizer.json"
@@ -28,7 +26,7 @@ PAD_ID, EOS_ID, UNK_ID, BOS_ID = 0, 1, 2, 3
 KINDS = ("special", "text", "media", "loc", "val", "int", "time")
 
 
-class UnifiedTokenizer:
+class UnifiedTokenizer(NumberedRanges):
     """The shared vocabulary: encode text with inline tokens to ids and back.
 
     Build one with `train`, `from_sentencepiece` (e.g. T5's ``spiece.model``) or `from_pretrained`.
@@ -157,13 +155,6 @@ class UnifiedTokenizer:
         return tokenizer
 
     # ------------------------------------------------------------------ ids and ranges
-    @property
-    def vocab_size(self) -> int:
-        return self.id_ranges["time"].stop
-
-    def __len__(self) -> int:
-        return self.vocab_size
-
     pad_token_id, eos_token_id, unk_token_id, bos_token_id = PAD_ID, EOS_ID, UNK_ID, BOS_ID
 
     @property
@@ -173,44 +164,6 @@ class UnifiedTokenizer:
     @property
     def text_ids(self) -> range:
         return self.id_ranges["text"]
-
-    @property
-    def media_ids(self) -> range:
-        return self.id_ranges["media"]
-
-    @property
-    def image_token_id(self) -> int:
-        return self.media_ids[0]
-
-    @property
-    def video_token_id(self) -> int:
-        return self.media_ids[1]
-
-    @property
-    def audio_token_id(self) -> int:
-        return self.media_ids[2]
-
-    @property
-    def loc_ids(self) -> range:
-        return self.id_ranges["loc"]
-
-    @property
-    def val_ids(self) -> range:
-        return self.id_ranges["val"]
-
-    @property
-    def int_ids(self) -> range:
-        return self.id_ranges["int"]
-
-    @property
-    def time_ids(self) -> range:
-        return self.id_ranges["time"]
-
-    @property
-    def ordinal_ranges(self) -> list[list[int]]:
-        """[[start, stop], ...] of the numbered ranges whose order means distance (loc, val, time), for
-        `TextConfig.ordinal_ranges`."""
-        return [[ids.start, ids.stop] for ids in (self.loc_ids, self.val_ids, self.time_ids)]
 
     def kind(self, token_id: int) -> str:
         """Which range an id is in: "special", "text", "media", "loc", "val", "int" or "time"."""
@@ -308,56 +261,7 @@ class UnifiedTokenizer:
                      add_bos: bool = False) -> list[list[int]]:
         return [self.encode(text, add_eos=add_eos, add_bos=add_bos) for text in texts]
 
-    def decode_batch(self, batch: Iterable[Sequence[int]], skip_special_tokens: bool = True) -> list[str]:
-        if hasattr(batch, "tolist"):
-            batch = batch.tolist()
-        return [self.decode(ids, skip_special_tokens=skip_special_tokens) for ids in batch]
-
-    # ------------------------------------------------------------------ modality helpers with this layout's
-    # sizes
-    def box_to_tokens(self, box: Any, image_size: Sequence[float]) -> str:
-        return _boxes.box_to_tokens(box, image_size, num_bins=self.layout.num_loc_bins)
-
-    def tokens_to_box(self, text: str, image_size: Sequence[float]) -> _boxes.Box:
-        return _boxes.tokens_to_box(text, image_size, num_bins=self.layout.num_loc_bins)
-
-    def point_to_tokens(self, point: Sequence[float], image_size: Sequence[float]) -> str:
-        return _boxes.point_to_tokens(point, image_size, num_bins=self.layout.num_loc_bins)
-
-    def tokens_to_point(self, text: str, image_size: Sequence[float]) -> tuple[float, float]:
-        return _boxes.tokens_to_point(text, image_size, num_bins=self.layout.num_loc_bins)
-
-    def values_to_tokens(self, values: float | Sequence[float], *, scale: float = 1.0) -> str:
-        return _values.values_to_tokens(values, num_bins=self.layout.num_value_bins, scale=scale)
-
-    def tokens_to_values(self, text: str, *, scale: float = 1.0) -> list[float]:
-        return _values.tokens_to_values(text, num_bins=self.layout.num_value_bins, scale=scale)
-
-    def int_to_tokens(self, n: int | Sequence[int]) -> str:
-        return _values.int_to_tokens(n, num_tokens=self.layout.num_int_tokens)
-
-    def tokens_to_ints(self, text: str) -> list[int]:
-        return _values.tokens_to_ints(text, num_tokens=self.layout.num_int_tokens)
-
-    def time_to_token(self, seconds: float, duration: float) -> str:
-        return _times.time_to_token(seconds, duration, num_bins=self.layout.num_time_bins)
-
-    def token_to_time(self, token_or_text: str, duration: float) -> float:
-        return _times.token_to_time(token_or_text, duration, num_bins=self.layout.num_time_bins)
-
-    def span_to_tokens(self, start: float, end: float, duration: float) -> str:
-        return _times.span_to_tokens(start, end, duration, num_bins=self.layout.num_time_bins)
-
-    def tokens_to_span(self, text: str, duration: float) -> tuple[float, float]:
-        return _times.tokens_to_span(text, duration, num_bins=self.layout.num_time_bins)
-
     # ------------------------------------------------------------------ helpers
-    def _numbered_id(self, match) -> int:
-        # Numbered tokens are checked against this layout, so <loc_999> is an error when num_loc_bins=500.
-        kind = match.group(1)
-        ids = self.id_ranges[kind]
-        return ids[parse_index(match.group(0), kind, match.group(2), len(ids))]
-
     def _check_id(self, token_id: Any) -> int:
         # operator.index accepts numpy and 0-d torch integers but not floats; bools are almost always a bug.
         if isinstance(token_id, bool):
