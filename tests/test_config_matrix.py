@@ -144,3 +144,17 @@ def test_every_task_writes_and_reads_with_a_non_default_layout():
         "<time_10><time_15>"
     box = get_task("grounding", layout).parse("<loc_37><loc_93><loc_87><loc_143>", {"image_size": [64, 64]})
     assert box.x1 == pytest.approx(37 / 199 * 64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overrides, absent", [
+    (["model.fusion={mode: concat}", "stages=[{train: [resampler, xattn]}]"], ["xattn"]),  # no gated blocks
+    (["stages=[{train: [lora]}]"], ["lora"]),  # no adapters without lora.enabled
+])
+def test_a_stage_that_trains_groups_the_model_lacks_fails_before_step_0(overrides, absent, tmp_path):
+    cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'run'}", "data.synthetic={n_train: 2, n_eval: 0, seed: 1}",
+                              "data.tasks=[vqa]", "log_with=none", *overrides])
+    with pytest.raises(ConfigError, match="no parameters in these groups") as caught:
+        train(cfg, progress=False)
+    assert caught.value.field == "stages[0].train" and caught.value.value == absent
+    assert not (tmp_path / "run" / "checkpoints").exists()

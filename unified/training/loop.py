@@ -52,7 +52,7 @@ from unified.training.report import (
     trackers,
     write_rank_report,
 )
-from unified.training.stages import apply_stage, lr_factor, param_groups, stage_at
+from unified.training.stages import apply_stage, check_stage_groups, lr_factor, param_groups, stage_at
 
 
 class TrainingError(UnifiedError):
@@ -103,6 +103,7 @@ class Run:
             adapters = TaskAdapters.attach(model, self.tasks, lo.groups, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
                                            target_modules=targets)
             self.log(f"LoRA: adapters {', '.join(adapters.names)} (r={lo.r}) on {', '.join(targets)}")
+        check_stage_groups(cfg.stages, model)
         for i, st in enumerate(cfg.stages):
             unknown = sorted(set(st.tasks or []) - set(self.tasks))
             if unknown or st.tasks == []:

@@ -70,6 +70,23 @@ def param_groups(model, lr: float, scales: dict[str, float]) -> list[dict]:
     return [{"params": grouped[g], "lr": lr * float(scales.get(g, 1.0)), "name": g} for g in sorted(grouped)]
 
 
+def check_stage_groups(stages, model) -> None:
+    """A stage that names parameter groups the model has no parameters in would train less than it says (the
+    Flamingo recipe's `[resampler, xattn]` on a concat-fusion model trains no cross-attention): `ConfigError` naming
+    the stage and the groups, before step 0. The default stage (every group) is exempt."""
+    from unified.errors import ConfigError
+    from unified.training.config import GROUPS
+
+    present = {group_of(name) for name, _ in model.named_parameters()}
+    for i, stage in enumerate(stages):
+        if sorted(stage.train) == sorted(GROUPS):
+            continue
+        absent = sorted(set(stage.train) - present)
+        if absent:
+            raise ConfigError(f"stages[{i}].train", absent, f"the model has no parameters in these groups (it has "
+                              f"{sorted(present)}): a recipe for another architecture?")
+
+
 def lr_factor(cfg: TrainConfig, step: int) -> float:
     o = cfg.optim
     warm = min(1.0, (step + 1) / max(1, o.warmup_steps))
