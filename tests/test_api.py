@@ -62,3 +62,17 @@ def test_saved_model_reloads_to_identical_logits(model, tmp_path):
     batch = model.processor({"text": "a red circle", "target": "left"})
     with torch.no_grad():
         assert torch.equal(model.network(**batch).logits, again.network(**batch).logits)
+
+
+def test_list_valued_fields_are_shared_or_per_item_as_the_task_declares(media):
+    """Three clips with one Gato-style `inputs` list: every row gets the whole list (regress declares `inputs` as a
+    list field); a list of three lists gives each row its own."""
+    from unified.task_zoo import get_task
+
+    _, processor, network = tiny_stack()
+    model, task = Model(network, processor), get_task("regress")
+    clips = [media["video"]] * 3
+    rows, batched = model._rows(task, {"video": clips, "inputs": [0.1, 0.2, 0.3]})
+    assert batched and [r["inputs"] for r in rows] == [[0.1, 0.2, 0.3]] * 3
+    rows, _ = model._rows(task, {"video": clips, "inputs": [[1.0], [2.0], [3.0]]})
+    assert [r["inputs"] for r in rows] == [[1.0], [2.0], [3.0]]

@@ -104,8 +104,7 @@ class Model:
         for i in range(n):
             row = {}
             for key, value in given.items():
-                # a field whose example value is a list (options, labels, inputs): a list of lists is per item
-                listy = isinstance(task.example_row.get(key), (list, tuple))
+                listy = key in task.sequence_fields  # options, labels, inputs: a list of lists is per item
                 per_item = key in media or (isinstance(value, list) and len(value) == n and (
                     not listy or all(isinstance(v, (list, tuple)) for v in value)))
                 row[key] = value[i] if batched and per_item else value

@@ -34,6 +34,7 @@ The protocol, with each hook's default:
       row_fields, optional_fields    the fields a row must / may carry
       target_fields                  those of them only training and evaluation use (not given to generate)
       derived_fields                 fields `complete` or `prompt` add (a frame size, a list of choices)
+      list_fields                    list-valued fields the example row does not show (regress's `inputs`)
       example_row                    a complete training row: registration runs the task on it, `unified tasks`
                                      prints it
       contrastive                    trained with InfoNCE between `to_example` and `pair_example` (grammar
@@ -112,6 +113,7 @@ class Task:
     target_fields: ClassVar[tuple[str, ...]] = ()  # fields (required or optional) only training/evaluation use
     optional_fields: ClassVar[tuple[str, ...]] = ()  # fields a row may carry (`unified tasks` lists them)
     derived_fields: ClassVar[tuple[str, ...]] = ()  # fields `complete` / `prompt` fill in (not given by users)
+    list_fields: ClassVar[tuple[str, ...]] = ()  # fields whose value is a list, besides those the example row shows
     example_row: ClassVar[Mapping[str, Any]] = {}  # a complete training row (registration runs the task on it)
     contrastive: ClassVar[bool] = False  # InfoNCE between `to_example` and `pair_example` instead of the LM loss
     layout: VocabLayout = VocabLayout()
@@ -249,6 +251,12 @@ class Task:
     @property
     def primary_metric(self) -> str:
         return self.main_metric or self.metrics[0]
+
+    @property
+    def sequence_fields(self) -> set[str]:
+        """Fields whose value is itself a list (`list_fields` and the example row's lists): `Model.generate` takes a
+        list of such lists as one per item."""
+        return {*self.list_fields, *(k for k, v in self.example_row.items() if isinstance(v, (list, tuple)))}
 
     def inputs(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """What `Model.generate` is given for a data row: its media and fields minus the target side."""

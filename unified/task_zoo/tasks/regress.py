@@ -25,6 +25,7 @@ class Regress(Task):
     row_fields = ("values",)
     target_fields = ("values",)  # at inference, `num_values` (default 1) says how many to write
     optional_fields = ("question", "inputs", "num_values", "value_range")
+    list_fields = ("inputs",)
     example_row = {"video": "clips/train_00001.mp4", "question": "how many pixels does the circle move per frame?",
                    "values": [1.5], "value_range": [0, 4]}
 
