@@ -201,9 +201,9 @@ class Task:
 
     # ------------------------------------------------------------------ vocabulary
     def vocabulary(self, rows: Sequence[Mapping[str, Any]], rng: random.Random) -> list[str]:
-        """The texts a vocabulary trained for this task must cover: every prompt template, and for each row two
-        sampled prompts, their targets and, for contrastive tasks, the pair's text."""
-        texts = list(self.prompts)
+        """The texts a vocabulary trained for this task must cover: for each row two sampled prompts, their targets
+        and, for contrastive tasks, the pair's text; then every prompt template."""
+        texts = []
         for row in rows:
             for _ in range(2):
                 example = self.to_example(row, rng=rng)
@@ -212,7 +212,7 @@ class Task:
                     texts.append(example.target)
             if self.contrastive:
                 texts.append(self.pair_example(row).text)
-        return texts
+        return [*texts, *self.prompts]
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *, batch_size: int = 16,
@@ -276,7 +276,8 @@ class Task:
 
     def show_row(self, row: Mapping[str, Any]) -> tuple[str, str]:
         """(what was asked, the truth) as the demo's table prints them: the row's non-media input fields."""
-        asked = [f"{row[f]}" for f in self.row_fields if f not in self.target_fields and f in row]
+        asked = [f"{row[f]}" for f in self.row_fields
+                 if f not in self.target_fields and f not in self.derived_fields and f in row]
         return " ".join(asked) or "(the clip alone)", self.show(self.truth(row))
 
     def describe(self) -> dict[str, Any]:
