@@ -158,3 +158,16 @@ def test_a_stage_that_trains_groups_the_model_lacks_fails_before_step_0(override
         train(cfg, progress=False)
     assert caught.value.field == "stages[0].train" and caught.value.value == absent
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_evaluating_a_directory_takes_the_tasks_the_model_learnt(pqrs_run):
+    from unified import Model
+
+    out, _ = pqrs_run
+    model = Model.from_pretrained(out / "final")
+    with pytest.warns(UserWarning, match=r"not evaluated: \['audio_video_mcqa', 'caption'"):
+        result = model.evaluate(out / "data" / "test", max_rows=2, progress=False)
+    assert set(result.metrics) == {"video_mcqa", "grounding"}
+    explicit = model.evaluate(out / "data" / "test", tasks=["grounding"], max_rows=2, progress=False)
+    assert set(explicit.metrics) == {"grounding"}

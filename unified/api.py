@@ -22,6 +22,7 @@ a `Box` (grounding), `(start, end)` seconds (temporal_grounding), floats (regres
 from __future__ import annotations
 
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -135,15 +136,36 @@ class Model:
     generate = _ClassOrInstance(generate)
 
     def evaluate(self, data: Mapping[str, Sequence[Mapping[str, Any]]] | str | Path, **kwargs: Any):
-        """`unified.task_zoo.evaluation.evaluate` on this model; `data` is {task: rows} or a data directory."""
+        """`unified.task_zoo.evaluation.evaluate` on this model; `data` is {task: rows} or a data directory
+        (read by `evaluation_data`)."""
         from unified.task_zoo.evaluation import evaluate
 
         if isinstance(data, (str, Path)):
-            from unified.data import load_data_dir
-
-            data, _ = load_data_dir(data, kwargs.pop("tasks", None), skip_bad_rows=kwargs.pop("skip_bad_rows", False),
-                                    task_options=self.task_options)  # rows checked by the tasks as trained
+            data, _ = self.evaluation_data(data, kwargs.pop("tasks", None), kwargs.pop("skip_bad_rows", False))
         kwargs.setdefault("task_options", self.task_options)
         return evaluate(self.network, self.processor, data, **kwargs)
 
     evaluate = _ClassOrInstance(evaluate)
+
+    def evaluation_data(self, directory: str | Path, tasks: Sequence[str] | None = None,
+                        skip_bad_rows: bool = False) -> tuple[dict[str, list], list]:
+        """({task: rows}, reports) of a data directory, rows checked by the tasks as this model was trained. Without
+        `tasks`, the tasks the model was trained on (its `task_options.json` lists them); files of other tasks are
+        left out with a warning naming them."""
+        from unified.data import load_data_dir
+
+        folder = Path(directory)
+        if tasks is None and self.task_options and folder.is_dir():
+            from unified.data.files import SUFFIXES
+            from unified.task_zoo import list_tasks
+
+            files = {p.stem for p in folder.iterdir() if p.suffix in SUFFIXES} & set(list_tasks())  # files named after a registered task, as load_data_dir reads them
+            tasks = [t for t in self.task_options if t in files]
+            others = sorted(files - set(self.task_options))
+            if others:
+                warnings.warn(f"not evaluated: {others} in {directory}; this model was trained on "
+                              f"{sorted(self.task_options)} (pass tasks=[...] to evaluate others)", stacklevel=2)
+            if not tasks:
+                raise InputError("data directory", str(directory), f"holds no file of the tasks this model "
+                                 f"was trained on {sorted(self.task_options)}")
+        return load_data_dir(directory, tasks, skip_bad_rows=skip_bad_rows, task_options=self.task_options)

@@ -54,10 +54,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from unified.data import load_data_dir
-
     model = _load_model(args.model)
-    data, reports = load_data_dir(args.data, args.tasks, skip_bad_rows=args.skip_bad_rows)
+    data, reports = model.evaluation_data(args.data, args.tasks, skip_bad_rows=args.skip_bad_rows)
     result = model.evaluate(data, ablate=args.ablate, max_rows=args.max_rows, batch_size=args.batch_size,
                             progress=not args.json)
     skipped = [r.summary() for r in reports if r.skipped]
