@@ -19,12 +19,11 @@ expect shifted features.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from unified.errors import ConfigError, InputError
-from unified.model.encoders import FrozenBackbone
+from unified.errors import ConfigError
+from unified.model.encoders import FrozenBackbone, mel_windows
 
 MODEL_TYPE = "audio-spectrogram-transformer"
 
@@ -58,20 +57,10 @@ class AudioEventEncoder(FrozenBackbone):
     pick = staticmethod(_ast_of)
 
     def forward(self, audio_features: torch.Tensor, audio_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if audio_features.dim() != 4 or audio_features.shape[2] != self.n_mels:
-            raise InputError("audio_features", tuple(audio_features.shape),
-                             f"expected (B, A, {self.n_mels}, F): the AST takes {self.n_mels} mel bins "
-                             "(set processor.n_mels)")
-        B, A, _, Fr = audio_features.shape
-        if tuple(audio_mask.shape) != (B, A, Fr):
-            raise InputError("audio_mask", tuple(audio_mask.shape), f"expected (B, A, F) = {(B, A, Fr)}")
-        x = rearrange(audio_features, "b a c f -> (b a) c f")
-        m = rearrange(audio_mask.bool(), "b a f -> (b a) f")
-        x = x * m[:, None, :].to(x.dtype)
-        windows = max(1, -(-Fr // self.window))
-        pad = windows * self.window - Fr
-        x, m = F.pad(x, (0, pad)), F.pad(m, (0, pad))  # (B A, C, W * window)
-        x = rearrange(x, "n c (w f) -> (n w) f c", w=windows)  # AST reads (batch, time, frequency)
+        B, A = audio_features.shape[:2]
+        x, m, windows = mel_windows(audio_features, audio_mask, self.n_mels, self.window,
+                                    f": the AST takes {self.n_mels} mel bins (set processor.n_mels)")
+        x = x.transpose(1, 2)  # (B A W, window, C): AST reads (batch, time, frequency)
         param = next(self.backbone.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             hidden = self.backbone(input_values=x.to(param.dtype)).last_hidden_state  # (B A W, 2 + P, D_ast)

@@ -382,6 +382,25 @@ class PretrainedVisionEncoder(FrozenBackbone):
         return _encode_frames(self._stem, self.time_embed, pixel_values, frame_times, pixel_mask)
 
 
+def mel_windows(audio_features: torch.Tensor, audio_mask: torch.Tensor, n_mels: int, window: int, hint: str = ""
+                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Log-mels (B, A, C, F) + mask (B, A, F) cut into windows of `window` frames for an encoder with a fixed input
+    length (the last window zero-padded; padded frames zeroed first): (x (B A W, C, window), mask (B A, W window), W).
+    Nothing is cut; `hint` ends the shape error's message."""
+    if audio_features.dim() != 4 or audio_features.shape[2] != n_mels:
+        raise InputError("audio_features", tuple(audio_features.shape), f"expected (B, A, {n_mels}, F){hint}")
+    B, A, _, Fr = audio_features.shape
+    if tuple(audio_mask.shape) != (B, A, Fr):
+        raise InputError("audio_mask", tuple(audio_mask.shape), f"expected (B, A, F) = {(B, A, Fr)}")
+    x = rearrange(audio_features, "b a c f -> (b a) c f")
+    m = rearrange(audio_mask.bool(), "b a f -> (b a) f")
+    x = x * m[:, None, :].to(x.dtype)
+    windows = max(1, -(-Fr // window))
+    pad = windows * window - Fr
+    x, m = F.pad(x, (0, pad)), F.pad(m, (0, pad))  # (B A, C, W * window)
+    return rearrange(x, "n c (w f) -> (n w) c f", w=windows), m, windows
+
+
 def _whisper_encoder(config):
     from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -427,18 +446,8 @@ class PretrainedAudioEncoder(FrozenBackbone):
     pick = staticmethod(_encoder_of)  # Whisper's encoder inside a Whisper checkpoint
 
     def forward(self, audio_features: torch.Tensor, audio_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if audio_features.dim() != 4 or audio_features.shape[2] != self.n_mels:
-            raise InputError("audio_features", tuple(audio_features.shape), f"expected (B, A, {self.n_mels}, F)")
-        B, A, _, Fr = audio_features.shape
-        if tuple(audio_mask.shape) != (B, A, Fr):
-            raise InputError("audio_mask", tuple(audio_mask.shape), f"expected (B, A, F) = {(B, A, Fr)}")
-        x = rearrange(audio_features, "b a c f -> (b a) c f")
-        m = rearrange(audio_mask.bool(), "b a f -> (b a) f")
-        x = x * m[:, None, :].to(x.dtype)
-        windows = max(1, -(-Fr // self.num_frames))  # audio longer than one window is encoded window by window
-        pad = windows * self.num_frames - Fr
-        x, m = F.pad(x, (0, pad)), F.pad(m, (0, pad))  # (B A, n_mels, W * num_frames)
-        x = rearrange(x, "n c (w f) -> (n w) c f", w=windows)
+        B, A = audio_features.shape[:2]
+        x, m, windows = mel_windows(audio_features, audio_mask, self.n_mels, self.num_frames)  # window by window
         param = next(self.backbone.parameters())
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             hidden = self.backbone(x.to(param.dtype)).last_hidden_state  # (B A W, num_frames / 2, D_whisper)

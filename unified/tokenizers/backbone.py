@@ -124,11 +124,9 @@ class BackboneTokenizer(NumberedRanges):
     def token_to_id(self, token: str) -> int:
         if not isinstance(token, str):
             raise InputError("token", token, "expected a str")
-        if token in self._fixed:
-            return self._fixed[token]
-        match = TOKEN_RE.fullmatch(token)
-        if match is not None:
-            return self._numbered_id(match)
+        inline = self._inline_id(token)
+        if inline is not None:
+            return inline
         token_id = self.hf.convert_tokens_to_ids(token)
         if token_id is None or (token_id == self.unk_token_id and token != self.hf.unk_token):
             raise InputError("token", token, "not in the vocabulary")

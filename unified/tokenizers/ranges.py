@@ -10,16 +10,17 @@ from typing import Any
 from unified.tokenizers import boxes as _boxes
 from unified.tokenizers import times as _times
 from unified.tokenizers import values as _values
-from unified.tokenizers.grammar import parse_index
+from unified.tokenizers.grammar import TOKEN_RE, parse_index
 from unified.tokenizers.layout import VocabLayout
 
 
 class NumberedRanges:
     """Mixin: needs `id_ranges` ({"media", "loc", "val", "int", "time", ...: range}, "time" last), `layout`
-    (a `VocabLayout`) and `decode`."""
+    (a `VocabLayout`), `_fixed` ({special or media token string: id}) and `decode`."""
 
     id_ranges: dict[str, range]
     layout: VocabLayout
+    _fixed: dict[str, int]
 
     @property
     def vocab_size(self) -> int:
@@ -107,6 +108,14 @@ class NumberedRanges:
         if hasattr(batch, "tolist"):
             batch = batch.tolist()
         return [self.decode(ids, skip_special_tokens=skip_special_tokens) for ids in batch]
+
+    def _inline_id(self, token: str) -> int | None:
+        """The id of a special, media or numbered token string (``"</s>"``, ``"<video>"``, ``"<loc_12>"``); None for
+        any other string."""
+        if token in self._fixed:
+            return self._fixed[token]
+        match = TOKEN_RE.fullmatch(token)
+        return self._numbered_id(match) if match is not None else None
 
     def _numbered_id(self, match) -> int:
         # Numbered tokens are checked against this layout, so <loc_999> is an error when num_loc_bins=500.

@@ -189,11 +189,9 @@ class UnifiedTokenizer(NumberedRanges):
         """The id of a token string (special, media, numbered, or a SentencePiece piece); others raise."""
         if not isinstance(token, str):
             raise InputError("token", token, "expected a str")
-        if token in self._fixed:
-            return self._fixed[token]
-        match = TOKEN_RE.fullmatch(token)
-        if match is not None:
-            return self._numbered_id(match)
+        inline = self._inline_id(token)
+        if inline is not None:
+            return inline
         sp_id = self.text_model.piece_to_sp_id(token)
         if sp_id is None or self.text_model.text_index[sp_id] < 0:
             raise InputError("token", token, "not in the vocabulary")
