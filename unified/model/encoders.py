@@ -250,11 +250,8 @@ class AudioEncoder(nn.Module):
         self.conv2 = nn.Conv1d(ch, hidden_size, 3, stride=2, padding=1)
 
     def forward(self, audio_features: torch.Tensor, audio_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if audio_features.dim() != 4 or audio_features.shape[2] != self.n_mels:
-            raise InputError("audio_features", tuple(audio_features.shape), f"expected (B, A, {self.n_mels}, F)")
-        B, A, _, Fr = audio_features.shape
-        if tuple(audio_mask.shape) != (B, A, Fr):
-            raise InputError("audio_mask", tuple(audio_mask.shape), f"expected (B, A, F) = {(B, A, Fr)}")
+        check_mels(audio_features, audio_mask, self.n_mels)
+        B, A = audio_features.shape[:2]
         x = rearrange(audio_features, "b a c f -> (b a) c f")
         m = rearrange(audio_mask.bool(), "b a f -> (b a) 1 f")
         x = F.gelu(self.conv1(x * m))  # (B A, ch, F)
@@ -382,16 +379,22 @@ class PretrainedVisionEncoder(FrozenBackbone):
         return _encode_frames(self._stem, self.time_embed, pixel_values, frame_times, pixel_mask)
 
 
-def mel_windows(audio_features: torch.Tensor, audio_mask: torch.Tensor, n_mels: int, window: int, hint: str = ""
-                ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Log-mels (B, A, C, F) + mask (B, A, F) cut into windows of `window` frames for an encoder with a fixed input
-    length (the last window zero-padded; padded frames zeroed first): (x (B A W, C, window), mask (B A, W window), W).
-    Nothing is cut; `hint` ends the shape error's message."""
+def check_mels(audio_features: torch.Tensor, audio_mask: torch.Tensor, n_mels: int, hint: str = "") -> None:
+    """`InputError` unless audio_features is (B, A, n_mels, F) and audio_mask (B, A, F); `hint` ends the message."""
     if audio_features.dim() != 4 or audio_features.shape[2] != n_mels:
         raise InputError("audio_features", tuple(audio_features.shape), f"expected (B, A, {n_mels}, F){hint}")
     B, A, _, Fr = audio_features.shape
     if tuple(audio_mask.shape) != (B, A, Fr):
         raise InputError("audio_mask", tuple(audio_mask.shape), f"expected (B, A, F) = {(B, A, Fr)}")
+
+
+def mel_windows(audio_features: torch.Tensor, audio_mask: torch.Tensor, n_mels: int, window: int, hint: str = ""
+                ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Log-mels (B, A, C, F) + mask (B, A, F) cut into windows of `window` frames for an encoder with a fixed input
+    length (the last window zero-padded; padded frames zeroed first): (x (B A W, C, window), mask (B A, W window), W).
+    Nothing is cut; `hint` ends the shape error's message."""
+    check_mels(audio_features, audio_mask, n_mels, hint)
+    Fr = audio_features.shape[-1]
     x = rearrange(audio_features, "b a c f -> (b a) c f")
     m = rearrange(audio_mask.bool(), "b a f -> (b a) f")
     x = x * m[:, None, :].to(x.dtype)

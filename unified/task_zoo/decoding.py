@@ -29,6 +29,7 @@ import torch
 from unified.errors import InputError
 from unified.model.adapters import select_adapter
 from unified.model.generation import AllowedTokensLogitsProcessor
+from unified.task_zoo.base import ANSWER_MODES, FIXED_LENGTH
 from unified.task_zoo.batching import task_batch, text_batch, to_device
 
 
@@ -38,7 +39,7 @@ def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens
     grammar, eos = task.grammar, tokenizer.eos_token_id
     if grammar == "text":
         return ("text",), {"max_new_tokens": max_new_tokens}
-    if grammar in ("loc", "time", "val"):
+    if grammar in FIXED_LENGTH:
         ids = {"loc": tokenizer.loc_ids, "time": tokenizer.time_ids, "val": tokenizer.val_ids}[grammar]
         count = task.answer_length(row)
         processor = AllowedTokensLogitsProcessor(ids)
@@ -132,8 +133,8 @@ def predict(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, A
     """Typed predictions for rows of one task (str, Box, (start, end), floats, an option, an embedding), as the
     task's `answer_mode` says."""
     mode = task.answer_mode
-    if mode not in ("generate", "rank", "embed"):
-        raise InputError(f"task {task.name!r} answer_mode", mode, "expected 'generate', 'rank' or 'embed'")
+    if mode not in ANSWER_MODES:
+        raise InputError(f"task {task.name!r} answer_mode", mode, f"expected one of {ANSWER_MODES}")
     if mode == "embed":
         return list(embed_rows(task, model, processor, rows, batch_size=kwargs.get("batch_size", 16)))
     if mode == "rank":
