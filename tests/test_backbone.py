@@ -100,8 +100,8 @@ def test_decoding_step_by_step_with_the_cache_equals_one_pass(pair):
         cache, steps = None, []
         for i in range(targets.shape[1]):
             out = ours(encoder_outputs=encoder_outputs, attention_mask=mask, decoder_input_ids=targets[:, i:i + 1],
-                       past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                       cache=cache, use_cache=True)
+            cache = out.cache
             steps.append(out.logits)
     assert cache.get_seq_length() == targets.shape[1]
     assert (torch.cat(steps, dim=1) - full).abs().max().item() <= 1e-5

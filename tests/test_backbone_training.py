@@ -227,7 +227,7 @@ def test_gradient_checkpointing_reaches_the_backbone_and_leaves_gradients_unchan
 
     torch.manual_seed(1)
     plain = grads()
-    model.gradient_checkpointing_enable()
+    getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
     layers = [m for m in model.lm.modules() if getattr(m, "gradient_checkpointing", False)]
     assert layers, "no layer of the backbone checkpoints"
     torch.manual_seed(1)

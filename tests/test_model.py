@@ -126,8 +126,8 @@ def test_cached_generation_equals_uncached():
         past, steps = None, []
         for t in range(cached.shape[1]):
             out = model(encoder_outputs=enc, attention_mask=batch["attention_mask"],
-                        decoder_input_ids=cached[:, t:t + 1], past_key_values=past, use_cache=True)
-            past = out.past_key_values
+                        decoder_input_ids=cached[:, t:t + 1], cache=past, use_cache=True)
+            past = out.cache
             steps.append(out.logits)
     assert torch.allclose(full, torch.cat(steps, dim=1), atol=1e-5)
     # and generate() itself must carry its cache from step to step: its raw logits at every step equal the
@@ -211,7 +211,7 @@ def test_gradient_checkpointing_leaves_outputs_and_grads_unchanged():
         model = tiny_model().train()
         _open_gates(model)
         if checkpointing:
-            model.gradient_checkpointing_enable()
+            getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
         out = model(**batch)
         out.loss.backward()
         grads.append((out.loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()

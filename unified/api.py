@@ -21,12 +21,14 @@ a `Box` (grounding), `(start, end)` seconds (temporal_grounding), floats (regres
 
 from __future__ import annotations
 
+import difflib
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from unified.errors import InputError
@@ -91,36 +93,42 @@ class Model:
         write_servable(path, self.network, self.processor, self.task_options, **kwargs)
 
     # ------------------------------------------------------------------ inference
-    def _rows(self, task: Any, fields: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+    def _rows(self, task: Any, fields: dict[str, Any], source_fps: float | None = None
+              ) -> tuple[list[dict[str, Any]], bool]:
         """Keyword arguments -> rows (one per item of the batched arguments) and whether the input was a batch."""
         given = {k: v for k, v in fields.items() if v is not None}
+        check_fields(task, given)
         media = [m for m in MODALITIES if m in given]
+        if "video" in given or source_fps is not None:
+            given["video"] = with_rate(given.get("video"), source_fps)
         task.media_of({m: given[m] for m in media})  # raises InputError listing what the task accepts / requires
-        sizes = {len(v) for k, v in given.items() if k in media and isinstance(v, (list, tuple))}
-        if len(sizes) > 1:
-            raise InputError("media", sorted(sizes), "batched media must all have the same length")
+        sizes = {k: len(v) for k, v in given.items() if k in media and isinstance(v, (list, tuple))}
+        if len(set(sizes.values())) > 1:
+            raise InputError("media", sizes, "batched media must all have the same length")
         batched = bool(sizes)
-        n = sizes.pop() if sizes else 1
-        rows = []
-        for i in range(n):
-            row = {}
-            for key, value in given.items():
-                listy = key in task.sequence_fields  # options, labels, inputs: a list of lists is per item
-                per_item = key in media or (isinstance(value, list) and len(value) == n and (
-                    not listy or all(isinstance(v, (list, tuple)) for v in value)))
-                row[key] = value[i] if batched and per_item else value
-            rows.append(task.complete(row, self.processor))  # sizes, durations: what users need not give
-        return rows, batched
+        n = next(iter(sizes.values())) if sizes else 1
+        rows = [{} for _ in range(n)]
+        for key, value in given.items():
+            values = [value[i] for i in range(n)] if key in media and batched else per_item(task, key, value, n,
+                                                                                             batched)
+            for row, item in zip(rows, values):
+                row[key] = item
+        return [task.complete(row, self.processor) for row in rows], batched  # sizes, durations: derived
 
     def generate(self, task: str, *, image: Any = None, video: Any = None, audio: Any = None, question: str | None = None,
-                 text: str | None = None, batch_size: int = 16, max_new_tokens: int = 32, **fields: Any) -> Any:
-        """Answer `task` for the given inputs; see the module docstring for inputs and return types."""
+                 text: str | None = None, source_fps: float | None = None, batch_size: int = 16,
+                 max_new_tokens: int = 32, **fields: Any) -> Any:
+        """Answer `task` for the given inputs; see the module docstring for inputs and return types.
+
+        `source_fps` is the frame rate of a video given as frames in memory (a [T, H, W, 3] uint8 array or tensor,
+        or a list of images): required for those, refused for files. Keyword arguments the task does not take
+        (a typo, a target field) raise `InputError` naming them."""
         from unified.task_zoo import build_tasks
         from unified.task_zoo.decoding import predict
 
         task_obj = build_tasks([task], {task: self.task_options.get(task, {})}, self.processor.tokenizer.layout)[task]
         rows, batched = self._rows(task_obj, {"image": image, "video": video, "audio": audio, "question": question,
-                                              "text": text, **fields})
+                                              "text": text, **fields}, source_fps)
         for row in rows:
             task_obj.check_row(row, with_target=False)
         if task_obj.answer_mode == "embed" and not any(m in rows[0] for m in MODALITIES):  # the pair side alone
@@ -169,3 +177,53 @@ class Model:
                 raise InputError("data directory", str(directory), f"holds no file of the tasks this model "
                                  f"was trained on {sorted(self.task_options)}")
         return load_data_dir(directory, tasks, skip_bad_rows=skip_bad_rows, task_options=self.task_options)
+
+
+# ---------------------------------------------------------------------------------------------- keyword arguments
+def check_fields(task: Any, given: Mapping[str, Any]) -> None:
+    """Raise `InputError` for a keyword argument `task` would not use: a typo, a field of another task, or one of
+    its target fields (what it answers). A contrastive task's pair side (retrieval's `text`) is an input."""
+    inputs = task.input_fields
+    for key in given:
+        if key in inputs or key in MODALITIES:
+            continue
+        if key in task.target_fields:
+            raise InputError(f"{task.name} {key}", given[key], "is what this task answers (a target field), not an "
+                             f"input; its inputs are {sorted(inputs)} and media {sorted(task.accepts)}")
+        close = difflib.get_close_matches(key, [*inputs, *MODALITIES, "source_fps"], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise InputError(f"{task.name} keyword", key, f"not an input of this task{hint} It takes media "
+                         f"{sorted(task.accepts)} and fields {sorted(inputs)}")
+
+
+def per_item(task: Any, key: str, value: Any, n: int, batched: bool) -> list[Any]:
+    """One keyword argument's value for each of `n` items: a list of n values (a list of n lists for list-valued
+    fields such as `options`) is one per item; anything else is shared. A list of another length raises."""
+    listy = key in task.sequence_fields  # options, labels, inputs: the value itself is a list
+    if not isinstance(value, (list, tuple)) or (listy and not all(isinstance(v, (list, tuple)) for v in value)):
+        return [value] * n
+    if not batched:
+        what = f"a list of {len(value)} lists" if listy else f"a list of {len(value)}"
+        raise InputError(key, value, f"{what} for one input; give the media as a list of {len(value)} to batch")
+    if len(value) != n:
+        raise InputError(key, f"{len(value)} item(s)", f"the batch has {n} media item(s); give one {key} per item "
+                         "or a single value shared by all")
+    return list(value)
+
+
+def with_rate(video: Any, source_fps: float | None) -> Any:
+    """Videos given as frames in memory ([T, H, W, 3] uint8 arrays or tensors) wrapped with their rate
+    (`unified.media.video.Frames`); files and bytes as given. Frames without a rate raise: taking them as 1 fps
+    would misplace every moment in time."""
+    from unified.media.video import Frames
+
+    items = list(video) if isinstance(video, (list, tuple)) else [video]
+    arrays = [isinstance(v, (np.ndarray, torch.Tensor)) for v in items]
+    if source_fps is not None and not any(arrays):
+        raise InputError("source_fps", source_fps, "only for a video given as frames in memory; a file or "
+                         "bytes carry their own rate")
+    if any(arrays) and source_fps is None:
+        raise InputError("video", "frames in memory", "give source_fps= (their frame rate); a file's rate is read "
+                         "from the file")
+    out = [Frames(v, source_fps) if is_array else v for v, is_array in zip(items, arrays)]
+    return out if isinstance(video, (list, tuple)) else out[0]

@@ -96,6 +96,24 @@ class Video:
         return int(self.frames.shape[0])
 
 
+@dataclass(frozen=True)
+class Frames:
+    """Frames in memory with their rate: a uint8 [T, H, W, 3] array or tensor (or a list of images) shown at
+    `fps` frames per second. `Model.generate(video=array, source_fps=...)` wraps arrays in it; `load_video`
+    takes it like any source.
+
+        >>> load_video(Frames(np.zeros((6, 8, 8, 3), np.uint8), fps=4.0)).duration
+        1.5
+    """
+
+    frames: Any
+    fps: float
+
+    def __post_init__(self) -> None:
+        if not _positive_real(self.fps):
+            raise InputError("source_fps", self.fps, "expected a positive, finite number of frames per second")
+
+
 def sample_times(
     duration: float, *, fps: float | None = 1.0, max_frames: int = 32, num_frames: int | None = None
 ) -> list[float]:
@@ -127,7 +145,7 @@ def load_video(
     """Sample frames from a video file, encoded bytes, a [T, H, W, 3] uint8 array/tensor or a list of images.
 
     Args:
-        source: a path (str or Path), bytes, numpy/torch uint8 [T, H, W, 3], or a list of images.
+        source: a path (str or Path), bytes, numpy/torch uint8 [T, H, W, 3], a list of images, or `Frames`.
         fps: frames per second to sample (t = k / fps); None to sample `num_frames` uniformly instead.
         max_frames: most frames fps sampling returns; beyond it, max_frames are spread uniformly.
         num_frames: with fps=None, how many frames to take at the centres of equal segments.
@@ -147,6 +165,10 @@ def load_video(
         if source_fps is not None:
             raise InputError("source_fps", source_fps, "only for in-memory frames; a file has its own rate")
         return _load_file(source, sampling)
+    if isinstance(source, Frames):
+        if source_fps is not None and float(source_fps) != float(source.fps):
+            raise InputError("source_fps", source_fps, f"the frames already carry fps={source.fps:g}")
+        return _load_frames(source.frames, float(source.fps), sampling)
     if isinstance(source, (np.ndarray, torch.Tensor, list, tuple)):
         return _load_frames(source, 1.0 if source_fps is None else float(source_fps), sampling)
     raise InputError(
@@ -254,7 +276,15 @@ def _load_file(source: Any, sampling: dict) -> Video:
         raise MediaDecodeError("video", shown, f"not a decodable video ({err})") from err
 
 
+IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe", "ppm_pipe",
+                 "pgm_pipe", "pam_pipe", "qoi_pipe", "j2k_pipe", "jpegxl_pipe")  # still pictures (an animated
+# gif is a video)
+
+
 def _video_stream(container: Any, shown: Any) -> Any:
+    if container.format.name in IMAGE_FORMATS:
+        raise MediaDecodeError("video", shown, f"a still image ({container.format.name}), not a video; give it as "
+                               "image=, or frames in memory as a [T, H, W, 3] array with source_fps=")
     # The first video stream that is not an "attached picture" (album art in mp3/m4a, thumbnails in mp4).
     moving = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
     if not moving:

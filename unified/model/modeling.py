@@ -420,7 +420,7 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
-        return Seq2SeqLMOutput(loss=loss, logits=logits, past_key_values=past_key_values,
+        return Seq2SeqLMOutput(loss=loss, logits=logits, cache=past_key_values,
                                decoder_hidden_states=tuple(hidden) if hidden else None,
                                encoder_last_hidden_state=encoder_outputs.last_hidden_state,
                                encoder_hidden_states=encoder_outputs.hidden_states)
@@ -439,7 +439,7 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
         out = self.lm(attention_mask=mask, encoder_outputs=states, decoder_input_ids=decoder_input_ids,
                       decoder_attention_mask=decoder_attention_mask, labels=labels, cache=past_key_values,
                       use_cache=use_cache, output_hidden_states=bool(output_hidden_states))
-        return Seq2SeqLMOutput(loss=out.loss, logits=out.logits, past_key_values=out.cache,
+        return Seq2SeqLMOutput(loss=out.loss, logits=out.logits, cache=out.cache,
                                decoder_hidden_states=out.decoder_hidden_states,
                                encoder_last_hidden_state=encoder_outputs.last_hidden_state,
                                encoder_hidden_states=encoder_outputs.hidden_states)

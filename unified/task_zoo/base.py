@@ -39,6 +39,8 @@ The protocol, with each hook's default:
                                      prints it
       contrastive                    trained with InfoNCE between `to_example` and `pair_example` (grammar
                                      "embedding"), not through the LM head
+      increasing                     (later, earlier) pairs of answer tokens whose bins must increase (a box's
+                                     x2 > x1: (2, 0)); decoding enforces them
     hooks (methods)
       complete(row, media)           a row given at inference -> the row with its derived fields (default: as is)
       inputs(row)                    a data row -> what `Model.generate` is given (the row minus target fields)
@@ -47,6 +49,7 @@ The protocol, with each hook's default:
                                      gets synthetic training data, evaluation rows and a demo row
       answer_mode                    "generate" (under the grammar), "rank" (options by likelihood) or "embed"
       answer_length(row)             tokens of the answer: exact for loc/time/val, at most for int, None for text
+      allowed_bins(row)              the bins a loc/time/val answer may use (default: all; regress: value_range)
       choices(row)                   what the "options" grammar may write (default: `options(row, None)`)
       vocabulary(rows, rng)          texts the tokenizer must cover (prompts, targets, option labels, pair texts)
       evaluate(model, processor, rows)   (metrics, details): predict + `score` + `details`, or retrieval metrics
@@ -116,6 +119,7 @@ class Task:
     list_fields: ClassVar[tuple[str, ...]] = ()  # fields whose value is a list, besides those the example row shows
     example_row: ClassVar[Mapping[str, Any]] = {}  # a complete training row (registration runs the task on it)
     contrastive: ClassVar[bool] = False  # InfoNCE between `to_example` and `pair_example` instead of the LM loss
+    increasing: ClassVar[tuple[tuple[int, int], ...]] = ()  # (later, earlier) answer tokens: later's bin is greater
     layout: VocabLayout = VocabLayout()
 
     def __init__(self, **options: Any):
@@ -195,6 +199,10 @@ class Task:
             raise NotImplementedError(f"{type(self).__name__}.answer_length (grammar {self.grammar!r})")
         return None
 
+    def allowed_bins(self, row: Mapping[str, Any]) -> range | None:
+        """For the loc/time/val grammars, the bins the answer may use (None: all of them)."""
+        return None
+
     def choices(self, row: Mapping[str, Any]) -> list[str] | None:
         """What an "options" task may answer for this row (and, in "rank" mode, the texts that are scored)."""
         return self.options(row, None)
@@ -257,6 +265,13 @@ class Task:
         """Fields whose value is itself a list (`list_fields` and the example row's lists): `Model.generate` takes a
         list of such lists as one per item."""
         return {*self.list_fields, *(k for k, v in self.example_row.items() if isinstance(v, (list, tuple)))}
+
+    @property
+    def input_fields(self) -> set[str]:
+        """The fields `Model.generate` takes besides media: row, optional and derived fields minus the target
+        fields (a contrastive task's pair side, retrieval's `text`, is answered alone, so it stays)."""
+        fields = {*self.row_fields, *self.optional_fields, *self.derived_fields}
+        return fields if self.contrastive else fields - set(self.target_fields)
 
     def inputs(self, row: Mapping[str, Any]) -> dict[str, Any]:
         """What `Model.generate` is given for a data row: its media and fields minus the target side."""
@@ -358,6 +373,10 @@ def validate_task_class(cls: type[Task]) -> None:
         fail("contrastive", cls.contrastive, "contrastive tasks and only they use the 'embedding' grammar")
     if cls.contrastive and cls.pair_example is Task.pair_example:
         fail("pair_example", None, "a contrastive task must define pair_example(row)")
+    for pair in cls.increasing:
+        if cls.grammar not in FIXED_LENGTH or len(pair) != 2 or not 0 <= pair[1] < pair[0]:
+            fail("increasing", cls.increasing, f"expected (later, earlier) token positions, later > earlier >= 0, "
+                 f"for a grammar in {FIXED_LENGTH}")
     if cls.grammar in FIXED_LENGTH and cls.answer_length is Task.answer_length:
         fail("answer_length", None, f"grammar {cls.grammar!r} writes an exact number of tokens: define "
              "answer_length(row)")

@@ -2,10 +2,16 @@
 goes through the task's `parse`.
 
     grammar     the decoder may write                         tokens
-    text        anything                                      up to `max_new_tokens`
+    text        text: no media, location, value, int or       up to `max_new_tokens`
+                time token (nor pad / bos)
     loc         location tokens only                          exactly `task.answer_length(row)` (a box: 4)
     time        time tokens only                              exactly `task.answer_length(row)` (a span: 2)
     val         value tokens only                             exactly `task.answer_length(row)`
+
+For loc / time / val, `task.allowed_bins(row)` may narrow the bins (regress: its row's `value_range`) and
+`task.increasing` orders them: grounding's (2, 0), (3, 1) keep x1 < x2 and y1 < y2, temporal grounding's (1, 0)
+keeps start < end. Location bins span the image and time bins the clip, so boxes stay inside the image and spans
+inside the clip by construction.
     int         integer tokens, then eos                      up to `task.answer_length(row)` (default 4)
     options     one of `task.choices(row)`                    a choice, then eos
     embedding   nothing: the embedding head answers           -
@@ -28,7 +34,11 @@ import torch
 
 from unified.errors import InputError
 from unified.model.adapters import select_adapter
-from unified.model.generation import AllowedTokensLogitsProcessor
+from unified.model.generation import (
+    AllowedTokensLogitsProcessor,
+    BinsLogitsProcessor,
+    TextOnlyLogitsProcessor,
+)
 from unified.task_zoo.base import ANSWER_MODES, FIXED_LENGTH
 from unified.task_zoo.batching import task_batch, text_batch, to_device
 
@@ -38,12 +48,15 @@ def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens
     """(group key, `generate` keyword arguments) for one row under its task's grammar."""
     grammar, eos = task.grammar, tokenizer.eos_token_id
     if grammar == "text":
-        return ("text",), {"max_new_tokens": max_new_tokens}
+        closed = {i for i in (tokenizer.pad_token_id, tokenizer.bos_token_id) if i is not None} - {eos}
+        text_only = TextOnlyLogitsProcessor(tokenizer.first_non_text_id, closed)
+        return ("text",), {"max_new_tokens": max_new_tokens, "logits_processor": [text_only]}
     if grammar in FIXED_LENGTH:
         ids = {"loc": tokenizer.loc_ids, "time": tokenizer.time_ids, "val": tokenizer.val_ids}[grammar]
-        count = task.answer_length(row)
-        processor = AllowedTokensLogitsProcessor(ids)
-        return (grammar, count), {"max_new_tokens": count, "min_new_tokens": count, "logits_processor": [processor]}
+        count, bins = task.answer_length(row), task.allowed_bins(row)
+        processor = BinsLogitsProcessor(ids, bins=bins, increasing=task.increasing)
+        return (grammar, count, bins), {"max_new_tokens": count, "min_new_tokens": count,
+                                        "logits_processor": [processor]}
     if grammar == "int":
         processor = AllowedTokensLogitsProcessor([*tokenizer.int_ids, eos])
         longest = task.answer_length(row)

@@ -70,6 +70,11 @@ class BackboneTokenizer(NumberedRanges):
         self._prefix = [wrapped[0]] if wrapped and wrapped[0] == self.bos_token_id != self.eos_token_id else []
         self._suffix = [self.eos_token_id]
 
+    @property
+    def text_stop(self) -> int:
+        """One past the backbone tokenizer's own ids; rows from here to `base` are unused padding rows."""
+        return len(self.hf)
+
     # ------------------------------------------------------------------ building and saving
     @classmethod
     def from_backbone(cls, path: str | Path, layout: VocabLayout | None = None,

@@ -62,6 +62,12 @@ class NumberedRanges:
         return self.id_ranges["time"]
 
     @property
+    def first_non_text_id(self) -> int:
+        """Every id from here up is a media placeholder, a numbered token or an unused row: what free text may not
+        write (`unified.model.generation.TextOnlyLogitsProcessor`)."""
+        return min(self.media_ids.start, getattr(self, "text_stop", self.media_ids.start))
+
+    @property
     def ordinal_ranges(self) -> list[list[int]]:
         """[[start, stop], ...] of the numbered ranges whose order means distance (loc, val, time), for
         `TextConfig.ordinal_ranges`."""

@@ -90,7 +90,8 @@ class Run:
         if cfg.data.media_cache_mb:
             self.processor.cache_media(cfg.data.media_cache_mb * 2**20)  # each clip decoded once, not per epoch
         if cfg.model.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+            # transformers >= 5.2x renamed it activation_checkpointing_enable (the old name warns)
+            getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
         self.tasks = build_tasks(self.train_rows, cfg.task_options, self.tokenizer.layout)  # the run's tasks
         preflight(self.tasks, {n: [*self.train_rows.get(n, []), *self.eval_rows.get(n, [])] for n in self.tasks},
                   self.processor)

@@ -22,6 +22,7 @@ class Grounding(Task):
     row_fields = ("phrase", "box", "image_size")
     target_fields = ("box",)
     derived_fields = ("image_size",)  # (width, height) in pixels; read from the image or video when not given
+    increasing = ((2, 0), (3, 1))  # x2 > x1, y2 > y1: decoding never writes an empty or inverted box
     example_row = {"image": "images/train_00001.png", "phrase": "red circle", "box": [12, 30, 28, 46],
                    "image_size": [64, 64]}
 
@@ -59,6 +60,7 @@ class TemporalGrounding(Task):
     row_fields = ("question", "span", "duration")
     target_fields = ("span",)
     derived_fields = ("duration",)  # seconds; read from the video when not given
+    increasing = ((1, 0),)  # end > start
     example_row = {"video": "clips/train_00001.mp4", "question": "when does the beep sound?", "span": [1.0, 1.5],
                    "duration": 4.0}
 

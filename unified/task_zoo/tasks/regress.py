@@ -13,6 +13,7 @@ from unified.errors import InputError
 from unified.task_zoo.base import Task
 from unified.task_zoo.registry import register_task
 from unified.tokenizers import tokens_to_values, values_to_tokens
+from unified.tokenizers.values import value_to_bin
 
 
 @register_task("regress")
@@ -41,6 +42,24 @@ class Regress(Task):
         super().check_row(row, with_target)
         if row.get("question") is None and row.get("inputs") is None:
             raise InputError("regress row", sorted(row), "needs a 'question' or Gato-style 'inputs'")
+        bounds = row.get("value_range")
+        if bounds is not None:
+            if (not isinstance(bounds, (list, tuple)) or len(bounds) != 2
+                    or not all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+                    or not bounds[0] < bounds[1]):
+                raise InputError("regress value_range", bounds, "expected [low, high] numbers with low < high")
+            if with_target:
+                outside = [v for v in row["values"] if not bounds[0] <= v <= bounds[1]]
+                if outside:
+                    raise InputError("regress values", outside, f"outside the row's value_range {list(bounds)}")
+
+    def allowed_bins(self, row: Mapping[str, Any]) -> range | None:
+        """With a `value_range`, only the value bins inside it: answers never leave the declared range."""
+        bounds = row.get("value_range")
+        if bounds is None:
+            return None
+        n = self.layout.num_value_bins
+        return range(value_to_bin(bounds[0], n), value_to_bin(bounds[1], n) + 1)
 
     def prompt(self, row, media, rng):
         if row.get("inputs") is not None:
