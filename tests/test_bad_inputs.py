@@ -5,12 +5,18 @@ Each case is (name, call, error class, pattern the message must match). `call` t
 
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 from task_rows import tiny_stack, write_media
 
 from unified import Model
-from unified.errors import InputError, MediaDecodeError, UnifiedError
+from unified.data import read_rows
+from unified.errors import ConfigError, InputError, MediaDecodeError, UnifiedError
+from unified.training.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +26,45 @@ def env(tmp_path_factory):
     Model(network, processor).save_pretrained(directory)
     media = write_media(tmp_path_factory.mktemp("media"))
     return {"model": Model.from_pretrained(directory), "media": media, "dir": directory,
-            "frames": np.zeros((6, 16, 16, 3), np.uint8)}
+            "frames": np.zeros((6, 16, 16, 3), np.uint8), "tmp": tmp_path_factory.mktemp("cases")}
+
+
+def _rows(task, row, suffix=".jsonl", **kwargs):
+    """A data file in a fresh folder holding `row` (media names "@video" etc. copied in next to it) -> read_rows."""
+    def call(e):
+        folder = e["tmp"] / f"rows{len(list(e['tmp'].iterdir()))}"
+        (folder / "sub").mkdir(parents=True)
+        fixed = {}
+        for key, value in row.items():
+            if isinstance(value, str) and value.startswith("@"):
+                source = e["media"][value[1:]]
+                shutil.copy(source, folder / Path(source).name)
+                value = Path(source).name
+            fixed[key] = value
+        path = folder / "sub" / f"{task}{suffix}" if kwargs.pop("nested", False) else folder / f"{task}{suffix}"
+        path.write_text(json.dumps(fixed) + "\n")
+        return read_rows(path, task, **kwargs)
+    return call
+
+
+def _config(text=None, overrides=()):
+    def call(e):
+        path = None
+        if text is not None:
+            path = e["tmp"] / "config.yaml"
+            path.write_text(text)
+        return load_config(path, list(overrides))
+    return call
+
+
+def _pickled_model(e):
+    folder = e["tmp"] / "pickled"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(e["dir"] / "config.json", folder / "config.json")
+    import torch
+
+    torch.save({"shared.weight": torch.zeros(2, 2)}, folder / "pytorch_model.bin")
+    return Model.from_pretrained(folder)
 
 
 def _gen(task, **kwargs):
@@ -60,6 +104,35 @@ CASES = [
      InputError, r"source_fps=4"),
     ("generate/bad-rate", lambda e: e["model"].generate(task="caption", video=e["frames"], source_fps=-1),
      InputError, r"source_fps=-1: expected a positive"),
+    # data files: fields of the wrong kind, paths that leave the data directory
+    ("data/number-as-media-path", _rows("vqa", {"video": 7, "question": "q?", "answer": "a"}),
+     InputError, r"vqa.jsonl row 1.*video=7: expected a media file path \(str\), got int"),
+    ("data/list-as-question", _rows("vqa", {"video": "@video", "question": ["a", "b"], "answer": "a"}),
+     InputError, r"vqa.jsonl row 1: vqa question=\['a', 'b'\]: expected text, got list"),
+    ("data/text-as-options", _rows("video_mcqa", {"video": "@video", "question": "q?", "options": "a, b",
+                                                   "answer_index": 0}),
+     InputError, r"video_mcqa.jsonl row 1: video_mcqa options='a, b': expected list"),
+    ("data/path-outside-directory", _rows("vqa", {"video": "../clip.mp4", "question": "q?", "answer": "a"},
+                                          nested=True),
+     InputError, r"row 1.*'../clip.mp4': points outside the data directory"),
+    ("data/value-outside-range", _rows("regress", {"question": "q?", "values": [300.0], "value_range": [0, 10]}),
+     InputError, r"regress values=\[300.0\]: outside the row's value_range \[0, 10\]"),
+    ("data/inverted-value-range", _rows("regress", {"question": "q?", "values": [3.0], "value_range": [10, 0]}),
+     InputError, r"value_range=\[10, 0\]: expected \[low, high\]"),
+    # configs: ranges, object tags
+    ("config/negative-lr", _config(overrides=["data.synthetic.n_train=4", "optim.lr=-0.001"]),
+     ConfigError, r"'optim.lr'=-0.001: expected a learning rate > 0"),
+    ("config/dropout-above-1", _config(overrides=["data.synthetic.n_train=4", "lora.dropout=1.5"]),
+     ConfigError, r"'lora.dropout'=1.5: expected a probability"),
+    ("config/yaml-object-tag", _config("optim: !!python/object/apply:os.system ['echo owned']\n"),
+     ConfigError, r"config.yaml.*object tags .* are refused"),
+    ("config/override-object-tag", _config(overrides=["optim.lr=!!python/object/apply:os.system [ls]"]),
+     ConfigError, r"'optim.lr'.*not a YAML value"),
+    # saved models: pickle weights are refused
+    ("from_pretrained/pickle-weights", _pickled_model,
+     InputError, r"model=.*pickled.*holds weights only as pickle \(pytorch_model.bin\)"),
+    ("from_pretrained/not-a-model", lambda e: Model.from_pretrained(e["tmp"]),
+     InputError, r"not a saved model: no config.json"),
 ]
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from unified.errors import InputError
-from unified.saving import read_task_options, write_servable
+from unified.saving import read_task_options, require_safetensors, write_servable
 from unified.task_zoo.base import MODALITIES
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
@@ -71,7 +71,8 @@ class Model:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise InputError("model", str(path), "not a saved model: no config.json there")
-        network = UnifiedModel.from_pretrained(path, dtype=dtype or torch.float32)
+        require_safetensors(path, "model")
+        network = UnifiedModel.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
         load_saved_adapters(network, path)  # per-task LoRA adapters, chosen by task in generate/evaluate
         if device is not None:
             network.to(device)

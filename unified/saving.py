@@ -17,6 +17,20 @@ from typing import Any
 from unified.errors import InputError
 
 TASK_OPTIONS = "task_options.json"  # {task: its options} for every task the model was trained on
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")  # formats that can run code when loaded
+
+
+def require_safetensors(path: str | Path, what: str) -> None:
+    """Refuse a model directory whose weights exist only in a pickle format (`pytorch_model.bin`...): loading one
+    can run code. `InputError` naming the directory, the files and the way out."""
+    folder = Path(path)
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise InputError(what, str(path), f"holds weights only as pickle ({', '.join(pickled)}), which can run code "
+                         "when loaded; only safetensors are read. Convert them where the source is trusted: "
+                         "model.save_pretrained(dir, safe_serialization=True)")
 
 
 def write_servable(directory: str | Path, model: Any, processor: Any,

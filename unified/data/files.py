@@ -11,11 +11,20 @@ error much later (an undecodable clip in a batch) still names the file and row.
 
 A bad row raises `InputError` naming the file and row; with `skip_bad_rows=True` it is skipped, counted and listed in
 the `RowReport` instead. Nothing disappears silently.
+
+Field kinds follow the task's example row (`Task.field_kinds`): a list or mapping where text belongs (a question, a
+caption) or a number where a media path belongs is a bad row; a number where text belongs becomes its text (`3` ->
+``"3"``: CSV readers type a column of digits as numbers).
+
+Media paths: absolute paths are taken as given; a relative path must stay inside the data file's directory
+(``../../x.mp4`` is a bad row) unless `allow_outside_paths=True` (the config's `data.allow_outside_paths`). Paths
+are compared as written, so a symlinked folder inside the directory is fine.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,8 +91,8 @@ def _maybe_json(value: Any) -> Any:
     return value
 
 
-def _resolve_media(row: dict[str, Any], base: Path | None) -> None:
-    """Make media paths absolute (relative to `base`) and check the files exist."""
+def _resolve_media(row: dict[str, Any], base: Path | None, allow_outside_paths: bool = False) -> None:
+    """Make media paths absolute (relative to `base`) and check they are paths, inside `base`, and exist."""
     for column in MEDIA_COLUMNS:
         value = row.get(column)
         if value is None:
@@ -91,30 +100,44 @@ def _resolve_media(row: dict[str, Any], base: Path | None) -> None:
         items = value if isinstance(value, list) else [value]
         resolved = []
         for item in items:
-            if isinstance(item, str):
-                path = Path(item) if base is None or Path(item).is_absolute() else base / item
-                if not path.is_file():
-                    raise InputError(column, item, f"missing file {path}")
-                item = str(path)
-            resolved.append(item)
+            if not isinstance(item, str) or not item:
+                raise InputError(column, item, f"expected a media file path (str), got {type(item).__name__}")
+            path = Path(item) if base is None or Path(item).is_absolute() else base / item
+            if base is not None and not Path(item).is_absolute() and not allow_outside_paths:
+                inside = os.path.normpath(base.absolute())
+                if os.path.commonpath([inside, os.path.normpath(path.absolute())]) != inside:
+                    raise InputError(column, item, f"points outside the data directory {base} (set "
+                                     "data.allow_outside_paths: true, or give an absolute path, to allow it)")
+            if not path.is_file():
+                raise InputError(column, item, f"missing file {path}")
+            resolved.append(str(path))
         row[column] = resolved if isinstance(value, list) else resolved[0]
 
 
+def _text_numbers(row: dict[str, Any], task: Any) -> None:
+    # a number where the task takes text is that text (CSV types a column of digits as numbers)
+    for key, kind in task.field_kinds.items():
+        value = row.get(key)
+        if kind == "text" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            row[key] = str(value)
+
+
 def _check_rows(raw: Iterable[Mapping[str, Any]], name: str, base: Path | None, task: Any,
-                skip_bad_rows: bool) -> tuple[list[dict[str, Any]], RowReport]:
+                skip_bad_rows: bool, allow_outside_paths: bool = False) -> tuple[list[dict[str, Any]], RowReport]:
     report = RowReport(name)
     rows = []
     for index, original in enumerate(raw, start=1):
         row = {k: v for k, v in dict(original).items() if v is not None}  # Arrow fills absent columns with None
         row["_source"] = f"{name}:{index}"
         try:
-            _resolve_media(row, base)
+            _resolve_media(row, base, allow_outside_paths)
             if task is not None:
+                _text_numbers(row, task)
                 task.check_row(row)
                 task.media_of(row)
         except InputError as exc:
             if not skip_bad_rows:
-                raise InputError(f"{name} row {index}", exc.value, exc.reason) from exc
+                raise InputError(f"{name} row {index}: {exc.what}", exc.value, exc.reason) from exc
             report.skipped.append(BadRow(row["_source"], exc.reason))
             continue
         rows.append(row)
@@ -130,11 +153,11 @@ def _task(task: Any) -> Any:
     return get_task(task)
 
 
-def read_rows(path: str | Path, task: Any = None, *, skip_bad_rows: bool = False
+def read_rows(path: str | Path, task: Any = None, *, skip_bad_rows: bool = False, allow_outside_paths: bool = False
               ) -> tuple[list[dict[str, Any]], RowReport]:
     """One JSONL/CSV/parquet file -> (rows, report). `task` (a name or a `Task`) checks each row's fields and media."""
     path = Path(path)
-    return _check_rows(_read_table(path), path.name, path.parent, _task(task), skip_bad_rows)
+    return _check_rows(_read_table(path), path.name, path.parent, _task(task), skip_bad_rows, allow_outside_paths)
 
 
 def rows_from_dataset(dataset: Any, task: Any = None, *, base_dir: str | Path | None = None,
@@ -144,7 +167,7 @@ def rows_from_dataset(dataset: Any, task: Any = None, *, base_dir: str | Path | 
 
 
 def load_data_dir(directory: str | Path, tasks: Iterable[str] | None = None, *, skip_bad_rows: bool = False,
-                  task_options: Mapping[str, Mapping[str, Any]] | None = None
+                  task_options: Mapping[str, Mapping[str, Any]] | None = None, allow_outside_paths: bool = False
                   ) -> tuple[dict[str, list[dict[str, Any]]], list[RowReport]]:
     """A directory with one file per task (`{task}.jsonl|.csv|.parquet`) -> ({task: rows}, reports).
 
@@ -167,6 +190,7 @@ def load_data_dir(directory: str | Path, tasks: Iterable[str] | None = None, *, 
     built = build_tasks(wanted, {n: o for n, o in (task_options or {}).items() if n in wanted})
     rows, reports = {}, []
     for name in wanted:
-        rows[name], report = read_rows(files[name], built[name], skip_bad_rows=skip_bad_rows)
+        rows[name], report = read_rows(files[name], built[name], skip_bad_rows=skip_bad_rows,
+                                       allow_outside_paths=allow_outside_paths)
         reports.append(report)
     return rows, reports

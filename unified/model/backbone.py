@@ -134,7 +134,8 @@ def copy_lm_weights(lm: nn.Module, path, ordinal: list | None = None, width: flo
     from unified.model.pretrained import load_local
 
     source = load_local(path, "text.pretrained_path",
-                        lambda p: AutoModelForSeq2SeqLM.from_pretrained(p, local_files_only=True, dtype=torch.float32))
+                        lambda p: AutoModelForSeq2SeqLM.from_pretrained(p, local_files_only=True, dtype=torch.float32,
+                                                                          use_safetensors=True))
     theirs, own = source.state_dict(), lm.state_dict()
     missing = sorted(set(own) - set(theirs))
     if missing:

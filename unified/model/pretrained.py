@@ -80,10 +80,13 @@ def load_local(path: str | Path, field: str, loader: Callable | None = None) -> 
     """`loader(path)` (default `AutoModel.from_pretrained(path, local_files_only=True)`); never the network."""
     from transformers import AutoModel
 
+    from unified.saving import require_safetensors
+
     p = local_dir(path, field)
+    require_safetensors(p, field)
     try:
         if loader is None:
-            return AutoModel.from_pretrained(str(p), local_files_only=True)
+            return AutoModel.from_pretrained(str(p), local_files_only=True, use_safetensors=True)
         return loader(str(p))
     except Exception as exc:  # transformers raises many types for a malformed checkpoint
         raise InputError(field, str(path), f"could not load a transformers model: {exc}") from exc

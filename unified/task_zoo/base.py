@@ -140,11 +140,23 @@ class Task:
         return media
 
     def check_row(self, row: Mapping[str, Any], with_target: bool = True) -> None:
-        """Raise `InputError` naming the fields a row lacks (the target's only when `with_target`)."""
+        """Raise `InputError` naming the fields a row lacks (the target's only when `with_target`) or holds as the
+        wrong kind (`field_kinds`: a list where text belongs, text where a list belongs)."""
         needed = [f for f in self.row_fields if with_target or f not in self.target_fields]
         missing = [f for f in needed if row.get(f) is None]
         if missing:
             raise InputError(f"{self.name} row", sorted(row), f"missing field(s) {missing}")
+        for key, kind in self.field_kinds.items():
+            value = row.get(key)
+            if value is not None and not KIND_CHECKS[kind](value):
+                raise InputError(f"{self.name} {key}", value, f"expected {kind}, got {type(value).__name__}")
+
+    @property
+    def field_kinds(self) -> dict[str, str]:
+        """{field: "text" | "number" | "list" | "mapping" | "flag"}, from the example row's values and
+        `list_fields`; media columns are paths and checked where they are read."""
+        kinds = {key: _kind_of(value) for key, value in self.example_row.items() if key not in MODALITIES}
+        return {**kinds, **dict.fromkeys(self.list_fields, "list")}
 
     def complete(self, row: Mapping[str, Any], media: Any) -> dict[str, Any]:
         """A row given at inference -> the row with the fields a user should not have to give (`derived_fields`
@@ -400,6 +412,25 @@ def validate_task_class(cls: type[Task]) -> None:
             task.pair_example(row)
     except Exception as err:  # noqa: BLE001  (whatever the task raises on its own example is reported)
         fail("example_row", row, f"the task fails on it: {type(err).__name__}: {err}")
+
+
+KIND_CHECKS = {
+    "text": lambda v: isinstance(v, str),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "list": lambda v: isinstance(v, (list, tuple)),
+    "mapping": lambda v: isinstance(v, Mapping),
+    "flag": lambda v: isinstance(v, bool),
+}
+
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "flag"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return "mapping" if isinstance(value, Mapping) else "text"
 
 
 def _as_list(value: Any) -> list[Any]:

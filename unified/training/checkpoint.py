@@ -1,7 +1,8 @@
 """Atomic, resumable checkpoints.
 
 A checkpoint is a directory `step-{N:08d}/` holding the model (safetensors) with its vocabulary and processor, and
-`trainer.pt` (optimizer, scheduler, sampler, data position, RNG states). It is written into a temporary sibling and
+`trainer.pt` (optimizer, scheduler, sampler, data position, RNG states: tensors and plain values only, read back
+with torch's restricted `weights_only` loader). It is written into a temporary sibling and
 renamed into place, so a run killed mid-write leaves the previous checkpoint intact and never a half-written one.
 """
 
@@ -16,18 +17,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from unified.errors import InputError
 from unified.saving import write_servable
 
 PREFIX = "step-"
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)]
+    return {"python": random.getstate(), "numpy": numpy_state, "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
 
 
@@ -70,4 +75,16 @@ def latest_checkpoint(root: str | Path) -> Path | None:
 
 
 def load_trainer_state(path: str | Path) -> dict[str, Any]:
-    return torch.load(Path(path) / "trainer.pt", weights_only=False)  # our own file: RNG states are not tensors
+    """`trainer.pt` read with torch's restricted loader (`weights_only=True`: tensors, numbers, strings and
+    containers only, never code), so a checkpoint directory from elsewhere cannot run anything."""
+    file = Path(path) / "trainer.pt"
+    try:
+        state = torch.load(file, weights_only=True)
+    except FileNotFoundError:
+        raise InputError("checkpoint", str(path), "no trainer.pt: not a training checkpoint") from None
+    except Exception as err:  # noqa: BLE001  (torch raises UnpicklingError, RuntimeError... for a foreign file)
+        raise InputError("checkpoint", str(file), f"not a trainer state this library wrote, or one holding "
+                         f"objects beyond tensors and plain values ({type(err).__name__}: {err})"[:400]) from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise InputError("checkpoint", str(file), "not a trainer state (no step)")
+    return state

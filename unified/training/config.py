@@ -56,6 +56,7 @@ class DataSection:
     tasks: list | None = None  # default: every task with a file
     budget: dict = field(default_factory=dict)  # media budget of every task of this data (`budgets` per task wins)
     skip_bad_rows: bool = False
+    allow_outside_paths: bool = False  # relative media paths may leave the data file's directory (../x.mp4)
     media_cache_mb: int = 2048  # decoded media kept in memory across epochs (`UnifiedProcessor.cache_media`); 0 = off
 
 
@@ -151,6 +152,9 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         m, o = self.mixture, self.optim
+        for key, value, ok, reason in number_rules(self):
+            if value is not None and not ok(value):
+                raise ConfigError(key, value, reason)
         cache = self.data.media_cache_mb
         if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0:
             raise ConfigError("data.media_cache_mb", cache, "expected megabytes >= 0 (0 = no cache)")
@@ -198,6 +202,48 @@ class TrainConfig:
         for name, value, reason in inert_settings(self):
             raise ConfigError(name, value, reason)
         return self
+
+
+# ------------------------------------------------------------------------------------------------ number ranges
+def number_rules(cfg: TrainConfig) -> list[tuple[str, Any, Any, str]]:
+    """(dotted key, value, test, what is expected) for every number whose range is known: a negative learning
+    rate or a dropout of 1.5 is refused before anything trains."""
+    positive, at_least_0, at_least_1 = (lambda x: x > 0), (lambda x: x >= 0), (lambda x: x >= 1)
+    o, d, p, lo = cfg.optim, cfg.data, cfg.processor, cfg.lora
+    rules = [
+        ("optim.lr", o.lr, positive, "expected a learning rate > 0"),
+        ("optim.weight_decay", o.weight_decay, at_least_0, "expected >= 0"),
+        ("optim.warmup_steps", o.warmup_steps, at_least_0, "expected steps >= 0"),
+        ("optim.clip", o.clip, at_least_0, "expected a gradient-norm limit >= 0 (0 = no clipping)"),
+        ("optim.max_bad_steps", o.max_bad_steps, at_least_1, "expected >= 1"),
+        ("processor.image_size", p.image_size, at_least_1, "expected pixels >= 1"),
+        ("processor.video_fps", p.video_fps, positive, "expected frames per second > 0"),
+        ("processor.max_frames", p.max_frames, at_least_1, "expected >= 1"),
+        ("tokenizer.text_vocab_size", cfg.tokenizer.text_vocab_size, lambda x: x >= 8, "expected >= 8 pieces"),
+        ("mixture.anneal_steps", cfg.mixture.anneal_steps, at_least_1, "expected steps >= 1"),
+        ("eval.every", cfg.eval.every, at_least_0, "expected steps >= 0 (0 = only at the end)"),
+        ("eval.max_rows", cfg.eval.max_rows, at_least_1, "expected >= 1"),
+        ("eval.batch_size", cfg.eval.batch_size, at_least_1, "expected >= 1"),
+        ("checkpoint.every", cfg.checkpoint.every, at_least_0, "expected steps >= 0 (0 = only at the end)"),
+        ("log_every", cfg.log_every, at_least_1, "expected steps >= 1"),
+        ("lora.alpha", lo.alpha, positive, "expected > 0"),
+        ("lora.dropout", lo.dropout, lambda x: 0 <= x < 1, "expected a probability in [0, 1)"),
+        *[(f"mixture.loss_weights.{k}", v, lambda x: _real(x) and x >= 0, "expected a number >= 0")
+          for k, v in cfg.mixture.loss_weights.items()],
+        *[(f"mixture.weights.{k}", v, lambda x: _real(x) and x >= 0, "expected a number >= 0")
+          for k, v in cfg.mixture.weights.items()],
+    ]
+    if d.synthetic is not None:
+        rules += [("data.synthetic.n_train", d.synthetic.n_train, at_least_1, "expected rows >= 1"),
+                  ("data.synthetic.n_eval", d.synthetic.n_eval, at_least_0, "expected rows >= 0")]
+    for i, stage in enumerate(cfg.stages):
+        rules += [(f"stages[{i}].steps", stage.steps, at_least_1, "expected steps >= 1 (or null: until the end)"),
+                  (f"stages[{i}].lr_scale", stage.lr_scale, at_least_0, "expected a multiplier >= 0")]
+    return rules
+
+
+def _real(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 # ------------------------------------------------------------------------------------------------ inert settings
@@ -326,13 +372,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError("config", str(path), "no such file")
         try:
             data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError("config", str(path), f"not valid YAML: {err}") from None
+        except yaml.YAMLError as err:  # an object tag (!!python/object...) is refused here: safe_load builds none
+            raise ConfigError("config", str(path), f"not valid YAML (object tags such as !!python are refused): "
+                              f"{' '.join(str(err).split())}") from None
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError("override", item, "expected key=value, e.g. optim.lr=3e-4")
         key, raw = item.split("=", 1)
-        _set_dotted(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(key.strip(), raw, f"not a YAML value (tags such as !!python are refused): "
+                              f"{' '.join(str(err).split())}") from None
+        _set_dotted(data, key.strip(), value)
     return _build(TrainConfig, data).validate()
 
 

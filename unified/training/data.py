@@ -39,10 +39,12 @@ def load_training_data(cfg: Any, log=print) -> tuple[dict[str, list], dict[str, 
         if eval_dir is None and s.n_eval > 0:
             eval_dir = _synthetic(root / "test", s.n_eval, s.seed, "test", log)
     options = cfg.task_options  # rows are checked by the tasks as configured (labels, modes), not the defaults
-    train, reports = load_data_dir(train_dir, d.tasks, skip_bad_rows=d.skip_bad_rows, task_options=options)
+    train, reports = load_data_dir(train_dir, d.tasks, skip_bad_rows=d.skip_bad_rows, task_options=options,
+                                   allow_outside_paths=d.allow_outside_paths)
     evaluation = {}
     if eval_dir is not None:
-        evaluation, more = load_data_dir(eval_dir, d.tasks, skip_bad_rows=d.skip_bad_rows, task_options=options)
+        evaluation, more = load_data_dir(eval_dir, d.tasks, skip_bad_rows=d.skip_bad_rows, task_options=options,
+                                         allow_outside_paths=d.allow_outside_paths)
         reports += more
     for report in reports:
         if report.skipped:
