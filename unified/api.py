@@ -74,6 +74,10 @@ class Model:
         require_safetensors(path, "model")
         network = UnifiedModel.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
         load_saved_adapters(network, path)  # per-task LoRA adapters, chosen by task in generate/evaluate
+        if network.generation_config.max_new_tokens is None:  # saved before the default existed
+            from unified.model.modeling import DEFAULT_MAX_NEW_TOKENS
+
+            network.generation_config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
         if device is not None:
             network.to(device)
         return cls(network, UnifiedProcessor.from_pretrained(path), read_task_options(path))

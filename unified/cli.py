@@ -4,7 +4,9 @@
     unified generate --task caption --video x.mp4 [--model PATH] [--question ...] [--options a b c]
     unified eval --model PATH --data DIR [--tasks ...] [--ablate] [--json]
     unified data synth --out DIR --n N --seed S --split train|test|compositional
-    unified train CONFIG [key=value ...]              the same loop as `accelerate launch training/multitask.py`
+    unified data check DIR [--workers N] [--json]    decode every media file; bad rows by file:row (exit 1 if any)
+    unified train CONFIG [key=value ...] [--resume auto|never|PATH] [--overwrite] [--allow-changes]
+                                                      the same loop as `accelerate launch training/multitask.py`
     unified tasks [--json]                            the registered tasks: inputs, grammar, prompts, metrics
 
 A user's mistake (a missing file, an unknown task) prints one `unified: error: ...` line and exits with 2.
@@ -77,10 +79,28 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    from unified.data import check_media, load_data_dir
+
+    data, reports = load_data_dir(args.dir, args.tasks, skip_bad_rows=True,
+                                  allow_outside_paths=args.allow_outside_paths)
+    bad = [b for r in reports for b in r.skipped] + check_media(data, workers=args.workers, cache_dir=args.dir,
+                                                                progress=not args.json)
+    rows = sum(len(r) for r in data.values()) + sum(len(r.skipped) for r in reports)
+    if args.json:
+        print(json.dumps({"rows": rows, "bad": [{"row": b.source, "reason": b.reason} for b in bad]}))
+    else:
+        for b in bad:
+            print(f"{b.source}: {b.reason}")
+        print(f"{rows} rows in {len(data)} task file(s): {len(bad)} bad")
+    return 1 if bad else 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from unified.training import main as train_main
 
-    return int(train_main([args.config, *args.overrides]) or 0)
+    flags = [f"--resume={args.resume}"] + ["--overwrite"] * args.overwrite + ["--allow-changes"] * args.allow_changes
+    return int(train_main([args.config, *args.overrides, *flags]) or 0)
 
 
 def _tasks(args: argparse.Namespace) -> int:
@@ -154,10 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--split", default="train", choices=["train", "test", "compositional"])
     synth.set_defaults(func=_synth)
+    check = data.add_parser("check", help="read every row and decode every media file of a data directory; list the "
+                                          "bad rows by file:row (exit 1 when there are any)")
+    check.add_argument("dir")
+    check.add_argument("--tasks", nargs="+", default=None)
+    check.add_argument("--workers", type=int, default=None, help="decoding threads (default: min(8, cores))")
+    check.add_argument("--allow-outside-paths", action="store_true")
+    check.add_argument("--json", action="store_true")
+    check.set_defaults(func=_check)
 
     train = sub.add_parser("train", help="multitask training from a YAML config (key=value overrides)")
     train.add_argument("config")
     train.add_argument("overrides", nargs="*")
+    from unified.training.config import add_resume_flags
+
+    add_resume_flags(train)
     train.set_defaults(func=_train)
 
     tasks = sub.add_parser("tasks", help="the registered tasks with their inputs, prompts and metrics")

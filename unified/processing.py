@@ -314,6 +314,8 @@ class UnifiedProcessor:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise InputError(str(path), "<json>", f"not valid JSON ({err.msg} at line {err.lineno})") from None
+        if isinstance(data, dict):
+            data.pop("auto_map", None)  # transformers' AutoProcessor entry (unified.hub), not a setting
         from unified.tokenizers.backbone import load_tokenizer
 
         return cls(load_tokenizer(directory), ProcessorConfig.from_dict(data))

@@ -44,6 +44,9 @@ def write_servable(directory: str | Path, model: Any, processor: Any,
     processor.save_pretrained(directory)
     if task_options is not None:
         (directory / TASK_OPTIONS).write_text(json.dumps({k: dict(v) for k, v in task_options.items()}, indent=2))
+    from unified.hub import write_auto_map
+
+    write_auto_map(directory)  # transformers' Auto classes load it in a fresh process (trust_remote_code=True)
     return directory
 
 

@@ -45,6 +45,8 @@ class UnifiedEncoderOutput(BaseModelOutput):
     media_keep: torch.Tensor | None = None  # (B, S) bool: real latents
 
 
+DEFAULT_MAX_NEW_TOKENS = 32  # generate()'s default answer length (a task's grammar sets its own)
+
 class FusedLayer(nn.Module):
     """A gated cross-attention block in front of an existing layer; the layer keeps its own keys under `.layer`."""
 
@@ -176,6 +178,8 @@ def fuse_media(config, media_encoder, embed_tokens, input_ids, attention_mask, i
     embeds = embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, D)
     if attention_mask is None:
         attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+    # the processor writes float32 media; a model loaded in bf16 / fp16 takes them in its own dtype
+    pixel_values, audio_features = (_in_dtype(x, embeds.dtype) for x in (pixel_values, audio_features))
     latents = media_encoder(pixel_values, pixel_mask, frame_times, audio_features, audio_mask)
     mode = config.fusion.mode
     media, latent_group, token_group = cross_attention_memory(input_ids, latents, config)  # (B, S, D)
@@ -298,6 +302,8 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
             self.decoder = UnifiedDecoder(config, self.shared)
             self.lm_head = nn.Linear(t.d_model, t.vocab_size, bias=False)
         self.embed_head = EmbeddingHead(t.d_model, t.embed_dim, learn_temperature=True)
+        if self.generation_config is not None and self.generation_config.max_new_tokens is None:
+            self.generation_config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS  # not transformers' max_length=20
         impl = config._attn_implementation if config._attn_implementation in ATTENTION_FUNCTIONS else "sdpa"
         for module in self.modules():  # our own cross-attention and perceiver: the same dispatch as the layers
             if isinstance(module, (MaskedCrossAttention, LatentCrossAttention)):
@@ -443,6 +449,10 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
                                decoder_hidden_states=out.decoder_hidden_states,
                                encoder_last_hidden_state=encoder_outputs.last_hidden_state,
                                encoder_hidden_states=encoder_outputs.hidden_states)
+
+
+def _in_dtype(x: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    return x.to(dtype) if x is not None and x.is_floating_point() and x.dtype != dtype else x
 
 
 UnifiedModel = UnifiedForConditionalGeneration  # the short name the docs use

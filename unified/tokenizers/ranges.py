@@ -115,6 +115,17 @@ class NumberedRanges:
             batch = batch.tolist()
         return [self.decode(ids, skip_special_tokens=skip_special_tokens) for ids in batch]
 
+    def batch_decode(self, sequences: Iterable[Sequence[int]], skip_special_tokens: bool = True,
+                     **kwargs: Any) -> list[str]:
+        """transformers' name for `decode_batch` (a (B, L) tensor or lists of ids -> B strings). Other transformers
+        options (`clean_up_tokenization_spaces`) do not apply to this vocabulary and raise rather than be ignored."""
+        if kwargs:
+            from unified.errors import InputError
+
+            raise InputError("batch_decode options", sorted(kwargs), "not supported; this vocabulary takes "
+                             "skip_special_tokens only")
+        return self.decode_batch(sequences, skip_special_tokens=skip_special_tokens)
+
     def _inline_id(self, token: str) -> int | None:
         """The id of a special, media or numbered token string (``"</s>"``, ``"<video>"``, ``"<loc_12>"``); None for
         any other string."""

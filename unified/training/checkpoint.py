@@ -4,10 +4,15 @@ A checkpoint is a directory `step-{N:08d}/` holding the model (safetensors) with
 `trainer.pt` (optimizer, scheduler, sampler, data position, RNG states: tensors and plain values only, read back
 with torch's restricted `weights_only` loader). It is written into a temporary sibling and
 renamed into place, so a run killed mid-write leaves the previous checkpoint intact and never a half-written one.
+
+`fingerprint.json` beside it records the run's config and a digest of its rows; a resume compares them
+(`fingerprint_changes`) and names what changed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import shutil
@@ -37,9 +42,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(root: str | Path, step: int, model: Any, processor: Any, trainer_state: dict[str, Any],
-                    keep: int = 2, name: str | None = None, task_options: dict | None = None) -> Path:
+                    keep: int = 2, name: str | None = None, task_options: dict | None = None,
+                    extra: dict[str, str] | None = None) -> Path:
     """Write `root/step-N` (or `root/name`) atomically; keep the newest `keep` step checkpoints. `task_options`
-    (the config's, e.g. multiple choice in rank mode) go into `task_options.json`, where `unified.Model` reads them."""
+    (the config's, e.g. multiple choice in rank mode) go into `task_options.json`, where `unified.Model` reads them;
+    `extra` maps file names to text written beside them (the run's `fingerprint.json`)."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / (name or f"{PREFIX}{step:08d}")
@@ -48,6 +55,8 @@ def save_checkpoint(root: str | Path, step: int, model: Any, processor: Any, tra
         shutil.rmtree(tmp)
     write_servable(tmp, model, processor, task_options, safe_serialization=True)  # a servable model, plus:
     torch.save({**trainer_state, "step": step}, tmp / "trainer.pt")
+    for file_name, text in (extra or {}).items():
+        (tmp / file_name).write_text(text)
     old = None
     if final.exists():  # replace: move the old one aside first so the rename stays atomic
         old = root / f".old-{final.name}-{os.getpid()}"
@@ -88,3 +97,44 @@ def load_trainer_state(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "step" not in state:
         raise InputError("checkpoint", str(file), "not a trainer state (no step)")
     return state
+
+
+# ------------------------------------------------------------------------------------------------ fingerprints
+FINGERPRINT = "fingerprint.json"
+# what may change between a run and its resume: how long it runs, how often it logs, evaluates and checkpoints
+RESUMABLE_CHANGES = ("output_dir", "optim.max_steps", "log_every", "log_with", "eval.", "checkpoint.",
+                     "data.media_cache_mb", "data.check_media", "model.init_from")
+
+
+def fingerprint(cfg: Any, train_rows: dict[str, list], eval_rows: dict[str, list]) -> dict[str, Any]:
+    """{"config": dotted key -> value, "data": {split/task: "rows, sha256"}}: what a resume must match."""
+    from unified.training.config import to_dict
+    from unified.training.report import flat_config
+
+    flat = {k: v for k, v in flat_config(to_dict(cfg)).items() if not k.startswith(RESUMABLE_CHANGES)}
+
+    def digest(rows: list) -> str:
+        text = json.dumps([{k: v for k, v in r.items()} for r in rows], sort_keys=True, default=str)
+        return f"{len(rows)} rows, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+    data = {f"train/{t}": digest(r) for t, r in train_rows.items()}
+    data.update({f"eval/{t}": digest(r) for t, r in eval_rows.items()})
+    return {"config": flat, "data": data}
+
+
+def fingerprint_changes(checkpoint: Path, now: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's fingerprint and `now`, one phrase each (empty: nothing, or the checkpoint
+    predates fingerprints)."""
+    file = checkpoint / FINGERPRINT
+    if not file.is_file():
+        return []
+    then = json.loads(file.read_text())
+    changes = []
+    for part, noun in (("config", "config"), ("data", "data")):
+        old, new = then.get(part, {}), now.get(part, {})
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                changes.append(f"{noun} {key} changed: {old.get(key, '(absent)')} -> {new.get(key, '(absent)')}")
+    if len(changes) > 6:
+        changes = [*changes[:6], f"and {len(changes) - 6} more"]
+    return changes

@@ -57,6 +57,7 @@ class DataSection:
     budget: dict = field(default_factory=dict)  # media budget of every task of this data (`budgets` per task wins)
     skip_bad_rows: bool = False
     allow_outside_paths: bool = False  # relative media paths may leave the data file's directory (../x.mp4)
+    check_media: bool = True  # decode every media file before step 0 (`unified data check`, cached beside the data)
     media_cache_mb: int = 2048  # decoded media kept in memory across epochs (`UnifiedProcessor.cache_media`); 0 = off
 
 
@@ -390,3 +391,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 def to_dict(config: TrainConfig) -> dict:
     return dataclasses.asdict(config)
+
+
+def add_resume_flags(parser) -> None:
+    """--resume / --overwrite / --allow-changes, shared by `unified train` and `training/multitask.py`."""
+    parser.add_argument("--resume", default="auto", help="'auto' (default: the latest checkpoint under output_dir, "
+                        "if any), 'never' (refuse an output_dir holding a run), or a checkpoint directory")
+    parser.add_argument("--overwrite", action="store_true", help="remove an earlier run's checkpoints and final/ "
+                        "under output_dir and start afresh")
+    parser.add_argument("--allow-changes", action="store_true", help="resume even though the config or the data "
+                        "changed since the checkpoint (the changes are logged)")

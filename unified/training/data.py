@@ -49,7 +49,28 @@ def load_training_data(cfg: Any, log=print) -> tuple[dict[str, list], dict[str, 
     for report in reports:
         if report.skipped:
             log(f"skipped rows: {report.summary()}")
+    if d.check_media:
+        train = _media_checked(train, train_dir, d.skip_bad_rows, log)
+        if evaluation:
+            evaluation = _media_checked(evaluation, eval_dir, d.skip_bad_rows, log)
     return train, evaluation
+
+
+def _media_checked(data: dict[str, list], directory: Any, skip: bool, log) -> dict[str, list]:
+    """Every media file decoded before step 0 (`unified.data.check_media`, cached beside the data): bad rows stop
+    the run naming file:row, or with `skip_bad_rows` are dropped and reported."""
+    from unified.data.check import check_media, drop_rows
+    from unified.errors import MediaDecodeError
+
+    bad = check_media(data, cache_dir=directory, progress=True)
+    if not bad:
+        return data
+    shown = "; ".join(f"{b.source}: {b.reason}" for b in bad[:5]) + (f"; +{len(bad) - 5} more" if len(bad) > 5 else "")
+    if not skip:
+        raise MediaDecodeError(f"data {directory}", f"{len(bad)} row(s)", f"media that do not decode: {shown} "
+                               "(data.skip_bad_rows: true skips them; `unified data check DIR` lists them all)")
+    log(f"skipped {len(bad)} row(s) whose media do not decode: {shown}")
+    return drop_rows(data, bad)
 
 
 def tokenizer_corpus(train: dict[str, list], tasks: dict[str, Any], per_task: int = 500, seed: int = 0

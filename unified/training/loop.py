@@ -22,6 +22,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,16 @@ from unified.model.adapters import TaskAdapters
 from unified.saving import write_servable
 from unified.training.build import build_stack, preflight
 from unified.training.checkpoint import (
+    FINGERPRINT,
+    fingerprint,
+    fingerprint_changes,
     latest_checkpoint,
     load_trainer_state,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from unified.training.config import TrainConfig, to_dict
+from unified.training.config import TrainConfig, add_resume_flags, to_dict
 from unified.training.data import RowStream, load_training_data
 from unified.training.loss import batch_loss
 from unified.training.mixture import TaskSampler
@@ -63,7 +67,8 @@ class Run:
     """One training run's state and its parts: build (`__init__`), `step`, `evaluate`, `checkpoint`, `finish`."""
 
     # ------------------------------------------------------------------------------------------------ build
-    def __init__(self, cfg: TrainConfig, *, progress: bool = True):
+    def __init__(self, cfg: TrainConfig, *, progress: bool = True, resume: str = "auto", overwrite: bool = False,
+                 allow_changes: bool = False):
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
@@ -82,7 +87,8 @@ class Run:
 
         with self.accelerator.main_process_first():  # rank 0 writes synthetic data once; the others then read it
             self.train_rows, self.eval_rows = load_training_data(cfg, self.log)
-        resume = latest_checkpoint(self.ckpt_root)
+        self.fingerprint = fingerprint(cfg, self.train_rows, self.eval_rows)
+        resume = self._resume_from(resume, overwrite, allow_changes)
         if resume is not None:
             cfg.model.init_from = str(resume)
             self.log(f"resuming from {resume}")
@@ -228,6 +234,39 @@ class Run:
         self.model.train()
         return result.integral
 
+    def _resume_from(self, resume: str, overwrite: bool, allow_changes: bool) -> Path | None:
+        """The checkpoint to resume from, as `resume` says ("auto": the latest under output_dir, "never", or a
+        checkpoint directory); `overwrite` clears an output_dir that holds a run. A resume whose config or data
+        differ from the checkpoint's stops, naming what changed, unless `allow_changes`."""
+        latest = latest_checkpoint(self.ckpt_root)
+        if overwrite:
+            if resume not in ("auto", "never"):
+                raise ConfigError("--overwrite", resume, "clears output_dir: it cannot also resume from a checkpoint")
+            if self.main and (latest is not None or (self.out / "final").exists()):
+                self.log(f"--overwrite: removing the earlier run's checkpoints and final/ under {self.out}")
+                shutil.rmtree(self.ckpt_root, ignore_errors=True)
+                shutil.rmtree(self.out / "final", ignore_errors=True)
+            self.accelerator.wait_for_everyone()
+            return None
+        if resume == "never":
+            if latest is not None or (self.out / "final").exists():
+                raise ConfigError("output_dir", str(self.out), "holds an earlier run and --resume never was given; "
+                                  "pass --overwrite to replace it, or another output_dir")
+            return None
+        path = latest if resume == "auto" else Path(resume)
+        if path is None:
+            return None
+        if not (path / "trainer.pt").is_file():
+            raise ConfigError("--resume", str(path), "not a training checkpoint (no trainer.pt); expected "
+                              f"'auto', 'never' or a directory like {self.ckpt_root / 'step-00000100'}")
+        changes = fingerprint_changes(path, self.fingerprint)
+        if changes and not allow_changes:
+            raise ConfigError("--resume", str(path), f"the run's {'; '.join(changes)} since this checkpoint; "
+                              "resume anyway with --allow-changes, or start afresh with --overwrite")
+        for change in changes:
+            self.log(f"resuming although the {change} (--allow-changes)")
+        return path
+
     # ------------------------------------------------------------------------------------------------ checkpoint
     def trainer_state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -238,7 +277,8 @@ class Run:
         """An atomic, resumable checkpoint `checkpoints/step-N` (main process; every rank waits for it)."""
         if self.main:
             save_checkpoint(self.ckpt_root, step, self.core, self.processor, self.trainer_state(),
-                            keep=self.cfg.checkpoint.keep, task_options=self.served)
+                            keep=self.cfg.checkpoint.keep, task_options=self.served,
+                            extra={FINGERPRINT: json.dumps(self.fingerprint, indent=1, sort_keys=True)})
         self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------------------------------------ report
@@ -264,10 +304,11 @@ class Run:
         return summary
 
 
-def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
-    """Run (or resume) training; returns the summary. `stop_after` ends this process's work after that many steps
-    (for tests of resuming)."""
-    run = Run(cfg, progress=progress)
+def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = None, resume: str = "auto",
+          overwrite: bool = False, allow_changes: bool = False) -> dict[str, Any]:
+    """Run (or resume) training; returns the summary. `resume`, `overwrite`, `allow_changes`: see `Run`;
+    `stop_after` ends this process's work after that many steps (for tests of resuming)."""
+    run = Run(cfg, progress=progress, resume=resume, overwrite=overwrite, allow_changes=allow_changes)
     steps_done = 0
     for step in range(run.start, cfg.optim.max_steps):
         run.enter_stage(step)
@@ -302,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", nargs="?", default=None)
     parser.add_argument("--config", dest="config_flag", default=None)
     parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. optim.max_steps=100")
+    add_resume_flags(parser)
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
     if args.config_flag and args.config:  # `--config C a=b`: the positional slot caught the first override
@@ -309,5 +351,6 @@ def main(argv: list[str] | None = None) -> int:
     path = args.config_flag or args.config
     if path is None:
         raise ConfigError("config", None, "give a YAML config: unified train training/configs/tiny-smoke.yaml")
-    train(load_config(path, overrides))
+    train(load_config(path, overrides), resume=args.resume, overwrite=args.overwrite,
+          allow_changes=args.allow_changes)
     return 0
