@@ -6,6 +6,7 @@ Each case is (name, call, error class, pattern the message must match). `call` t
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -152,3 +153,45 @@ def test_source_fps_sets_the_clip_length(env):
     from unified.media.video import Frames
 
     assert model.processor.duration(Frames(env["frames"], 4.0)) == pytest.approx(1.5)
+
+
+CLI_CASES = [
+    ("cli/generate-missing-file", ["generate", "--task", "caption", "--video", "/no/such/clip.mp4", "--model", "@dir"],
+     r"video='/no/such/clip.mp4': no such file"),
+    ("cli/generate-unknown-task", ["generate", "--task", "cption", "--video", "@video", "--model", "@dir"],
+     r"cption"),
+    ("cli/generate-png-as-video", ["generate", "--task", "caption", "--video", "@image", "--model", "@dir"],
+     r"still image"),
+    ("cli/eval-missing-data", ["eval", "--data", "/no/such/dir", "--model", "@dir"], r"does not exist"),
+    ("cli/data-check-missing-dir", ["data", "check", "/no/such/dir"], r"does not exist"),
+    ("cli/train-negative-lr", ["train", "@smoke", "optim.lr=-1"], r"'optim.lr'=-1.0: expected a learning rate > 0"),
+    ("cli/train-resume-not-a-checkpoint", ["train", "@smoke", "output_dir=@tmp/run", "--resume", "@tmp"],
+     r"not a training checkpoint"),
+]
+
+
+@pytest.mark.parametrize(("name", "argv", "pattern"), CLI_CASES, ids=[c[0] for c in CLI_CASES])
+def test_cli_user_errors_print_one_line_and_exit_2(env, capsys, name, argv, pattern):
+    from unified.cli import main
+
+    smoke = Path(__file__).parents[1] / "training" / "configs" / "tiny-smoke.yaml"
+    subs = {"@dir": str(env["dir"]), "@video": env["media"]["video"], "@image": env["media"]["image"],
+            "@smoke": str(smoke), "@tmp": str(env["tmp"])}
+    args = [next((a.replace(k, v) for k, v in subs.items() if k in a), a) for a in argv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("unified: error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err  # one line, no traceback (progress bars may precede)
+    assert err.rstrip().endswith(errors[0]) and re.search(pattern, errors[0]), errors[0]
+
+
+def test_cli_keeps_the_traceback_for_bugs(env, monkeypatch):
+    """Only `unified.errors` are user errors; anything else is a bug and propagates with its traceback."""
+    from unified.cli import main
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Model, "from_pretrained", classmethod(lambda cls, *a, **k: broken()))
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["generate", "--task", "caption", "--video", env["media"]["video"], "--model", str(env["dir"])])

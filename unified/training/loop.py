@@ -76,6 +76,7 @@ class Run:
 
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self.ckpt_root = self.out / "checkpoints"
+        _check_resume(resume, overwrite, self.ckpt_root)  # before any data is read or written
         self.accelerator = Accelerator(mixed_precision=cfg.optim.mixed_precision, log_with=trackers(cfg.log_with),
                                        project_dir=str(self.out),
                                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
@@ -240,8 +241,6 @@ class Run:
         differ from the checkpoint's stops, naming what changed, unless `allow_changes`."""
         latest = latest_checkpoint(self.ckpt_root)
         if overwrite:
-            if resume not in ("auto", "never"):
-                raise ConfigError("--overwrite", resume, "clears output_dir: it cannot also resume from a checkpoint")
             if self.main and (latest is not None or (self.out / "final").exists()):
                 self.log(f"--overwrite: removing the earlier run's checkpoints and final/ under {self.out}")
                 shutil.rmtree(self.ckpt_root, ignore_errors=True)
@@ -256,9 +255,6 @@ class Run:
         path = latest if resume == "auto" else Path(resume)
         if path is None:
             return None
-        if not (path / "trainer.pt").is_file():
-            raise ConfigError("--resume", str(path), "not a training checkpoint (no trainer.pt); expected "
-                              f"'auto', 'never' or a directory like {self.ckpt_root / 'step-00000100'}")
         changes = fingerprint_changes(path, self.fingerprint)
         if changes and not allow_changes:
             raise ConfigError("--resume", str(path), f"the run's {'; '.join(changes)} since this checkpoint; "
@@ -323,6 +319,16 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
             run.bar.close()
             return {"step": done, "stopped": True}
     return run.finish()
+
+
+def _check_resume(resume: str, overwrite: bool, ckpt_root: Path) -> None:
+    if resume in ("auto", "never"):
+        return
+    if overwrite:
+        raise ConfigError("--overwrite", resume, "clears output_dir: it cannot also resume from a checkpoint")
+    if not (Path(resume) / "trainer.pt").is_file():
+        raise ConfigError("--resume", str(resume), "not a training checkpoint (no trainer.pt); expected 'auto', "
+                          f"'never' or a directory like {ckpt_root / 'step-00000100'}")
 
 
 def _check_world(accelerator) -> None:
