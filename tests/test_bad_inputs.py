@@ -117,7 +117,7 @@ CASES = [
                                           nested=True),
      InputError, r"row 1.*'../clip.mp4': points outside the data directory"),
     ("data/value-outside-range", _rows("regress", {"question": "q?", "values": [300.0], "value_range": [0, 10]}),
-     InputError, r"regress values=\[300.0\]: outside the row's value_range \[0, 10\]"),
+     InputError, r"regress values=\[300.0\]: outside the row's value_range \[0.0, 10.0\]"),
     ("data/inverted-value-range", _rows("regress", {"question": "q?", "values": [3.0], "value_range": [10, 0]}),
      InputError, r"value_range=\[10, 0\]: expected \[low, high\]"),
     # configs: ranges, object tags

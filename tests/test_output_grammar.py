@@ -69,7 +69,8 @@ def test_random_models_answer_inside_each_grammar(model, media):
     start, end = model.generate(task="temporal_grounding", video=media["video"], question="when?")
     assert 0 <= start < end <= 2.0  # the clip: 8 frames at 4 fps
     for low, high in ((0, 5), (-3, -1), (100, 120)):
-        values = model.generate(task="regress", inputs=[1.0, 2.0], num_values=3, value_range=[low, high])
+        values = model.generate(task="regress", inputs=[1.0, 2.0], num_values=3, value_range=[low, high],
+                                input_range=[0, 5])
         # a decoded bin centre may sit up to one bin (about 1 % of |x|) past the range's edge
         assert all(low - 0.02 * abs(low) - 0.01 <= v <= high + 0.02 * abs(high) + 0.01 for v in values), values
 

@@ -70,6 +70,13 @@ class TemporalGrounding(Task):
             row["duration"] = float(media.duration(row["video"]))
         return row
 
+    def check_row(self, row: Mapping[str, Any], with_target: bool = True) -> None:
+        super().check_row(row, with_target)
+        span = row.get("span")
+        if with_target and (len(span) != 2 or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                                                      for t in span)):
+            raise InputError("temporal_grounding span", span, "expected [start, end] in seconds")
+
     def answer_length(self, row: Mapping[str, Any]) -> int:
         return 2  # start, end
 
