@@ -49,6 +49,9 @@ class TextConfig:
     ordinal_ranges: list | None = None
     ordinal_width: float = 0.02  # the kernel's width as a fraction of the range (20 of 1000 location bins)
     ordinal_noise: float = 0.25  # share of each row's variance that stays independent noise (bins stay distinct)
+    # the loss of targets in `ordinal_ranges`: 0 = plain cross-entropy; > 0 = HL-Gauss smoothing over neighbouring
+    # bins, this many bins wide (0.75 recommended by Farebrother et al. 2024). See `unified.model.ordinal`.
+    ordinal_loss_sigma: float = 0.0
     # A local pretrained encoder-decoder (T5 / Flan-T5 / mT5 / BART / T5Gemma) as the backbone instead of ours;
     # `backbone` is its transformers config, read from the directory once and saved with ours. The backbone then
     # fixes d_model, heads, layers and the special ids; vocab_size may only grow past its own (appended rows).
@@ -274,6 +277,12 @@ class UnifiedConfig(PretrainedConfig):
                                       f"expected [start, stop] pairs inside the vocabulary (0..{t.vocab_size})")
         if not 0.0 < t.ordinal_width <= 1.0:
             raise ConfigError("text.ordinal_width", t.ordinal_width, "expected a fraction in (0, 1]")
+        if not (isinstance(t.ordinal_loss_sigma, (int, float)) and 0.0 <= t.ordinal_loss_sigma < 1e4):
+            raise ConfigError("text.ordinal_loss_sigma", t.ordinal_loss_sigma, "expected bins >= 0 (0 = plain "
+                              "cross-entropy)")
+        if t.ordinal_loss_sigma > 0 and not t.ordinal_ranges:
+            raise ConfigError("text.ordinal_loss_sigma", t.ordinal_loss_sigma, "smooths targets over "
+                              "text.ordinal_ranges, which are not set (a tokenizer's `ordinal_ranges` gives them)")
         if not 0.0 <= t.ordinal_noise <= 1.0:
             raise ConfigError("text.ordinal_noise", t.ordinal_noise, "expected a fraction in [0, 1]")
         if t.rope_scaling is not None:

@@ -16,7 +16,6 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -31,7 +30,7 @@ from unified.model.fusion import GatedCrossAttentionBlock, MaskedCrossAttention
 from unified.model.layers import DecoderLayer, EncoderLayer, RMSNorm, RotaryEmbedding
 from unified.model.media import MediaEncoder, cross_attention_memory, splice_latents
 from unified.model.media import media_mask as media_mask_for
-from unified.model.ordinal import ordinal_rows
+from unified.model.ordinal import ordinal_rows, token_cross_entropy
 from unified.model.resampler import LatentCrossAttention
 
 
@@ -424,8 +423,9 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
             states = states * self.config.text.d_model ** -0.5
         logits = self.lm_head(states)  # (B, Lt, V)
         loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+        if labels is not None:  # cross-entropy; HL-Gauss over the ordered bins when text.ordinal_loss_sigma > 0
+            t = self.config.text
+            loss = token_cross_entropy(logits, labels, t.ordinal_ranges, t.ordinal_loss_sigma)
         return Seq2SeqLMOutput(loss=loss, logits=logits, cache=past_key_values,
                                decoder_hidden_states=tuple(hidden) if hidden else None,
                                encoder_last_hidden_state=encoder_outputs.last_hidden_state,
@@ -445,7 +445,10 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
         out = self.lm(attention_mask=mask, encoder_outputs=states, decoder_input_ids=decoder_input_ids,
                       decoder_attention_mask=decoder_attention_mask, labels=labels, cache=past_key_values,
                       use_cache=use_cache, output_hidden_states=bool(output_hidden_states))
-        return Seq2SeqLMOutput(loss=out.loss, logits=out.logits, cache=out.cache,
+        loss, t = out.loss, self.config.text
+        if labels is not None and t.ordinal_loss_sigma > 0:  # the backbone's own loss is plain cross-entropy
+            loss = token_cross_entropy(out.logits, labels, t.ordinal_ranges, t.ordinal_loss_sigma)
+        return Seq2SeqLMOutput(loss=loss, logits=out.logits, cache=out.cache,
                                decoder_hidden_states=out.decoder_hidden_states,
                                encoder_last_hidden_state=encoder_outputs.last_hidden_state,
                                encoder_hidden_states=encoder_outputs.hidden_states)

@@ -19,6 +19,7 @@ import torch
 
 from unified.heads.embedding import info_nce
 from unified.model.adapters import select_adapter
+from unified.model.ordinal import token_cross_entropy
 from unified.task_zoo.batching import process_row, task_batch, to_device
 
 if TYPE_CHECKING:
@@ -50,8 +51,6 @@ def mixed_loss(tasks: Mapping[str, Any], named_rows: Sequence[tuple[str, Mapping
     weight and the sum is divided by the number of target tokens (the same token mean as a one-task batch).
     Contrastive rows take their own InfoNCE pass per task; the parts are combined by row count.
     """
-    import torch.nn.functional as F
-
     device = device if device is not None else next(model.parameters()).device
     weights = {name: float((loss_weights or {}).get(name, 1.0)) for name, _ in named_rows}
     generative = [(n, r) for n, r in named_rows if not tasks[n].contrastive]
@@ -62,7 +61,9 @@ def mixed_loss(tasks: Mapping[str, Any], named_rows: Sequence[tuple[str, Mapping
         batch = to_device(processor.collate(items), device)
         labels = batch["labels"]  # (B, Lt), -100 on padding
         logits = model(**batch).logits  # (B, Lt, V)
-        token_loss = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        text = getattr(model, "module", model).config.text  # the model's own loss: HL-Gauss when configured
+        token_loss = token_cross_entropy(logits, labels, text.ordinal_ranges, text.ordinal_loss_sigma,
+                                         reduction="none")  # (B, Lt)
         real = labels != -100
         row_weight = torch.tensor([weights[n] for n, _ in generative], device=token_loss.device)
         total = (token_loss * row_weight[:, None]).sum() / real.sum().clamp_min(1)
