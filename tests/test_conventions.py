@@ -94,3 +94,34 @@ def test_auto_classes_load_a_saved_model_in_a_fresh_process(saved):
     names, ids = out.stdout.strip().splitlines()
     assert names == "UnifiedForConditionalGeneration UnifiedConfig UnifiedTokenizer UnifiedProcessor"
     assert ids == str(Model.from_pretrained(saved).processor.tokenizer.encode("a red circle"))
+
+
+def test_resize_token_embeddings_keeps_model_and_config_consistent(tmp_path):
+    from unified.model import UnifiedModel
+
+    tokenizer, processor, network = tiny_stack()
+    old = network.get_input_embeddings().weight.detach().clone()
+    network.resize_token_embeddings(tokenizer.vocab_size + 8)
+    assert network.config.vocab_size == network.config.text.vocab_size == tokenizer.vocab_size + 8
+    assert network.lm_head.weight.shape[0] == tokenizer.vocab_size + 8
+    assert torch.equal(network.get_input_embeddings().weight[: len(old)], old)  # existing rows untouched
+    network.save_pretrained(tmp_path)
+    again = UnifiedModel.from_pretrained(tmp_path)
+    batch = processor([{"text": "a red circle", "target": "left"}])
+    assert again(**batch).logits.shape[-1] == tokenizer.vocab_size + 8
+
+
+def test_inputs_embeds_without_input_ids_equal_the_ids_path():
+    """Soft prompts: the encoder takes embeddings directly; the same embeddings as the ids give the same logits."""
+    _, processor, network = tiny_stack()
+    network.eval()
+    batch = processor([{"text": "a red circle moves left", "target": "left"}, {"text": "which way?", "target": "up"}])
+    reference = network(**batch).logits
+    embeds = network.get_input_embeddings()(batch["input_ids"])
+    out = network(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"])
+    assert torch.allclose(out.logits, reference, atol=1e-6)
+    with pytest.raises(InputError, match="decoder_inputs_embeds"):
+        network(**batch, decoder_inputs_embeds=torch.zeros(2, 1, 64))
+    with pytest.raises(InputError, match="media need input_ids"):
+        network(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                pixel_values=torch.zeros(2, 1, 1, 3, 32, 32))

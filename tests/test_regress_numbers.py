@@ -3,7 +3,10 @@ and answers are mapped back (hand-computed values below); numbers beyond the dom
 
 from __future__ import annotations
 
+import math
+
 import pytest
+import torch
 
 from unified.errors import InputError
 from unified.task_zoo import get_task
@@ -57,3 +60,36 @@ def test_scale_none_writes_numbers_as_they_are():
     assert task.allowed_bins(row) == range(value_to_bin(0.0), value_to_bin(4.0) + 1)
     with pytest.raises(InputError, match="scale"):
         get_task("regress", scale="log")
+
+
+def _decoded(k: int, n: int = 1024) -> float:
+    """What value bin k decodes to, from the module docstring's formula: the inverse mu-law of its centre."""
+    c = -1 + (2 * k + 1) / n
+    return math.copysign(((256 * 100 + 1) ** abs(c) - 1) / 100, c)
+
+
+def test_mean_and_median_read_the_bin_distribution():
+    row = {"question": "q?", "num_values": 1, "value_range": [0, 100]}  # domain y -> 50 + y / 256 * 50
+    probs = torch.zeros(1, 1024)
+    probs[0, 700], probs[0, 800] = 0.5, 0.5
+    mean = get_task("regress", decode="mean").parse_distribution("", probs, row)
+    assert mean == pytest.approx([50 + (_decoded(700) + _decoded(800)) / 2 / 256 * 50])
+    probs = torch.zeros(1, 1024)
+    probs[0, 100], probs[0, 500], probs[0, 900] = 0.3, 0.3, 0.4  # cumulative 0.3, 0.6, 1.0: the median is bin 500
+    median = get_task("regress", decode="median").parse_distribution("", probs, row)
+    assert median == pytest.approx([50 + _decoded(500) / 256 * 50])
+    assert not get_task("regress").reads_distribution
+
+
+def test_mean_decoding_through_generate_stays_in_range():
+    from task_rows import tiny_stack
+
+    from unified.task_zoo.decoding import predict
+
+    _, processor, network = tiny_stack()
+    task = get_task("regress", layout=processor.tokenizer.layout, decode="mean")
+    rows = [{"inputs": [1.0, 2.0], "num_values": 2, "value_range": [10, 20], "input_range": [0, 5]}]
+    (values,) = predict(task, network.eval(), processor, rows)
+    assert len(values) == 2 and all(10 <= v <= 20 for v in values)
+    argmax = predict(get_task("regress", layout=processor.tokenizer.layout), network, processor, rows)[0]
+    assert values != argmax  # a random model's distribution is spread: its mean is not its mode

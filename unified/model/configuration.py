@@ -216,6 +216,12 @@ class UnifiedConfig(PretrainedConfig):
     def vocab_size(self) -> int:
         return self.text.vocab_size
 
+    @vocab_size.setter
+    def vocab_size(self, value: int) -> None:  # `resize_token_embeddings` writes the new size here
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError("text.vocab_size", value, "expected a positive number of rows")
+        self.text.vocab_size = int(value)
+
     @property
     def hidden_size(self) -> int:
         return self.text.d_model

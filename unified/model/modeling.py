@@ -22,6 +22,7 @@ from transformers import initialization as init
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
 
+from unified.errors import InputError
 from unified.heads.embedding import EmbeddingHead
 from unified.model.attention import ATTENTION_FUNCTIONS
 from unified.model.configuration import UnifiedConfig
@@ -177,6 +178,11 @@ def fuse_media(config, media_encoder, embed_tokens, input_ids, attention_mask, i
     embeds = embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, D)
     if attention_mask is None:
         attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
+    if input_ids is None:  # soft prompts / prompt tuning: embeddings given directly, so no placeholders to fill
+        if pixel_values is not None or audio_features is not None:
+            raise InputError("input_ids", None, "media need input_ids: their placeholder tokens say where each item "
+                             "goes, and inputs_embeds alone carry none")
+        return FusedInputs(embeds, attention_mask, None, None, None, None)
     # the processor writes float32 media; a model loaded in bf16 / fp16 takes them in its own dtype
     pixel_values, audio_features = (_in_dtype(x, embeds.dtype) for x in (pixel_values, audio_features))
     latents = media_encoder(pixel_values, pixel_mask, frame_times, audio_features, audio_mask)
@@ -388,6 +394,10 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
         # transformers 5's generate hands the running KV cache over as `cache` (`past_key_values` is the older
         # name); dropping it would restart the decoder at position 0 with only the newest token at every step
         past_key_values = past_key_values if past_key_values is not None else cache
+        for name in ("decoder_inputs_embeds", "output_attentions"):  # refused, never dropped
+            if kwargs.get(name) is not None and kwargs.get(name) is not False:
+                raise InputError(name, type(kwargs[name]).__name__, "not supported by this model yet; give "
+                                 "decoder_input_ids / leave attentions off (inputs_embeds for the encoder works)")
         if return_embeddings:  # the embedding head (retrieval), through forward so DDP/accelerate wrappers see it
             return self.embed(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
                               pixel_mask=pixel_mask, frame_times=frame_times, frame_time_ids=frame_time_ids,

@@ -50,6 +50,8 @@ The protocol, with each hook's default:
       answer_mode                    "generate" (under the grammar), "rank" (options by likelihood) or "embed"
       answer_length(row)             tokens of the answer: exact for loc/time/val, at most for int, None for text
       allowed_bins(row)              the bins a loc/time/val answer may use (default: all; regress: value_range)
+      reads_distribution,            read the answer from the bin probabilities of each step instead of the
+      parse_distribution(text, p, row)   greedy tokens (regress's decode: mean / median); default: parse
       choices(row)                   what the "options" grammar may write (default: `options(row, None)`)
       vocabulary(rows, rng)          texts the tokenizer must cover (prompts, targets, option labels, pair texts)
       evaluate(model, processor, rows)   (metrics, details): predict + `score` + `details`, or retrieval metrics
@@ -214,6 +216,17 @@ class Task:
     def allowed_bins(self, row: Mapping[str, Any]) -> range | None:
         """For the loc/time/val grammars, the bins the answer may use (None: all of them)."""
         return None
+
+    @property
+    def reads_distribution(self) -> bool:
+        """True when the answer is read from the probabilities over the grammar's bins (`parse_distribution`),
+        not from the greedy tokens alone. Default: False."""
+        return False
+
+    def parse_distribution(self, text: str, probs: Any, row: Mapping[str, Any]) -> Any:
+        """The answer from the greedy `text` and `probs`, (steps, bins) probabilities over the grammar's bins at
+        each step (used when `reads_distribution`). Default: `parse(text, row)`."""
+        return self.parse(text, row)
 
     def choices(self, row: Mapping[str, Any]) -> list[str] | None:
         """What an "options" task may answer for this row (and, in "rank" mode, the texts that are scored)."""

@@ -84,19 +84,35 @@ def _groups(keys: Sequence[tuple]) -> dict[tuple, list[int]]:
 @torch.no_grad()
 def generate_texts(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
                    batch_size: int = 16, max_new_tokens: int = 32, num_beams: int = 1,
-                   on_batch: Callable[[int], None] | None = None) -> list[str]:
-    """Rows -> generated text per row, each under its grammar (rows grouped by constraint, batched)."""
+                   on_batch: Callable[[int], None] | None = None, distributions: list | None = None) -> list[str]:
+    """Rows -> generated text per row, each under its grammar (rows grouped by constraint, batched). Given a list as
+    `distributions`, it is filled with each row's (steps, bins) probabilities over its grammar's bins at every step
+    of the greedy answer (loc / time / val grammars), for `Task.parse_distribution`."""
     tokenizer, device = processor.tokenizer, next(model.parameters()).device
     select_adapter(model, task.name)
     keyed = [constraint(task, row, tokenizer, max_new_tokens) for row in rows]
     texts: list[str] = [""] * len(rows)
+    if distributions is not None:
+        distributions[:] = [None] * len(rows)
+        bins = {"loc": tokenizer.loc_ids, "time": tokenizer.time_ids, "val": tokenizer.val_ids}.get(task.grammar)
+        if bins is None or num_beams != 1:
+            raise InputError(f"task {task.name!r} distributions", task.grammar, "read only from greedy decoding "
+                             "under a loc / time / val grammar")
     for indices in _groups([key for key, _ in keyed]).values():
         kwargs = keyed[indices[0]][1]
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             batch = to_device(task_batch(task, [rows[i] for i in chunk], processor, with_target=False), device)
             batch.pop("labels", None)
-            out = model.generate(**batch, num_beams=num_beams, do_sample=False, **kwargs)
+            if distributions is None:
+                out = model.generate(**batch, num_beams=num_beams, do_sample=False, **kwargs)
+            else:
+                result = model.generate(**batch, num_beams=1, do_sample=False, output_scores=True,
+                                        return_dict_in_generate=True, **kwargs)
+                out = result.sequences
+                probs = torch.stack(result.scores, dim=1).float().softmax(-1)[..., bins.start:bins.stop]  # (B, T, n)
+                for i, row_probs in zip(chunk, probs.cpu()):
+                    distributions[i] = row_probs
             for i, ids in zip(chunk, out.tolist()):
                 texts[i] = tokenizer.decode(ids)
             if on_batch:
@@ -152,6 +168,10 @@ def predict(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, A
         return list(embed_rows(task, model, processor, rows, batch_size=kwargs.get("batch_size", 16)))
     if mode == "rank":
         texts = rank_options(task, model, processor, rows, on_batch=kwargs.get("on_batch"))
+    elif task.reads_distribution:  # the answer read from the bin probabilities (regress's decode: mean / median)
+        found: list = []
+        texts = generate_texts(task, model, processor, rows, distributions=found, **kwargs)
+        return [task.parse_distribution(text, probs, row) for text, probs, row in zip(texts, found, rows)]
     else:
         texts = generate_texts(task, model, processor, rows, **kwargs)
     return [task.parse(text, row) for text, row in zip(texts, rows)]

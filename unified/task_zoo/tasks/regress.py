@@ -13,17 +13,27 @@ are, and one whose magnitude exceeds 256 is refused (`InputError` naming it) ins
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
+
+import torch
 
 from unified.errors import InputError
 from unified.task_zoo.base import Task
 from unified.task_zoo.registry import register_task
 from unified.tokenizers import tokens_to_values, values_to_tokens
-from unified.tokenizers.values import MU_LAW_M, value_to_bin
+from unified.tokenizers.values import MU_LAW_M, bin_to_value, value_to_bin
 
 SCALES = ("range", "none")
+DECODES = ("argmax", "mean", "median")  # a value from the greedy bin, or the mean / median of the bin distribution
+
+
+@functools.lru_cache(maxsize=4)
+def bin_values(n: int) -> torch.Tensor:
+    """(n,) float64: the value each of n value bins decodes to (`bin_to_value`)."""
+    return torch.tensor([bin_to_value(k, n) for k in range(n)], dtype=torch.float64)
 
 
 def _bounds(row: Mapping[str, Any], field: str) -> tuple[float, float] | None:
@@ -52,10 +62,31 @@ class Regress(Task):
     example_row = {"video": "clips/train_00001.mp4", "question": "how many pixels does the circle move per frame?",
                    "values": [1.5], "value_range": [0, 4]}
 
-    def __init__(self, scale: str = "range"):
+    def __init__(self, scale: str = "range", decode: str = "argmax"):
         if scale not in SCALES:
             raise InputError("regress scale", scale, f"expected one of {SCALES}")
-        self.scale = scale
+        if decode not in DECODES:
+            raise InputError("regress decode", decode, f"expected one of {DECODES}")
+        self.scale, self.decode = scale, decode
+
+    @property
+    def reads_distribution(self) -> bool:
+        return self.decode != "argmax"
+
+    def parse_distribution(self, text: str, probs: Any, row: Mapping[str, Any]) -> list[float]:
+        """Each value as the mean (or median) of the value its bins decode to, weighted by the step's bin
+        probabilities (`probs`: (steps, bins)); then mapped back from the row's range."""
+        wanted = self.answer_length(row)
+        centres = bin_values(self.layout.num_value_bins)  # (bins,) the value each bin decodes to
+        out = []
+        for step in probs[:wanted]:
+            p = step.double() / step.double().sum()
+            if self.decode == "mean":
+                y = float((p * centres).sum())
+            else:  # median: the first bin where the cumulative probability reaches one half
+                y = float(centres[int(torch.searchsorted(p.cumsum(0), torch.tensor(0.5, dtype=torch.float64)))])
+            out.append(self._from_tokens_domain(y, row))
+        return out if len(out) == wanted else self.parse(text, row)
 
     def answer_length(self, row: Mapping[str, Any]) -> int:
         """How many values the answer has."""
