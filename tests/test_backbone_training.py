@@ -163,6 +163,13 @@ def test_unified_train_on_a_pretrained_backbone(family, tmp_path):
     assert isinstance(model.generate(task="vqa", video=video, question="what colour is the circle?"), str)
     assert model.generate(task="retrieval", video=video).shape == (network.config.text.embed_dim,)
 
+    from transformers import AutoTokenizer
+
+    final = str(tmp_path / "run" / "final")  # transformers' Auto classes: our vocabulary with the flag, theirs without
+    ours = AutoTokenizer.from_pretrained(final, trust_remote_code=True)
+    assert type(ours).__name__ == "BackboneTokenizer" and ours.vocab_size == model.processor.tokenizer.vocab_size
+    assert "Tokenizer" in type(AutoTokenizer.from_pretrained(final)).__name__
+
 
 def test_a_text_vocab_size_next_to_a_text_backbone_raises(backbone):
     from unified.training import load_config

@@ -1,0 +1,103 @@
+"""Numbers on real tables: held-out MAE of the `regress` task (Gato-style inputs) against always predicting the
+training mean and against linear regression, on scikit-learn's bundled diabetes table (442 rows, 10 features,
+targets 25..346) and its Linnerud table (20 rows, 3 exercises -> weight).
+
+    python benchmarks/regress_tables.py [--steps 1500] [--tables diabetes linnerud]
+
+Each table is split 80 / 20 (seeded); features are min-max scaled on the training rows into [-1, 1] and given as
+`input_range: [-1, 1]`, targets carry `value_range` = the training targets' range widened by 10 % (so held-out
+targets outside it are clamped into it, counted). Variants, each trained from scratch on the tiny preset with the
+same seed and steps: `range` (regress scale: range, argmax), `range + HL-Gauss` (text.ordinal_loss_sigma 0.75), and
+each of these read with `decode: mean`. Prints one table; the README's numbers rows come from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+SMOKE = Path(__file__).parents[1] / "training" / "configs" / "tiny-smoke.yaml"
+
+
+def table(name: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn import datasets
+
+    if name == "diabetes":
+        x, y = datasets.load_diabetes(return_X_y=True, scaled=False)
+    elif name == "linnerud":
+        data = datasets.load_linnerud()
+        x, y = data.data, data.target[:, 0]  # exercises -> weight
+    else:
+        raise SystemExit(f"unknown table {name!r}")
+    return x.astype(float), y.astype(float)
+
+
+def rows(x: np.ndarray, y: np.ndarray, low: np.ndarray, high: np.ndarray, bounds: tuple[float, float]) -> list[dict]:
+    scaled = np.clip(2 * (x - low) / np.where(high > low, high - low, 1) - 1, -1, 1)
+    return [{"inputs": [round(float(v), 4) for v in features], "values": [float(np.clip(t, *bounds))],
+             "value_range": list(bounds), "input_range": [-1, 1]} for features, t in zip(scaled, y)]
+
+
+def run(name: str, steps: int, seed: int = 0) -> dict[str, float]:
+    from sklearn.linear_model import LinearRegression
+
+    from unified import Model
+    from unified.training import load_config, train
+
+    x, y = table(name)
+    order = np.random.default_rng(seed).permutation(len(y))
+    cut = int(0.8 * len(y))
+    train_i, test_i = order[:cut], order[cut:]
+    low, high = x[train_i].min(0), x[train_i].max(0)
+    span = y[train_i].max() - y[train_i].min()
+    bounds = (float(y[train_i].min() - 0.1 * span), float(y[train_i].max() + 0.1 * span))
+    result = {"rows": len(y), "clamped held-out targets": int(((y[test_i] < bounds[0]) | (y[test_i] > bounds[1])).sum()),
+              "training mean": float(np.abs(y[test_i] - y[train_i].mean()).mean()),
+              "linear regression": float(np.abs(LinearRegression().fit(x[train_i], y[train_i]).predict(x[test_i])
+                                                - y[test_i]).mean())}
+    test_rows = rows(x[test_i], y[test_i], low, high, bounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        for split, index in (("train", train_i), ("test", test_i)):
+            folder = Path(tmp) / split
+            folder.mkdir()
+            (folder / "regress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in
+                                                          rows(x[index], y[index], low, high, bounds)))
+        for label, extra in (("range", []), ("range + HL-Gauss 0.75", ["model.text={ordinal_loss_sigma: 0.75}"])):
+            out = Path(tmp) / label.replace(" ", "_")
+            random.seed(seed)
+            cfg = load_config(SMOKE, [f"output_dir={out}", f"data.train_dir={Path(tmp) / 'train'}",
+                                      f"data.eval_dir={Path(tmp) / 'test'}", "data.synthetic=null",
+                                      "data.tasks=[regress]", f"optim.max_steps={steps}", "optim.warmup_steps=50",
+                                      "checkpoint.every=0", "eval.every=0", "eval.max_rows=8", "log_with=none",
+                                      "tokenizer.text_vocab_size=60", *extra])
+            train(cfg, progress=False)
+            model = Model.from_pretrained(out / "final")
+            for decode in ("argmax", "mean"):
+                model.task_options["regress"] = {"scale": "range", "decode": decode}
+                metrics = model.evaluate({"regress": test_rows}, progress=False).metrics["regress"]
+                result[f"{label}, {decode}"] = float(metrics["mae"])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--tables", nargs="+", default=["diabetes", "linnerud"])
+    args = parser.parse_args()
+    for name in args.tables:
+        result = run(name, args.steps)
+        base = result["training mean"]
+        print(f"\n{name}: {result.pop('rows')} rows, {result.pop('clamped held-out targets')} held-out targets "
+              f"clamped into the value range; {args.steps} steps")
+        print(f"{'predictor':<32} {'held-out MAE':>12} {'vs mean':>8}")
+        for label, mae in result.items():
+            print(f"{label:<32} {mae:>12.2f} {mae / base:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
