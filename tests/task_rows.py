@@ -66,3 +66,12 @@ def tiny_stack(seed: int = 0):
                                                 "audio_token_id": tokenizer.audio_token_id})
     torch.manual_seed(seed)
     return tokenizer, processor, UnifiedModel(config)
+
+
+def saved_tiny_model(directory, seed: int = 0):
+    """`tiny_stack(seed)` saved to `directory` and loaded back through the front door (`unified.Model`)."""
+    from unified import Model
+
+    _, processor, network = tiny_stack(seed)
+    Model(network, processor).save_pretrained(directory)
+    return Model.from_pretrained(directory)

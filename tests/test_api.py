@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from task_rows import tiny_stack, write_media
+from task_rows import saved_tiny_model, tiny_stack, write_media
 
 from unified import Model
 from unified.errors import InputError
@@ -13,10 +13,7 @@ from unified.tokenizers import Box
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("model")
-    _, processor, network = tiny_stack()
-    Model(network, processor).save_pretrained(directory)
-    return Model.from_pretrained(directory)
+    return saved_tiny_model(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -196,7 +196,7 @@ def check_fields(task: Any, given: Mapping[str, Any]) -> None:
             raise InputError(f"{task.name} {key}", given[key], "is what this task answers (a target field), not an "
                              f"input; its inputs are {sorted(inputs)} and media {sorted(task.accepts)}")
         close = difflib.get_close_matches(key, [*inputs, *MODALITIES, "source_fps"], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f"; did you mean {close[0]!r}?" if close else "."
         raise InputError(f"{task.name} keyword", key, f"not an input of this task{hint} It takes media "
                          f"{sorted(task.accepts)} and fields {sorted(inputs)}")
 

@@ -80,7 +80,7 @@ class BinsLogitsProcessor(LogitsProcessor):
 
 class TextOnlyLogitsProcessor(LogitsProcessor):
     """Free text: no media placeholder, numbered token (location, value, integer, time) or unused row may be written;
-    `first_non_text` is the first such id (every id from there up is closed), `closed` a few more (pad, bos)."""
+    `first_non_text` is the first such id (every id from there up is closed), `closed` a few more (pad)."""
 
     def __init__(self, first_non_text: int, closed: Iterable[int] = ()):
         self.first_non_text, self.closed = first_non_text, sorted({int(i) for i in closed})

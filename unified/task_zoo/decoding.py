@@ -3,7 +3,7 @@ goes through the task's `parse`.
 
     grammar     the decoder may write                         tokens
     text        text: no media, location, value, int or       up to `max_new_tokens`
-                time token (nor pad / bos)
+                time token (nor pad)
     loc         location tokens only                          exactly `task.answer_length(row)` (a box: 4)
     time        time tokens only                              exactly `task.answer_length(row)` (a span: 2)
     val         value tokens only                             exactly `task.answer_length(row)`
@@ -48,7 +48,8 @@ def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens
     """(group key, `generate` keyword arguments) for one row under its task's grammar."""
     grammar, eos = task.grammar, tokenizer.eos_token_id
     if grammar == "text":
-        closed = {i for i in (tokenizer.pad_token_id, tokenizer.bos_token_id) if i is not None} - {eos}
+        # pad is closed; bos is not, since some backbones (BART) force it as the first answer token
+        closed = {tokenizer.pad_token_id} - {eos, None}
         text_only = TextOnlyLogitsProcessor(tokenizer.first_non_text_id, closed)
         return ("text",), {"max_new_tokens": max_new_tokens, "logits_processor": [text_only]}
     if grammar in FIXED_LENGTH:
