@@ -125,8 +125,8 @@ class Model:
                  max_new_tokens: int = 32, **fields: Any) -> Any:
         """Answer `task` for the given inputs; see the module docstring for inputs and return types.
 
-        `source_fps` is the frame rate of a video given as frames in memory (a [T, H, W, 3] uint8 array or tensor,
-        or a list of images): required for those, refused for files. Keyword arguments the task does not take
+        `source_fps` is the frame rate of a video given as frames in memory (a [T, H, W, 3] uint8 array or
+        tensor; a list of videos is a batch): required for those, refused for files. Keyword arguments the task does not take
         (a typo, a target field) raise `InputError` naming them."""
         from unified.task_zoo import build_tasks
         from unified.task_zoo.decoding import predict

@@ -7,14 +7,14 @@ goes through the task's `parse`.
     loc         location tokens only                          exactly `task.answer_length(row)` (a box: 4)
     time        time tokens only                              exactly `task.answer_length(row)` (a span: 2)
     val         value tokens only                             exactly `task.answer_length(row)`
+    int         integer tokens, then eos                      up to `task.answer_length(row)` (default 4)
+    options     one of `task.choices(row)`                    a choice, then eos
+    embedding   nothing: the embedding head answers           -
 
 For loc / time / val, `task.allowed_bins(row)` may narrow the bins (regress: its row's `value_range`) and
 `task.increasing` orders them: grounding's (2, 0), (3, 1) keep x1 < x2 and y1 < y2, temporal grounding's (1, 0)
 keeps start < end. Location bins span the image and time bins the clip, so boxes stay inside the image and spans
 inside the clip by construction.
-    int         integer tokens, then eos                      up to `task.answer_length(row)` (default 4)
-    options     one of `task.choices(row)`                    a choice, then eos
-    embedding   nothing: the embedding head answers           -
 
 How a task answers is its `answer_mode`: "generate" (the table above), "rank" (each of `task.choices(row)` scored
 by likelihood) or "embed".
@@ -43,6 +43,11 @@ from unified.task_zoo.base import ANSWER_MODES, FIXED_LENGTH
 from unified.task_zoo.batching import task_batch, text_batch, to_device
 
 
+def bin_ids(grammar: str, tokenizer: Any) -> range:
+    """The token ids of a fixed-length grammar's bins ("loc", "time" or "val")."""
+    return {"loc": tokenizer.loc_ids, "time": tokenizer.time_ids, "val": tokenizer.val_ids}[grammar]
+
+
 def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens: int = 32
                ) -> tuple[tuple, dict[str, Any]]:
     """(group key, `generate` keyword arguments) for one row under its task's grammar."""
@@ -53,7 +58,7 @@ def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens
         text_only = TextOnlyLogitsProcessor(tokenizer.first_non_text_id, closed)
         return ("text",), {"max_new_tokens": max_new_tokens, "logits_processor": [text_only]}
     if grammar in FIXED_LENGTH:
-        ids = {"loc": tokenizer.loc_ids, "time": tokenizer.time_ids, "val": tokenizer.val_ids}[grammar]
+        ids = bin_ids(grammar, tokenizer)
         count, bins = task.answer_length(row), task.allowed_bins(row)
         processor = BinsLogitsProcessor(ids, bins=bins, increasing=task.increasing)
         return (grammar, count, bins), {"max_new_tokens": count, "min_new_tokens": count,
@@ -95,7 +100,7 @@ def generate_texts(task: Any, model: Any, processor: Any, rows: Sequence[Mapping
     texts: list[str] = [""] * len(rows)
     if distributions is not None:
         distributions[:] = [None] * len(rows)
-        bins = {"loc": tokenizer.loc_ids, "time": tokenizer.time_ids, "val": tokenizer.val_ids}.get(task.grammar)
+        bins = bin_ids(task.grammar, tokenizer) if task.grammar in FIXED_LENGTH else None
         if bins is None or num_beams != 1:
             raise InputError(f"task {task.name!r} distributions", task.grammar, "read only from greedy decoding "
                              "under a loc / time / val grammar")

@@ -24,6 +24,7 @@ from unified.errors import InputError
 from unified.task_zoo.base import Task
 from unified.task_zoo.registry import register_task
 from unified.tokenizers import tokens_to_values, values_to_tokens
+from unified.tokenizers.grammar import check_real
 from unified.tokenizers.values import MU_LAW_M, bin_to_value, value_to_bin
 
 SCALES = ("range", "none")
@@ -105,8 +106,8 @@ class Regress(Task):
             numbers = row.get(what) if with_target or what == "inputs" else None
             if numbers is None:
                 continue
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers):
-                raise InputError(f"regress {what}", numbers, "expected finite numbers")
+            for v in numbers:  # a list: `field_kinds` checked it above
+                check_real(f"regress {what}", v)  # a real, finite number
             bounds = declared or self._range(row, field)
             if bounds is not None:
                 outside = [v for v in numbers if not bounds[0] <= v <= bounds[1]]
