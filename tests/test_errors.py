@@ -19,3 +19,14 @@ def test_large_values_are_summarised_not_dumped():
     assert len(str(long)) < 200
     with pytest.raises(InputError, match="too long"):
         raise long
+
+
+@pytest.mark.parametrize("error", [InputError("box", (3, 1), "x2 must exceed x1"),
+                                   MediaDecodeError("vqa.jsonl:4 video", "clip.mp4", "truncated"),
+                                   ConfigError("optim.lr", -1.0, "expected > 0")], ids=lambda e: type(e).__name__)
+def test_errors_survive_pickling_whole(error):
+    """A DataLoader worker's error crosses to the training process by pickle: same class, fields and message."""
+    import pickle
+
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is type(error) and str(back) == str(error) and back.value == error.value

@@ -91,6 +91,55 @@ def test_row_stream_gives_ranks_different_rows_and_resumes():
     assert resumed.take("vqa", 6) == rest
 
 
+@pytest.mark.parametrize("strategy", ["temperature", "dynamic"])
+def test_planner_resumes_with_the_plans_its_workers_had_not_trained(strategy, tmp_path):
+    """Plans made ahead (as a DataLoader with workers asks for them) and not yet trained are saved with the sampler
+    and stream, and a resumed planner hands them out first: the plan sequence equals an uninterrupted one's."""
+    import torch
+
+    from unified.training.batches import Planner
+
+    cfg = load_config(CONFIGS[0], ["optim.max_steps=9", "optim.grad_accum=2", "mixture.mixed_batches=true",
+                                   f"mixture.strategy={strategy}", "optim.batch_size=3"])
+    data = {"vqa": [{"i": i} for i in range(7)], "caption": [{"i": i} for i in range(5)]}
+    tasks = {name: type("T", (), {"contrastive": False})() for name in data}
+
+    def planner():
+        sampler = TaskSampler({t: len(r) for t, r in data.items()}, strategy, seed=0)
+        return sampler, RowStream(data, seed=0), Planner(cfg, sampler, RowStream(data, seed=0), tasks)
+
+    def run(planner_, sampler, consume_upto=None, ahead=4):
+        made, it = [], iter(planner_)
+        for plan in it:  # like a DataLoader: `ahead` plans outstanding, the loss of each trained one fed back
+            made.append(plan)
+            if len(made) > ahead:
+                trained = made[len(made) - ahead - 1]
+                planner_.consumed(trained)
+                sampler.observe(trained.rows[0][0], 1.0 + trained.step % 3)
+                if consume_upto is not None and trained.step * 2 + trained.micro + 1 == consume_upto:
+                    return made
+        return made
+
+    sampler, _, straight = planner()
+    expected = run(straight, sampler)
+    assert len(expected) == 18 and [(p.step, p.micro) for p in expected[:3]] == [(0, 0), (0, 1), (1, 0)]
+    assert all(len(p.rows) == 3 for p in expected)
+    sampler, _, first = planner()
+    made = run(first, sampler, consume_upto=8)
+    state = {"sampler": sampler.state_dict(), "stream": first.stream.state_dict(), "planner": first.state_dict()}
+    torch.save(state, tmp_path / "trainer.pt")  # what a checkpoint holds, read back as a resume reads it
+    state = torch.load(tmp_path / "trainer.pt", weights_only=True)
+    assert [p[:2] for p in state["planner"]["pending"]] == [[4, 0], [4, 1], [5, 0], [5, 1]]
+    sampler, _, resumed = planner()
+    sampler.load_state_dict(state["sampler"])
+    resumed.stream.load_state_dict(state["stream"])
+    resumed.load_state_dict(state["planner"])
+    rest = run(resumed, sampler)
+    assert made[:8] + rest == expected
+    with pytest.raises(RuntimeError, match="out of order"):
+        resumed.consumed(expected[0])
+
+
 def test_parameter_groups_and_schedule():
     assert group_of("encoder.layers.0.xattn.attn.to_q.weight") == "xattn"
     assert group_of("encoder.media.visual_resampler.latents") == "resampler"

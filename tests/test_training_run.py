@@ -43,11 +43,13 @@ def _run(args, **kwargs):
 
 
 def test_killed_and_resumed_run_equals_straight_run(data, tmp_path):
+    """20 steps straight in the training process == 10 steps with 2 DataLoader workers, SIGKILL, 10 more with one
+    worker prefetching 3: the plans the killed run's workers had prepared but not trained resume first."""
     common = [f"data.train_dir={data / 'train'}", "data.synthetic=null", "optim.max_steps=20",
               "checkpoint.every=10", "checkpoint.keep=5", "tokenizer.text_vocab_size=200"]
     straight = _run([f"output_dir={tmp_path / 'a'}", *common])
     assert straight.wait(timeout=300) == 0, straight.stderr.read()
-    killed = _run([f"output_dir={tmp_path / 'b'}", *common])
+    killed = _run([f"output_dir={tmp_path / 'b'}", "data.num_workers=2", *common])
     ckpt = tmp_path / "b" / "checkpoints" / "step-00000010"
     deadline = time.time() + 300
     while not (ckpt / "trainer.pt").is_file() and time.time() < deadline and killed.poll() is None:
@@ -58,12 +60,30 @@ def test_killed_and_resumed_run_equals_straight_run(data, tmp_path):
     for later in (tmp_path / "b" / "checkpoints").glob("step-*"):  # whatever it wrote after step 10 is lost
         if later.name != ckpt.name:
             shutil.rmtree(later)
-    resumed = _run([f"output_dir={tmp_path / 'b'}", *common])
+    pending = torch.load(ckpt / "trainer.pt", weights_only=True)["planner"]["pending"]
+    assert [p[:2] for p in pending] == [[10, 0], [11, 0], [12, 0], [13, 0]]  # 2 workers x prefetch 2 ahead
+    resumed = _run([f"output_dir={tmp_path / 'b'}", "data.num_workers=1", "data.prefetch=3", *common])
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     a = weights(tmp_path / "a" / "checkpoints" / "step-00000020")
     b = weights(tmp_path / "b" / "checkpoints" / "step-00000020")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], weights(ckpt)[k]) for k in a)  # the last 10 steps did change something
+
+
+def test_a_clip_that_fails_in_a_worker_stops_the_run_naming_its_row(data, tmp_path):
+    """With the pre-flight check off, a clip that does not decode fails inside a DataLoader worker: the training
+    process raises the same MediaDecodeError naming file:row (no hang, no RuntimeError wrapping a traceback)."""
+    from unified.errors import MediaDecodeError
+
+    bad = tmp_path / "train"
+    shutil.copytree(data / "train", bad)
+    for clip in bad.rglob("*.mp4"):
+        clip.write_bytes(b"not a video at all" * 10)
+    cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'run'}", f"data.train_dir={bad}", "data.synthetic=null",
+                              "data.tasks=[video_mcqa]", "data.check_media=false", "data.num_workers=2",
+                              "data.media_cache_mb=0", "tokenizer.text_vocab_size=200"])
+    with pytest.raises(MediaDecodeError, match=r"video_mcqa\.jsonl:\d+ "):
+        train(cfg, progress=False)
 
 
 def test_non_finite_losses_stop_the_run_with_a_checkpoint(data, tmp_path, monkeypatch):
@@ -177,7 +197,8 @@ def test_two_cpu_processes_share_the_work_and_end_identical(data, tmp_path):
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            str(ROOT / "training" / "multitask.py"), "--config", str(SMOKE), f"output_dir={tmp_path}",
            f"data.train_dir={data / 'train'}", "data.synthetic=null", "optim.max_steps=6", "optim.batch_size=4",
-           "checkpoint.every=100", "tokenizer.text_vocab_size=200", "data.tasks=[vqa, video_mcqa]"]
+           "checkpoint.every=100", "tokenizer.text_vocab_size=200", "data.tasks=[vqa, video_mcqa]",
+           "data.num_workers=1"]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT, check=False)
     reports = [tmp_path / "ranks" / f"rank-{r}.json" for r in (0, 1)]
     assert all(p.is_file() for p in reports), run.stderr[-3000:]

@@ -35,6 +35,9 @@ class InputError(UnifiedError, ValueError):
         self.what, self.value, self.reason = what, value, reason
         super().__init__(f"{what}={_short(value)}: {reason}")
 
+    def __reduce__(self):  # pickled whole (a DataLoader worker's error reaches the training process as itself)
+        return type(self), (self.what, self.value, self.reason)
+
 
 class MediaDecodeError(InputError):
     """An image, video or audio source could not be decoded (corrupt, truncated, no such stream)."""
@@ -46,3 +49,6 @@ class ConfigError(UnifiedError, ValueError):
     def __init__(self, field: str, value: Any, reason: str):
         self.field, self.value, self.reason = field, value, reason
         super().__init__(f"config field {field!r}={_short(value)}: {reason}")
+
+    def __reduce__(self):
+        return type(self), (self.field, self.value, self.reason)

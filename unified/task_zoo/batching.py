@@ -45,5 +45,14 @@ def text_batch(task: Any, rows: Sequence[Mapping[str, Any]], processor: Any) -> 
     return processor.collate([process_row(processor, task, task.pair_example(row), row) for row in rows])
 
 
+def contrastive_batch(task: Any, rows: Sequence[Mapping[str, Any]], processor: Any,
+                      rng: random.Random | None = None) -> dict[str, torch.Tensor]:
+    """A contrastive task's rows and their pairs in one batch (one forward, as DDP wants): rows 0..N-1 the
+    examples, N..2N-1 their pairs (`Task.pair_example`)."""
+    items = [process_row(processor, task, task.to_example(row, rng=rng), row) for row in rows]
+    items += [process_row(processor, task, task.pair_example(row), row) for row in rows]
+    return processor.collate(items)
+
+
 def to_device(batch: Mapping[str, torch.Tensor], device: torch.device | str) -> dict[str, torch.Tensor]:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

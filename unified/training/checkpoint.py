@@ -103,7 +103,8 @@ def load_trainer_state(path: str | Path) -> dict[str, Any]:
 FINGERPRINT = "fingerprint.json"
 # what may change between a run and its resume: how long it runs, how often it logs, evaluates and checkpoints
 RESUMABLE_CHANGES = ("output_dir", "optim.max_steps", "log_every", "log_with", "eval.", "checkpoint.",
-                     "data.media_cache_mb", "data.check_media", "model.init_from")
+                     "data.media_cache_mb", "data.check_media",
+                     "data.num_workers", "data.prefetch", "model.init_from")
 
 
 def fingerprint(cfg: Any, train_rows: dict[str, list], eval_rows: dict[str, list]) -> dict[str, Any]:

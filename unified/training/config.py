@@ -59,6 +59,8 @@ class DataSection:
     allow_outside_paths: bool = False  # relative media paths may leave the data file's directory (../x.mp4)
     check_media: bool = True  # decode every media file before step 0 (`unified data check`, cached beside the data)
     media_cache_mb: int = 2048  # decoded media kept in memory across epochs (`UnifiedProcessor.cache_media`); 0 = off
+    num_workers: int = 0  # DataLoader processes that decode and collate batches (0: the training process does)
+    prefetch: int = 2  # batches each worker prepares ahead
 
 
 @dataclass
@@ -222,6 +224,8 @@ def number_rules(cfg: TrainConfig) -> list[tuple[str, Any, Any, str]]:
         ("processor.max_frames", p.max_frames, at_least_1, "expected >= 1"),
         ("tokenizer.text_vocab_size", cfg.tokenizer.text_vocab_size, lambda x: x >= 8, "expected >= 8 pieces"),
         ("mixture.anneal_steps", cfg.mixture.anneal_steps, at_least_1, "expected steps >= 1"),
+        ("data.num_workers", d.num_workers, at_least_0, "expected worker processes >= 0 (0 = none)"),
+        ("data.prefetch", d.prefetch, at_least_1, "expected batches per worker >= 1"),
         ("eval.every", cfg.eval.every, at_least_0, "expected steps >= 0 (0 = only at the end)"),
         ("eval.max_rows", cfg.eval.max_rows, at_least_1, "expected >= 1"),
         ("eval.batch_size", cfg.eval.batch_size, at_least_1, "expected >= 1"),

@@ -90,19 +90,26 @@ class RowStream:
         return np.random.default_rng([self.seed, epoch, sorted(self.data).index(task)]).permutation(
             len(self.data[task]))
 
-    def take(self, task: str, count: int) -> list[dict]:
-        rows = []
-        while len(rows) < count:
+    def take_indices(self, task: str, count: int) -> list[int]:
+        """The next `count` row indices of `task` (into `data[task]`), continuing into the next epoch's order."""
+        taken: list[int] = []
+        while len(taken) < count:
             epoch, index = self.position[task]
             order = self._order(task, epoch)
-            take = order[index:index + count - len(rows)]
-            rows += [self.data[task][i] for i in take]
+            take = order[index:index + count - len(taken)]
+            taken += [int(i) for i in take]
             index += len(take)
             self.position[task] = [epoch + 1, 0] if index >= len(order) else [epoch, index]
-        return rows
+        return taken
+
+    def take(self, task: str, count: int) -> list[dict]:
+        return [self.data[task][i] for i in self.take_indices(task, count)]
+
+    def batch_indices(self, task: str, batch_size: int, rank: int = 0, world: int = 1) -> list[int]:
+        return self.take_indices(task, batch_size * world)[rank::world]
 
     def batch(self, task: str, batch_size: int, rank: int = 0, world: int = 1) -> list[dict]:
-        return self.take(task, batch_size * world)[rank::world]
+        return [self.data[task][i] for i in self.batch_indices(task, batch_size, rank, world)]
 
     def state_dict(self) -> dict:
         return {"position": {k: list(v) for k, v in self.position.items()}}

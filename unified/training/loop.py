@@ -10,7 +10,9 @@
     run.finish()                            # last evaluation and checkpoint, final/, the report
 
 One batch (`unified.training.loss.batch_loss`): one task drawn by the mixture (or, with `mixture.mixed_batches`,
-a task per row, contrastive tasks still a whole batch), its rows from the stream, `loss_weight[task] * loss`.
+a task per row, contrastive tasks still a whole batch), its rows from the stream, `loss_weight[task] * loss`. What
+each batch holds is planned here; its media are decoded and its tensors made in `data.num_workers` DataLoader
+workers (`unified.training.batches`), the plans not yet trained saved with every checkpoint.
 A non-finite loss skips the step and is counted. A run whose output directory holds checkpoints resumes from the
 newest one and follows the same trajectory.
 """
@@ -33,6 +35,7 @@ from tqdm.auto import tqdm
 from unified.errors import ConfigError, UnifiedError
 from unified.model.adapters import TaskAdapters
 from unified.saving import write_servable
+from unified.training.batches import PlannedBatches, Planner, Prepared, batch_loader
 from unified.training.build import build_stack, preflight
 from unified.training.checkpoint import (
     FINGERPRINT,
@@ -94,8 +97,8 @@ class Run:
             cfg.model.init_from = str(resume)
             self.log(f"resuming from {resume}")
         self.tokenizer, self.processor, model = build_stack(cfg, self.train_rows, self.log)
-        if cfg.data.media_cache_mb:
-            self.processor.cache_media(cfg.data.media_cache_mb * 2**20)  # each clip decoded once, not per epoch
+        if cfg.data.media_cache_mb:  # each clip decoded once, not per epoch; each worker holds its share
+            self.processor.cache_media(cfg.data.media_cache_mb * 2**20 // max(1, cfg.data.num_workers))
         if cfg.model.gradient_checkpointing:
             # transformers >= 5.2x renamed it activation_checkpointing_enable (the old name warns)
             getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
@@ -122,6 +125,8 @@ class Run:
                                    temperature=m.temperature, weights=m.weights, anneal_steps=m.anneal_steps,
                                    seed=cfg.seed)
         self.stream = RowStream(self.train_rows, seed=cfg.seed)
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        self.planner = Planner(cfg, self.sampler, self.stream, self.tasks, rank, world)
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.lr, cfg.optim.lr_scale), lr=cfg.optim.lr,
                                            weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(cfg, step))
@@ -134,6 +139,7 @@ class Run:
             self.stream.load_state_dict(state["stream"])
             set_rng_state(state["rng"])
             self.start, self.best, self.skipped = state["step"], state["best"], state["skipped"]
+            self.planner.load_state_dict(state.get("planner", {"next": [self.start, 0], "pending": []}))
             self.history = state["history"]
         if cfg.model.compile:
             model = torch.compile(model)
@@ -148,6 +154,10 @@ class Run:
         self.bar = tqdm(total=cfg.optim.max_steps, initial=self.start, desc="train", unit="step",
                         disable=not (progress and self.main))
         self.recent: dict[str, float] = {}
+        d = cfg.data
+        dataset = PlannedBatches(self.tasks, self.processor, self.train_rows, cfg.seed)
+        self.batches = batch_loader(self.planner, dataset, num_workers=d.num_workers, prefetch=d.prefetch,
+                                    seed=cfg.seed + rank, pin_memory=self.accelerator.device.type == "cuda")
         self.seen: list[str] = []  # the rows this process trained on (written per rank at the end)
         self.started = time.perf_counter()
         self.model.train()
@@ -165,12 +175,14 @@ class Run:
         cfg, accelerator = self.cfg, self.accelerator
         done_micro, bad = [], None
         for micro in range(cfg.optim.grad_accum):  # each micro-batch is one batch of the mixture; gradients add up
-            prompt_rng = random.Random((cfg.seed * 1_000_003 + step) * 64 + micro)
+            prepared = self._next_batch(step, micro)
+            self.seen.extend(prepared.sources)
             with accelerator.autocast():
-                loss, parts = batch_loss(cfg, self.tasks, self.sampler, self.stream, self.model, self.processor,
-                                         step, prompt_rng, accelerator, self.seen, only=self.stage.tasks)
+                loss, parts = batch_loss(cfg, self.tasks, prepared, self.model, accelerator.device)
             if not math.isfinite(float(loss.detach())):
                 bad = ", ".join(parts)
+                for _ in range(micro + 1, cfg.optim.grad_accum):  # the step's other micro-batches are passed over
+                    self._next_batch(step, _)
                 break
             last = micro == cfg.optim.grad_accum - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(self.model):  # DDP syncs on the last
@@ -196,6 +208,17 @@ class Run:
         if (step + 1) % max(1, cfg.log_every) == 0:
             self.bar.set_postfix_str(" ".join(f"{t[:8]} {v:.2f}" for t, v in sorted(self.recent.items())))
         return True
+
+    def _next_batch(self, step: int, micro: int) -> Prepared:
+        prepared = next(self.batches)  # prepared by a worker (or here, with data.num_workers: 0)
+        self.planner.consumed(prepared.plan)
+        if (prepared.plan.step, prepared.plan.micro) != (step, micro):
+            raise RuntimeError(f"planned batch {prepared.plan.step}.{prepared.plan.micro} arrived at {step}.{micro}")
+        return prepared
+
+    def close(self) -> None:
+        """Stop the DataLoader workers."""
+        self.batches.close()
 
     def _skip(self, step: int, bad: str) -> None:
         self.skipped += 1
@@ -267,6 +290,7 @@ class Run:
     def trainer_state(self) -> dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "sampler": self.sampler.state_dict(), "stream": self.stream.state_dict(), "rng": rng_state(),
+                "planner": self.planner.state_dict(),
                 "best": self.best, "skipped": self.skipped, "history": self.history}
 
     def checkpoint(self, step: int) -> None:
@@ -281,6 +305,7 @@ class Run:
     def finish(self) -> dict[str, Any]:
         """The last evaluation and checkpoint, the servable `final/`, the rank report and the summary."""
         self.bar.close()
+        self.close()
         end = self.cfg.optim.max_steps
         final = self.evaluate(end)
         self.checkpoint(end)
@@ -317,6 +342,7 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
             run.checkpoint(done)
         if stop_after is not None and steps_done >= stop_after:
             run.bar.close()
+            run.close()
             return {"step": done, "stopped": True}
     return run.finish()
 

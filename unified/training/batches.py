@@ -1,0 +1,178 @@
+"""What each micro-batch holds, decided in the training process, and its tensors, made in DataLoader workers.
+
+    planner = Planner(cfg, sampler, stream, tasks, rank, world)   # the mixture draws tasks, the stream rows: cheap
+    loader = batch_loader(planner, tasks, processor, rows, cfg)   # `data.num_workers` processes prepare each plan
+    for prepared in loader:                                        # decode, sample frames, resize, log-mel, tokenise,
+        planner.consumed(prepared.plan)                            # collate; the training process runs the model
+
+A `Plan` names a micro-batch by (step, micro) and its rows by (task, index into that task's rows). The planner is
+the DataLoader's sampler: it runs in the training process, so the sampler and the row stream keep one state that
+goes into the checkpoint. With workers the DataLoader asks for `num_workers * prefetch` plans ahead of the batch
+being trained, so at a checkpoint the sampler and stream are that far ahead: the plans made but not yet trained
+(`pending`) are saved with them and are the first ones a resumed run prepares. The run's plans are therefore the same
+with 0, 2 or 8 workers and across a resume. The dynamic strategy reads training losses with that lag (a DataLoader
+asks for exactly one new plan per batch it hands over), so its draws depend on `num_workers * prefetch`, and a resume
+with the same setting follows the same trajectory.
+
+A failure in a worker (a clip that does not decode) comes back to the training process as the same `UnifiedError`
+naming file:row (`Failed`), not as a DataLoader traceback, and never as a silently missing batch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from unified.errors import UnifiedError
+from unified.task_zoo.batching import contrastive_batch, process_row
+
+
+@dataclass(frozen=True)
+class Plan:
+    step: int
+    micro: int
+    rows: tuple[tuple[str, int], ...]  # (task, index into the task's rows), in the order the mixture drew them
+
+    def to_list(self) -> list:
+        return [self.step, self.micro, [[t, i] for t, i in self.rows]]
+
+    @classmethod
+    def from_list(cls, data: Sequence) -> Plan:
+        return cls(int(data[0]), int(data[1]), tuple((str(t), int(i)) for t, i in data[2]))
+
+
+@dataclass
+class Prepared:
+    """A plan's tensors. `single`: the batch's one task (None: a mixed batch); `batch`: the generative rows
+    collated, `names` their tasks; `contrastive`: task -> its rows then their pairs, collated (2N rows)."""
+
+    plan: Plan
+    single: str | None
+    batch: dict[str, torch.Tensor] | None
+    names: list[str]
+    contrastive: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    sources: list[str] = field(default_factory=list)
+
+    def pin_memory(self) -> Prepared:  # DataLoader(pin_memory=True) calls this on what the workers return
+        pin = (lambda b: {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()})
+        self.batch = pin(self.batch) if self.batch is not None else None
+        self.contrastive = {k: pin(b) for k, b in self.contrastive.items()}
+        return self
+
+
+@dataclass
+class Failed:
+    plan: Plan
+    error: UnifiedError
+
+
+def prepare(tasks: Mapping[str, Any], processor: Any, named_rows: Sequence[tuple[str, Mapping[str, Any]]],
+            rng: random.Random | None, plan: Plan | None = None) -> Prepared:
+    """Rows of one or several tasks -> a `Prepared` batch: generative rows through the processor together, each
+    contrastive task's rows with their pairs (prompts drawn from `rng` in that order)."""
+    names = [n for n, _ in named_rows]
+    generative = [(n, r) for n, r in named_rows if not tasks[n].contrastive]
+    batch = None
+    if generative:
+        items = [process_row(processor, tasks[n], tasks[n].to_example(r, rng=rng), r) for n, r in generative]
+        batch = processor.collate(items)
+    contrastive = {name: contrastive_batch(tasks[name], [r for n, r in named_rows if n == name], processor, rng)
+                   for name in dict.fromkeys(n for n in names if tasks[n].contrastive)}
+    return Prepared(plan=plan, single=names[0] if len(set(names)) == 1 else None, batch=batch,
+                    names=[n for n, _ in generative], contrastive=contrastive,
+                    sources=[str(r.get("_source", "")) for _, r in named_rows])
+
+
+class PlannedBatches(torch.utils.data.Dataset):
+    """The workers' side: a `Plan` -> its `Prepared` batch (or `Failed`). Indexed by plans, not integers."""
+
+    def __init__(self, tasks: Mapping[str, Any], processor: Any, rows: Mapping[str, list], seed: int):
+        self.tasks, self.processor, self.rows, self.seed = tasks, processor, rows, seed
+
+    def __getitem__(self, plan: Plan) -> Prepared | Failed:
+        rng = random.Random((self.seed * 1_000_003 + plan.step) * 64 + plan.micro)  # prompt templates
+        named = [(task, self.rows[task][i]) for task, i in plan.rows]
+        try:
+            return prepare(self.tasks, self.processor, named, rng, plan)
+        except UnifiedError as exc:  # DataLoader would re-raise it as a RuntimeError wrapping a traceback
+            return Failed(plan, exc)
+
+    def __len__(self) -> int:  # the DataLoader never asks (its sampler is the planner); defined for clarity
+        raise TypeError("PlannedBatches is indexed by plans; it has no length")
+
+
+class Planner:
+    """The DataLoader's sampler: yields the run's plans from `start` on, the pending ones of a resumed run first."""
+
+    def __init__(self, cfg: Any, sampler: Any, stream: Any, tasks: Mapping[str, Any], rank: int = 0, world: int = 1,
+                 start: int = 0):
+        from unified.training.stages import stage_at
+
+        self.cfg, self.sampler, self.stream, self.rank, self.world = cfg, sampler, stream, rank, world
+        self.stage_at = stage_at
+        self.whole = [name for name, task in tasks.items() if task.contrastive]  # InfoNCE needs a whole batch
+        self.next = (start, 0)  # (step, micro) of the next plan to make
+        self.pending: deque[Plan] = deque()  # made (handed to the DataLoader) but not yet trained
+        self.replay: deque[Plan] = deque()  # a resumed run's pending plans, handed out before new ones
+
+    def plan(self, step: int, micro: int) -> Plan:
+        cfg = self.cfg
+        drawn = self.sampler.batch_tasks(step, cfg.optim.batch_size, mixed=cfg.mixture.mixed_batches,
+                                         only=self.stage_at(cfg, step).tasks, whole=self.whole)
+        rows = []
+        for name in dict.fromkeys(drawn):  # each task's rows in one take, so ranks still split them
+            rows += [(name, i) for i in self.stream.batch_indices(name, drawn.count(name), self.rank, self.world)]
+        return Plan(step, micro, tuple(rows))
+
+    def __iter__(self) -> Iterator[Plan]:
+        while self.replay:
+            plan = self.replay.popleft()
+            self.pending.append(plan)
+            yield plan
+        accum = self.cfg.optim.grad_accum
+        while self.next[0] < self.cfg.optim.max_steps:
+            step, micro = self.next
+            plan = self.plan(step, micro)
+            self.next = (step, micro + 1) if micro + 1 < accum else (step + 1, 0)
+            self.pending.append(plan)
+            yield plan
+
+    def consumed(self, plan: Plan) -> None:
+        expected = self.pending.popleft() if self.pending else None
+        if expected != plan:
+            raise RuntimeError(f"batches arrived out of order: got step {plan.step}.{plan.micro}, expected "
+                               f"{expected and (expected.step, expected.micro)}")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"next": list(self.next), "pending": [p.to_list() for p in (*self.pending, *self.replay)]}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.next = (int(state["next"][0]), int(state["next"][1]))
+        self.replay = deque(Plan.from_list(p) for p in state["pending"])
+        self.pending.clear()
+
+
+def _as_is(item: Any) -> Any:  # collate_fn: a Prepared is already a batch
+    return item
+
+
+def batch_loader(planner: Planner, dataset: PlannedBatches, *, num_workers: int, prefetch: int, seed: int,
+                 pin_memory: bool = False) -> Iterator[Prepared]:
+    """The prepared batches in plan order; a worker's `UnifiedError` is raised here as itself."""
+    loader = torch.utils.data.DataLoader(
+        dataset, sampler=planner, batch_size=None, collate_fn=_as_is, num_workers=num_workers,
+        prefetch_factor=prefetch if num_workers else None, persistent_workers=num_workers > 0,
+        pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed))  # not the global RNG: resume exact
+    batches = iter(loader)
+    try:
+        for item in batches:
+            if isinstance(item, Failed):
+                raise item.error
+            yield item
+    finally:  # close() or an error: the workers stop now, not at garbage collection
+        getattr(batches, "_shutdown_workers", lambda: None)()
