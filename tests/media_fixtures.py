@@ -58,20 +58,24 @@ def index_frame(index: int, size: tuple[int, int] = (64, 48)) -> np.ndarray:
     return frame
 
 
-def read_index(frame: np.ndarray) -> int:
+def read_index(frame: np.ndarray, coded_width: int | None = None) -> int:
     """Decode the index that `index_frame` drew: threshold the mean of each bar's central columns at 128.
 
     `frame` is uint8 [H, W, 3] (a numpy array or anything `np.asarray` accepts, e.g. a CPU tensor).
-    Columns near a bar's edges are skipped, since lossy codecs ring there.
+    Columns near a bar's edges are skipped, since lossy codecs ring there. `coded_width`: the width the frame was
+    drawn at, when it has been scaled since (the bars are then read where the scaling put them).
     """
     frame = np.asarray(frame)
     width = frame.shape[1]
-    bars = num_bars(width)
-    bar_width = width // bars
+    drawn = coded_width or width
+    bars = num_bars(drawn)
+    bar_width = drawn // bars
     margin = bar_width // 4
+    scale = width / drawn
     index = 0
     for bar in range(bars):
-        lo, hi = bar * bar_width + margin, (bar + 1) * bar_width - margin
+        lo = int((bar * bar_width + margin) * scale)
+        hi = max(lo + 1, int(((bar + 1) * bar_width - margin) * scale))
         index = (index << 1) | int(frame[:, lo:hi].mean() >= 128)
     return index
 

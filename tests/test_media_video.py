@@ -13,7 +13,7 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from media_fixtures import read_index, write_index_video, write_tone
+from media_fixtures import index_frame, read_index, write_index_video, write_tone
 
 from unified.errors import InputError, MediaDecodeError
 from unified.media import Video, load_video, sample_times
@@ -320,3 +320,28 @@ def test_corrupted_files_raise_only_media_decode_errors(media):
         except MediaDecodeError:
             outcomes.add("MediaDecodeError")
     assert outcomes == {"decoded", "MediaDecodeError"}  # both paths were exercised
+
+
+def test_frames_scaled_while_decoding_keep_their_index_time_and_stored_size(tmp_path):
+    """`size=`: FFmpeg scales each chosen frame while converting it to RGB. The clip's 12 bars of 16 px become
+    bars of 8 px in a 96 x 96 frame, so each frame still reads as its own index at its own time; the pixels match
+    a full-size decode resized afterwards (antialiased bilinear) to within 4/255 on average; `size` reports the
+    stored (width, height), which boxes in pixels refer to."""
+    import torch.nn.functional as F
+
+    clip = write_index_video(tmp_path / "wide.mp4", 40, 10, size=(192, 96))
+    small = load_video(clip, fps=4.0, max_frames=32, size=96)
+    full = load_video(clip, fps=4.0, max_frames=32)
+    assert small.frames.shape == (16, 96, 96, 3) and full.frames.shape == (16, 96, 192, 3)
+    assert small.size == full.size == (192, 96)
+    assert [read_index(f) for f in small.frames] == [round(float(t) * 10) for t in small.timestamps]
+    assert torch.equal(small.timestamps, full.timestamps)
+    resized = F.interpolate(full.frames.permute(0, 3, 1, 2).float(), size=(96, 96), mode="bilinear",
+                            antialias=True).permute(0, 2, 3, 1)
+    assert float((small.frames.float() - resized).abs().mean()) < 4.0
+    frames = np.stack([index_frame(i, (192, 96)) for i in range(8)])  # in memory: resized the same way
+    memory = load_video(frames, fps=1.0, size=96)
+    assert memory.frames.shape == (8, 96, 96, 3) and memory.size == (192, 96)
+    assert [read_index(f) for f in memory.frames] == list(range(8))
+    with pytest.raises(InputError, match="size"):
+        load_video(clip, size=0)

@@ -116,7 +116,8 @@ def test_ablation_keeps_the_middle_frame_and_silences_audio(rows, stack):
     row = rows["audio_video_mcqa"][0]
     one = ablate_row(row, "one_frame", processor)
     assert isinstance(one["video"], Video) and one["video"].num_frames == 1
-    assert read_index(one["video"].frames[0].numpy()) == 4  # frames 0..7 at 4 fps: the middle one is 4
+    middle = one["video"].frames[0].numpy()  # decoded at the processor's size from the stored width
+    assert read_index(middle, coded_width=one["video"].size[0]) == 4  # frames 0..7 at 4 fps: the middle one is 4
     assert one["audio"] == row["audio"]
     silent = ablate_row(row, "no_audio", processor)
     assert silent["video"] == row["video"] and float(abs(torch.as_tensor(silent["audio"])).max()) == 0.0

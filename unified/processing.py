@@ -194,11 +194,12 @@ class UnifiedProcessor:
         if isinstance(source, Video):
             return source
         c = self.settings(task)
+        size = c.image_size  # frames scaled while decoding: a 720p frame is never materialised
         if c.video_fps is None:
-            return self._load("video", source, (None, c.num_frames),
-                              lambda: load_video(source, fps=None, num_frames=c.num_frames))
-        video = self._load("video", source, (c.video_fps, c.max_frames),
-                           lambda: load_video(source, fps=c.video_fps, max_frames=c.max_frames))
+            return self._load("video", source, (None, c.num_frames, size),
+                              lambda: load_video(source, fps=None, num_frames=c.num_frames, size=size))
+        video = self._load("video", source, (c.video_fps, c.max_frames, size),
+                           lambda: load_video(source, fps=c.video_fps, max_frames=c.max_frames, size=size))
         wanted = len(sample_times(video.duration, fps=c.video_fps, max_frames=10**9))
         if wanted > c.max_frames:
             if c.fit == "error":
@@ -209,11 +210,10 @@ class UnifiedProcessor:
         return video
 
     def frame_size(self, source: Any, modality: str) -> tuple[int, int]:
-        """(width, height) in pixels of an image, or of a video's frames, before resizing."""
+        """(width, height) in pixels of an image, or of a video's frames, as stored (before resizing)."""
         if modality == "video":
-            h, w = self.video(source).frames.shape[1:3]
-        else:
-            h, w = self._load("image", source, (), lambda: load_image(source)).shape[:2]
+            return self.video(source).size
+        h, w = self._load("image", source, (), lambda: load_image(source)).shape[:2]
         return int(w), int(h)
 
     def duration(self, source: Any) -> float:

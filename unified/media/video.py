@@ -81,6 +81,8 @@ class Video:
     timestamps: float32 [T], seconds from the start of the stream at which each frame is presented
     duration:   seconds the whole video lasts (not only the sampled part)
     source_fps: the video's average frame rate, or None when the container does not say
+    coded_size: (width, height) of the frames as stored, before `load_video(size=...)` scaled them (None: the
+                frames' own size); boxes in pixels refer to it
 
         >>> Video(torch.zeros(2, 4, 4, 3, dtype=torch.uint8), torch.tensor([0.0, 1.0]), 2.0, 1.0).num_frames
         2
@@ -90,10 +92,16 @@ class Video:
     timestamps: torch.Tensor
     duration: float
     source_fps: float | None = None
+    coded_size: tuple[int, int] | None = None
 
     @property
     def num_frames(self) -> int:
         return int(self.frames.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the video as stored."""
+        return self.coded_size or (int(self.frames.shape[2]), int(self.frames.shape[1]))
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,7 @@ def load_video(
     max_frames: int = 32,
     num_frames: int | None = None,
     source_fps: float | None = None,
+    size: int | None = None,
 ) -> Video:
     """Sample frames from a video file, encoded bytes, a [T, H, W, 3] uint8 array/tensor or a list of images.
 
@@ -150,6 +159,10 @@ def load_video(
         max_frames: most frames fps sampling returns; beyond it, max_frames are spread uniformly.
         num_frames: with fps=None, how many frames to take at the centres of equal segments.
         source_fps: in-memory sources only: the rate of the given frames (None: 1.0).
+        size: return frames scaled to size x size (square, as the processor feeds the model). Files and bytes are
+            scaled by FFmpeg as each chosen frame is converted to RGB (area averaging), so a 720p frame is never
+            materialised; in-memory frames are resized with antialiased bilinear interpolation. `coded_size`
+            keeps the stored size.
 
     Returns a `Video`. Raises InputError for bad arguments, a missing file or a bad array, and
     MediaDecodeError when the source is not a decodable video.
@@ -158,25 +171,37 @@ def load_video(
         torch.Size([8, 480, 640, 3])
     """
     _check_sampling(fps, max_frames, num_frames)
+    if size is not None and (not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1):
+        raise InputError("size", size, "expected a frame size in pixels >= 1, or None")
     if source_fps is not None and not _positive_real(source_fps):
         raise InputError("source_fps", source_fps, "expected a positive, finite number of frames per second")
     sampling = {"fps": fps, "max_frames": max_frames, "num_frames": num_frames}
     if isinstance(source, (str, Path, bytes, bytearray, memoryview)):
         if source_fps is not None:
             raise InputError("source_fps", source_fps, "only for in-memory frames; a file has its own rate")
-        return _load_file(source, sampling)
+        return _load_file(source, sampling, size)
     if isinstance(source, Frames):
         if source_fps is not None and float(source_fps) != float(source.fps):
             raise InputError("source_fps", source_fps, f"the frames already carry fps={source.fps:g}")
-        return _load_frames(source.frames, float(source.fps), sampling)
+        return _resized(_load_frames(source.frames, float(source.fps), sampling), size)
     if isinstance(source, (np.ndarray, torch.Tensor, list, tuple)):
-        return _load_frames(source, 1.0 if source_fps is None else float(source_fps), sampling)
+        return _resized(_load_frames(source, 1.0 if source_fps is None else float(source_fps), sampling), size)
     raise InputError(
         "video",
         source,
         f"unsupported type {type(source).__name__}; expected a path, bytes, a uint8 array or tensor "
         "[T, H, W, 3], or a list of images",
     )
+
+
+def _resized(video: Video, size: int | None) -> Video:
+    h, w = video.frames.shape[1:3]
+    if size is None or (h, w) == (size, size):
+        return video
+    x = video.frames.permute(0, 3, 1, 2).float()  # [T, 3, H, W]
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    frames = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # [T, S, S, 3]
+    return Video(frames, video.timestamps, video.duration, video.source_fps, coded_size=(int(w), int(h)))
 
 
 def _positive_real(x: Any) -> bool:
@@ -246,7 +271,7 @@ def _load_frames(source: Any, source_fps: float, sampling: dict) -> Video:
 # Files and encoded bytes
 
 
-def _load_file(source: Any, sampling: dict) -> Video:
+def _load_file(source: Any, sampling: dict, size: int | None = None) -> Video:
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.exists():
@@ -268,10 +293,10 @@ def _load_file(source: Any, sampling: dict) -> Video:
             stream = _video_stream(container, shown)
             duration = _stated_duration(container, stream)
             if duration is not None:
-                return _decode(container, stream, duration, shown, sampling)
+                return _decode(container, stream, duration, shown, sampling, size)
             duration = _scanned_duration(container, stream)  # reads to the end: reopen rather than seek back
         with open_container() as container:
-            return _decode(container, _video_stream(container, shown), duration, shown, sampling)
+            return _decode(container, _video_stream(container, shown), duration, shown, sampling, size)
     except av.FFmpegError as err:
         raise MediaDecodeError("video", shown, f"not a decodable video ({err})") from err
 
@@ -316,7 +341,7 @@ def _scanned_duration(container: Any, stream: Any) -> float:
     return float((end - start_pts) * stream.time_base)
 
 
-def _decode(container: Any, stream: Any, duration: float, shown: Any, sampling: dict) -> Video:
+def _decode(container: Any, stream: Any, duration: float, shown: Any, sampling: dict, size: int | None) -> Video:
     time_base = stream.time_base
     start_pts = stream.start_time or 0
     rate = stream.average_rate or stream.guessed_rate
@@ -329,10 +354,14 @@ def _decode(container: Any, stream: Any, duration: float, shown: Any, sampling: 
         if frame.pts is None:
             raise MediaDecodeError("video", shown, "decoded frames carry no timestamps")
         if not chosen or chosen[-1][0] != frame.pts:
-            chosen.append((frame.pts, frame.to_ndarray(format="rgb24")))  # [H, W, 3]
+            coded = (frame.width, frame.height)
+            scale = {} if size is None or coded == (size, size) else {"width": size, "height": size,
+                                                                       "interpolation": "AREA"}
+            chosen.append((frame.pts, frame.to_ndarray(format="rgb24", **scale)))  # [H, W, 3] or [S, S, 3]
     frames = torch.from_numpy(np.stack([array for _, array in chosen]))  # [T, H, W, 3]
     seconds = [float((pts - start_pts) * time_base) for pts, _ in chosen]
-    return Video(frames, torch.tensor(seconds, dtype=torch.float32), duration, float(rate) if rate else None)
+    return Video(frames, torch.tensor(seconds, dtype=torch.float32), duration, float(rate) if rate else None,
+                 coded_size=coded)
 
 
 class _FrameCursor:

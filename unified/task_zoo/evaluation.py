@@ -87,7 +87,8 @@ def ablate_row(row: Mapping[str, Any], mode: str, processor: Any, task: str | No
             frames = video.frames[mid:mid + 1]
             if mode == "no_media":
                 frames = torch.zeros_like(frames)
-            return Video(frames, video.timestamps[mid:mid + 1], video.duration, video.source_fps)
+            return Video(frames, video.timestamps[mid:mid + 1], video.duration, video.source_fps,
+                         video.coded_size)
 
         row["video"] = each(row["video"], cut)
     if row.get("image") is not None and mode == "no_media":
