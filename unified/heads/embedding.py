@@ -62,7 +62,7 @@ class EmbeddingHead(nn.Module):
             raise ConfigError("temperature", temperature, "must be > 0")
         self.pooling = check_pooling(pooling)
         self.proj = nn.Linear(hidden_size, embed_dim)
-        log_scale = torch.tensor(math.log(1.0 / temperature))
+        log_scale = torch.tensor([math.log(1.0 / temperature)])  # (1,): FSDP shards no 0-d parameter
         if learn_temperature:
             self.log_scale = nn.Parameter(log_scale)
         else:
@@ -70,7 +70,7 @@ class EmbeddingHead(nn.Module):
 
     @property
     def temperature(self) -> torch.Tensor:
-        return 1.0 / self.log_scale.clamp(max=math.log(100.0)).exp()
+        return 1.0 / self.log_scale.clamp(max=math.log(100.0)).exp().reshape(())
 
     def forward(
         self, hidden: torch.Tensor, mask: torch.Tensor | None = None, targets: torch.Tensor | None = None

@@ -358,6 +358,13 @@ def _check_resume(resume: str, overwrite: bool, ckpt_root: Path) -> None:
 
 
 def _check_world(accelerator) -> None:
+    engine = accelerator.distributed_type.value
+    if engine in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise TrainingError(f"accelerate launched this run with {engine}, which this training loop does not drive "
+                            "yet: it evaluates and writes checkpoints on the main process alone, which with sharded "
+                            "parameters would deadlock the other ranks. Launch with DDP "
+                            "(training/accelerate/ddp.yaml); the model itself shards with FSDP2 (README: Several "
+                            "processes)")
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise TrainingError(f"the launcher started {launched} processes but this one sees a world of "
