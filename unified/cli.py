@@ -96,6 +96,17 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _shard(args: argparse.Namespace) -> int:
+    from unified.data.shards import write_shards
+
+    index = write_shards(args.dir, args.out, tasks=args.tasks, rows_per_shard=args.rows_per_shard,
+                         skip_bad_rows=args.skip_bad_rows, check=not args.no_check)
+    for task, entry in index["tasks"].items():
+        print(f"{task}: {entry['rows']} rows in {len(entry['shards'])} shard(s)")
+    print(f"wrote {args.out}/shards.json; train with data.train_dir={args.out}")
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from unified.training import main as train_main
 
@@ -182,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--allow-outside-paths", action="store_true")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=_check)
+    shard = data.add_parser("shard", help="pack a data directory into tar shards with the media inside (train "
+                                          "from them with data.train_dir=OUT)")
+    shard.add_argument("dir")
+    shard.add_argument("--out", required=True)
+    shard.add_argument("--tasks", nargs="+", default=None)
+    shard.add_argument("--rows-per-shard", type=int, default=1000)
+    shard.add_argument("--skip-bad-rows", action="store_true", help="leave out rows that fail their checks")
+    shard.add_argument("--no-check", action="store_true", help="do not decode every media file first")
+    shard.set_defaults(func=_shard)
 
     train = sub.add_parser("train", help="multitask training from a YAML config (key=value overrides)")
     train.add_argument("config")

@@ -172,13 +172,17 @@ def load_data_dir(directory: str | Path, tasks: Iterable[str] | None = None, *, 
     """A directory with one file per task (`{task}.jsonl|.csv|.parquet`) -> ({task: rows}, reports).
 
     `tasks` limits which are read (each must have a file); by default every file named after a registered task is.
-    Rows are checked by each task built with its `task_options` (e.g. the labels multiple choice allows).
+    Rows are checked by each task built with its `task_options` (e.g. the labels multiple choice allows). A
+    directory written by `unified data shard` (it holds `shards.json`) gives `ShardedRows`, read lazily.
     """
+    from unified.data.shards import is_shard_dir, load_shards
     from unified.task_zoo import build_tasks, list_tasks
 
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError("data directory", str(directory), "does not exist")
+    if is_shard_dir(directory):  # `unified data shard` output: rows were checked when packed, read when asked for
+        return load_shards(directory, tasks), []
     files = {p.stem: p for p in sorted(directory.iterdir()) if p.suffix in SUFFIXES}
     wanted = list(tasks) if tasks is not None else [t for t in list_tasks() if t in files]
     missing = [t for t in wanted if t not in files]

@@ -5,6 +5,8 @@
     load_audio(source, sampling_rate=...) -> float32 [N], mono
     log_mel(audio)                        -> float32 [n_mels, N // hop], Whisper's recipe without 30 s padding
 
+Each loader takes a path, bytes, an array, or a `Member` (a file inside a tar shard, read by offset).
+
 Errors a user can cause raise `unified.errors.InputError`; undecodable media raise its subclass
 `MediaDecodeError`.
 """
@@ -12,6 +14,7 @@ Errors a user can cause raise `unified.errors.InputError`; undecodable media rai
 from unified.media.audio import load_audio
 from unified.media.image import load_image
 from unified.media.mel import log_mel, mel_filters
+from unified.media.member import Member
 from unified.media.video import Video, load_video, sample_times
 
-__all__ = ["Video", "load_audio", "load_image", "load_video", "log_mel", "mel_filters", "sample_times"]
+__all__ = ["Member", "Video", "load_audio", "load_image", "load_video", "log_mel", "mel_filters", "sample_times"]

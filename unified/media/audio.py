@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from unified.errors import InputError, MediaDecodeError
+from unified.media.member import Member
 
 _ARRAY_CHUNK = 1 << 16  # samples per AudioFrame when resampling an array
 
@@ -54,6 +55,8 @@ def load_audio(source: Any, *, sampling_rate: int = 16000, source_rate: int | No
     _check_rate("sampling_rate", sampling_rate)
     if source_rate is not None:
         _check_rate("source_rate", source_rate)
+    if isinstance(source, Member):  # inside a tar shard: its bytes
+        source = source.read()
     if isinstance(source, (str, Path, bytes, bytearray, memoryview)):
         if source_rate is not None:
             raise InputError("source_rate", source_rate, "only for arrays; a file states its own rate")

@@ -1,7 +1,8 @@
 """`MediaCache`: decoded media kept in memory by file, so a training run decodes each clip once, not every epoch.
 
 Keyed by what was decoded (kind and settings), the file's absolute path, its size and its modification time: a
-file rewritten in place is decoded again. Only files are cached (paths); bytes, arrays and tensors pass through.
+file rewritten in place is decoded again. Only files are cached (paths, and `Member`s of tar shards by shard and offset); bytes, arrays and tensors pass
+through.
 Least recently used entries go first once the held tensors exceed `max_bytes`.
 
     >>> cache = MediaCache(max_bytes=2 * 2**30)
@@ -22,6 +23,7 @@ from typing import Any
 import torch
 
 from unified.errors import ConfigError
+from unified.media.member import Member
 
 
 def _nbytes(value: Any) -> int:
@@ -46,14 +48,17 @@ class MediaCache:
 
     def get(self, kind: str, source: Any, settings: tuple, load: Callable[[], Any]) -> Any:
         """`load()`'s result for this file and settings, from memory when it was loaded before."""
-        if not isinstance(source, (str, os.PathLike)):
+        if isinstance(source, Member):  # a file inside a shard: shards are written once, never in place
+            key = (kind, settings, source.shard, source.offset)
+        elif isinstance(source, (str, os.PathLike)):
+            path = Path(source)
+            try:
+                stat = path.stat()
+            except OSError:
+                return load()  # the loader raises the clear error for a missing file
+            key = (kind, settings, str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        else:
             return load()
-        path = Path(source)
-        try:
-            stat = path.stat()
-        except OSError:
-            return load()  # the loader raises the clear error for a missing file
-        key = (kind, settings, str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         if key in self._entries:
             self._entries.move_to_end(key)
             self.hits += 1

@@ -41,6 +41,7 @@ import PIL.ImageOps
 import torch
 
 from unified.errors import InputError, MediaDecodeError
+from unified.media.member import Member
 
 ACCEPTED = (
     "a path (str or pathlib.Path), encoded bytes, a PIL.Image, a numpy uint8 array [H, W], [H, W, C] "
@@ -59,6 +60,8 @@ def load_image(source: Any, *, what: str = "image") -> torch.Tensor:
     Raises InputError for a missing file, an unsupported type or a wrong dtype/shape, and
     MediaDecodeError for bytes or a file that are not a decodable image.
     """
+    if isinstance(source, Member):  # inside a tar shard: its bytes
+        source = source.read()
     if isinstance(source, (str, Path)):
         return _from_pil(_open_path(Path(source), what), what, source)
     if isinstance(source, (bytes, bytearray, memoryview)):

@@ -68,6 +68,7 @@ import torch
 
 from unified.errors import InputError, MediaDecodeError
 from unified.media.image import load_image
+from unified.media.member import Member
 
 NO_INDEX_FORWARD_S = 2.0  # without a keyframe index, decode forward through gaps shorter than this, else seek
 _TICK_TOLERANCE = 1e-3  # in time_base ticks: a time on a frame boundary picks the frame that starts there
@@ -170,6 +171,8 @@ def load_video(
         >>> load_video("clip.mp4", fps=None, num_frames=8).frames.shape
         torch.Size([8, 480, 640, 3])
     """
+    if isinstance(source, Member):  # inside a tar shard: its bytes
+        source = source.read()
     _check_sampling(fps, max_frames, num_frames)
     if size is not None and (not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1):
         raise InputError("size", size, "expected a frame size in pixels >= 1, or None")

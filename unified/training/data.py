@@ -60,8 +60,12 @@ def _media_checked(data: dict[str, list], directory: Any, skip: bool, log) -> di
     """Every media file decoded before step 0 (`unified.data.check_media`, cached beside the data): bad rows stop
     the run naming file:row, or with `skip_bad_rows` are dropped and reported."""
     from unified.data.check import check_media, drop_rows
+    from unified.data.shards import ShardedRows
     from unified.errors import MediaDecodeError
 
+    if any(isinstance(rows, ShardedRows) for rows in data.values()):
+        log(f"{directory}: tar shards, whose media were decoded when they were packed")
+        return data
     bad = check_media(data, cache_dir=directory, progress=True)
     if not bad:
         return data

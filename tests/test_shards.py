@@ -1,0 +1,138 @@
+"""Tar shards (`unified data shard`): rows and media read back byte for byte, every row once per epoch across two
+ranks x two DataLoader workers (also across a resume mid-epoch), and training from shards equal to training from
+the files they were packed from."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from unified.cli import main as cli
+from unified.data import load_data_dir
+from unified.data.shards import ShardedRows, write_shards
+from unified.data.synthetic import write_split
+from unified.errors import InputError, MediaDecodeError
+from unified.media import Member
+from unified.training import load_config, train
+from unified.training.batches import PlannedBatches, Planner, batch_loader
+from unified.training.data import RowStream
+from unified.training.mixture import TaskSampler
+
+ROOT = Path(__file__).parents[1]
+SMOKE = ROOT / "training" / "configs" / "tiny-smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    write_split(root / "files", 30, seed=0, split="train", progress=False)
+    write_shards(root / "files", root / "shards", rows_per_shard=7, progress=False)
+    return root
+
+
+def test_rows_and_media_read_back_as_packed(packed):
+    files, _ = load_data_dir(packed / "files")
+    shards, reports = load_data_dir(packed / "shards")
+    assert reports == [] and shards.keys() == files.keys()
+    for task, rows in shards.items():
+        assert isinstance(rows, ShardedRows) and len(rows) == len(files[task])
+        for i in random.Random(task).sample(range(len(rows)), 4):
+            row, truth = rows[i], files[task][i]
+            assert row.keys() == truth.keys()
+            for key, value in truth.items():
+                if key in ("image", "video", "audio"):
+                    got = row[key] if isinstance(row[key], list) else [row[key]]
+                    want = value if isinstance(value, list) else [value]
+                    assert all(isinstance(m, Member) and m.read() == Path(p).read_bytes() for m, p in zip(got, want))
+                else:
+                    assert row[key] == value  # _source still names the original file and row
+    assert len(list((packed / "shards").glob("vqa-*.tar"))) == -(-len(files["vqa"]) // 7)
+
+
+@dataclass
+class Sources:
+    plan: Any
+    sources: list
+
+
+class SourcesOnly(PlannedBatches):
+    """Workers read each planned row from its shard and hand back where it came from (no model needed)."""
+
+    def __getitem__(self, plan):
+        return Sources(plan, [self.rows[t][i]["_source"] for t, i in plan.rows])
+
+
+def test_every_row_once_per_epoch_across_two_ranks_and_two_workers_and_a_resume(packed):
+    rows = load_data_dir(packed / "shards", ["vqa"])[0]
+    n = len(rows["vqa"])  # 72 rows in 11 shards; batch 4 x 2 ranks = 8 rows a step: 9 steps are one epoch
+    cfg = load_config(SMOKE, ["optim.batch_size=4", f"optim.max_steps={n // 8}", "data.tasks=[vqa]"])
+    tasks = {"vqa": type("T", (), {"contrastive": False})()}
+
+    def loader(rank, state=None):
+        sampler, stream = TaskSampler({"vqa": n}, seed=0), RowStream(rows, seed=0)
+        planner = Planner(cfg, sampler, stream, tasks, rank=rank, world=2)
+        if state is not None:
+            stream.load_state_dict(state["stream"])
+            sampler.load_state_dict(state["sampler"])
+            planner.load_state_dict(state["planner"])
+        return planner, batch_loader(planner, SourcesOnly(tasks, None, rows, 0), num_workers=2, prefetch=2, seed=0)
+
+    seen = []
+    for rank in (0, 1):
+        planner, batches = loader(rank)
+        for _ in range(4):  # stop mid-epoch with plans prepared ahead, as a checkpoint finds them
+            batch = next(batches)
+            planner.consumed(batch.plan)
+            seen += batch.sources
+        state = {"stream": planner.stream.state_dict(), "sampler": planner.sampler.state_dict(),
+                 "planner": planner.state_dict()}
+        assert len(state["planner"]["pending"]) == 4  # 2 workers x prefetch 2
+        batches.close()
+        planner, batches = loader(rank, state)
+        for batch in batches:
+            planner.consumed(batch.plan)
+            seen += batch.sources
+    assert sorted(seen) == sorted(row["_source"] for row in rows["vqa"])
+
+
+@pytest.mark.slow
+def test_training_from_shards_with_workers_equals_training_from_files(packed, tmp_path):
+    common = ["data.synthetic=null", "optim.max_steps=8", "checkpoint.every=100", "tokenizer.text_vocab_size=200",
+              "mixture.mixed_batches=true", "data.tasks=[vqa, caption, retrieval, audio_video_mcqa, grounding]"]
+    for name, extra in (("files", []), ("shards", ["data.num_workers=2"])):
+        train(load_config(SMOKE, [f"output_dir={tmp_path / name}", f"data.train_dir={packed / name}", *common,
+                                  *extra]), progress=False)
+    a, b = (load_file(tmp_path / n / "final" / "model.safetensors") for n in ("files", "shards"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_packing_refuses_bad_media_and_a_used_directory(packed, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    shutil.copytree(packed / "files", bad)
+    (bad / "clips" / min(p.name for p in (bad / "clips").glob("*.mp4"))).write_bytes(b"not a video" * 9)
+    assert cli(["data", "shard", str(bad), "--out", str(tmp_path / "out"), "--tasks", "vqa"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("unified: error:") == 1 and "vqa.jsonl:" in err and "do not decode" in err
+    assert cli(["data", "shard", str(bad), "--out", str(tmp_path / "out"), "--tasks", "vqa", "--skip-bad-rows"]) == 0
+    kept = load_data_dir(tmp_path / "out")[0]["vqa"]
+    assert 0 < len(kept) < len(load_data_dir(bad, ["vqa"])[0]["vqa"])
+    with pytest.raises(InputError, match="already holds shards"):
+        write_shards(bad, tmp_path / "out", tasks=["vqa"], progress=False)
+
+
+def test_a_truncated_shard_names_its_member(packed, tmp_path):
+    copy = tmp_path / "shards"
+    shutil.copytree(packed / "shards", copy)
+    rows = load_data_dir(copy, ["vqa"])[0]["vqa"]
+    member = rows[6]["video"]
+    with open(member.shard, "r+b") as f:
+        f.truncate(member.offset + 10)
+    with pytest.raises(MediaDecodeError, match="truncated"):
+        member.read()

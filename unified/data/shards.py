@@ -1,0 +1,176 @@
+"""Tar shards: a data directory packed into WebDataset-style tar files with the media inside, read row by row
+without loading the corpus into memory.
+
+    unified data shard data/ --out shards/ [--rows-per-shard 1000]      # write_shards()
+    unified train CONFIG data.train_dir=shards/                         # load_data_dir() sees shards.json
+
+Layout: `OUT/{task}-{k:05d}.tar`, each holding per row `{i:08d}.json` (the row; its media fields name members) and
+its media files `{i:08d}.{field}{j}{suffix}`, plus `OUT/shards.json`:
+
+    {"format": 1, "tasks": {task: {"rows": N, "sha256": ..., "shards": [{"file": "vqa-00000.tar",
+                                                                          "rows": [[json offset, json size], ...]}]}}}
+
+Rows are checked (fields and media files) when they are packed, exactly as training checks a directory, so a shard
+holds only rows that loaded. A loaded task is a `ShardedRows`: a sequence whose row i is read from its shard by
+offset when asked for (`os.pread`; nothing is extracted), with its media as `unified.media.Member`s that the
+loaders read by offset in turn. Memory: two integers per row. The training row stream indexes rows by number, so
+with shards as with files every row is seen once per epoch across ranks and workers, and a resume continues at the
+same row; rows are read in the stream's shuffled order (random reads within shards: a local disk, not an object
+store). `_source` keeps where a row first came from (`vqa.jsonl:17`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from unified.data.files import MEDIA_COLUMNS
+from unified.errors import InputError
+from unified.media.member import Member
+
+INDEX = "shards.json"
+FORMAT = 1
+
+
+def write_shards(data_dir: str | Path, out: str | Path, *, tasks: Sequence[str] | None = None,
+                 rows_per_shard: int = 1000, task_options: Mapping[str, Mapping[str, Any]] | None = None,
+                 skip_bad_rows: bool = False, check: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Pack `data_dir` (one file per task, as `load_data_dir` reads) into tar shards under `out`; returns the index.
+    Every media file is decoded first (`check_media`): a row whose media do not decode stops the packing, or with
+    `skip_bad_rows` is left out (`check=False` skips the decoding)."""
+    from tqdm.auto import tqdm
+
+    from unified.data.files import load_data_dir
+
+    if isinstance(rows_per_shard, bool) or not isinstance(rows_per_shard, int) or rows_per_shard < 1:
+        raise InputError("rows_per_shard", rows_per_shard, "expected an integer >= 1")
+    out = Path(out)
+    if (out / INDEX).exists():
+        raise InputError("out", str(out), f"already holds shards ({INDEX}); choose another directory")
+    data, _ = load_data_dir(data_dir, tasks, skip_bad_rows=skip_bad_rows, task_options=task_options)
+    if check:
+        from unified.data.check import check_media, drop_rows
+
+        bad = check_media(data, cache_dir=data_dir, progress=progress)
+        if bad and not skip_bad_rows:
+            shown = "; ".join(f"{b.source}: {b.reason}" for b in bad[:5])
+            raise InputError(f"data {data_dir}", f"{len(bad)} row(s)", f"media that do not decode: {shown} "
+                             "(skip_bad_rows drops them; `unified data check DIR` lists them all)")
+        data = drop_rows(data, bad)
+    out.mkdir(parents=True, exist_ok=True)
+    index: dict[str, Any] = {"format": FORMAT, "tasks": {}}
+    bar = tqdm(total=sum(len(r) for r in data.values()), desc="shard", unit="row", disable=not progress)
+    for task, rows in data.items():
+        shards = []
+        for start in range(0, len(rows), rows_per_shard):
+            name = f"{task}-{len(shards):05d}.tar"
+            shards.append({"file": name, "rows": _write_shard(out / name, rows[start:start + rows_per_shard],
+                                                              start)})
+            bar.update(min(rows_per_shard, len(rows) - start))
+        index["tasks"][task] = {"rows": len(rows), "shards": shards, "sha256": _rows_digest(rows)}
+    bar.close()
+    tmp = out / f".{INDEX}.tmp"
+    tmp.write_text(json.dumps(index))
+    os.replace(tmp, out / INDEX)  # the index last: a directory with shards.json is complete
+    return index
+
+
+def _rows_digest(rows: Sequence[Mapping[str, Any]]) -> str:
+    # as a training fingerprint digests rows read from files: a run resumed on the shards of its data matches
+    text = json.dumps([dict(r) for r in rows], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _write_shard(path: Path, rows: Sequence[Mapping[str, Any]], first: int) -> list[list[int]]:
+    offsets = []
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for i, row in enumerate(rows):
+            key = f"{first + i:08d}"
+            packed = dict(row)
+            for column in MEDIA_COLUMNS:
+                value = row.get(column)
+                if value is None:
+                    continue
+                items = value if isinstance(value, list) else [value]
+                members = []
+                for j, item in enumerate(items):
+                    member = f"{key}.{column}{j}{Path(item).suffix}"
+                    info = _add(tar, member, Path(item).read_bytes())
+                    members.append({"member": member, "offset": info.offset_data, "size": info.size})
+                packed[column] = members if isinstance(value, list) else members[0]
+            info = _add(tar, f"{key}.json", json.dumps(packed).encode())
+            offsets.append([info.offset_data, info.size])
+    os.replace(tmp, path)
+    return offsets
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode = len(data), 0o644
+    start = tar.offset
+    header = len(info.tobuf(tarfile.USTAR_FORMAT, tar.encoding, tar.errors))  # 512: member names are short
+    tar.addfile(info, io.BytesIO(data))
+    info.offset, info.offset_data = start, start + header  # where the member's bytes start in the tar
+    return info
+
+
+def is_shard_dir(directory: str | Path) -> bool:
+    return (Path(directory) / INDEX).is_file()
+
+
+def load_shards(directory: str | Path, tasks: Sequence[str] | None = None) -> dict[str, ShardedRows]:
+    """{task: ShardedRows} of a `write_shards` directory (`tasks`: which; default all)."""
+    directory = Path(directory)
+    try:
+        index = json.loads((directory / INDEX).read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError("shard index", str(directory / INDEX), f"cannot be read ({exc})") from exc
+    if index.get("format") != FORMAT:
+        raise InputError("shard index", str(directory / INDEX), f"format {index.get('format')!r}, expected {FORMAT}")
+    known = index["tasks"]
+    wanted = list(tasks) if tasks is not None else list(known)
+    missing = [t for t in wanted if t not in known]
+    if missing:
+        raise InputError("tasks", missing, f"not in the shards of {directory}; they hold {sorted(known)}")
+    return {task: ShardedRows(directory, task, known[task]) for task in wanted}
+
+
+class ShardedRows(Sequence):
+    """One task's rows in tar shards: `rows[i]` reads row i (a dict, media as `Member`s); `len(rows)` is free."""
+
+    def __init__(self, directory: Path, task: str, entry: Mapping[str, Any]):
+        self.directory, self.task, self.sha256 = Path(directory), task, entry["sha256"]
+        self._where = [(str(self.directory.absolute() / s["file"]), int(o), int(n))
+                       for s in entry["shards"] for o, n in s["rows"]]
+        if len(self._where) != entry["rows"]:
+            raise InputError("shard index", task, f"lists {len(self._where)} rows, says {entry['rows']}")
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        shard, offset, size = self._where[i]
+        row = json.loads(Member(shard, offset, size, f"row {i}").read())
+        for column in MEDIA_COLUMNS:
+            value = row.get(column)
+            if value is not None:
+                members = [Member(shard, m["offset"], m["size"], m["member"])
+                           for m in (value if isinstance(value, list) else [value])]
+                row[column] = members if isinstance(value, list) else members[0]
+        return row
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (self[i] for i in range(len(self)))
+
+    def digest(self) -> str:
+        """What a resume compares: the rows as packed (their sha256, from the index)."""
+        return f"{len(self)} rows, sha256 {self.sha256}"
