@@ -3,6 +3,7 @@ parameter groups."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -89,6 +90,42 @@ def test_row_stream_gives_ranks_different_rows_and_resumes():
     resumed = RowStream(data, seed=1)
     resumed.load_state_dict(state)
     assert resumed.take("vqa", 6) == rest
+
+
+def test_text_lengths_count_prompt_and_target_tokens_of_a_row():
+    from unified.training.data import text_lengths
+
+    words = type("Words", (), {"encode": staticmethod(lambda text: text.split())})()  # one token per word
+    task = type("T", (), {"target_fields": ("answer",)})()
+    rows = [{"question": "a b c", "options": ["x y", "z"], "answer": "d e", "video": "p.mp4", "_source": "f:1"},
+            {"question": "one", "answer": "two three four"}]
+    assert text_lengths(rows, task, words).tolist() == [[6, 2], [1, 3]]
+
+
+def test_length_buckets_keep_one_permutation_per_epoch_and_group_similar_lengths():
+    """Chunks of 24 rows sorted by length and cut into steps of 6: within a chunk the steps' length ranges never
+    overlap, each epoch is a permutation, the order is the same for the same seed and resumes exactly."""
+    import numpy as np
+
+    n, group, bucket = 60, 6, 24
+    lengths = np.random.default_rng(0).integers(1, 50, size=(n, 2))
+    data = {"vqa": [{"i": i} for i in range(n)]}
+    stream = RowStream(data, seed=3, lengths={"vqa": lengths}, bucket=bucket, group=group)
+    plain = RowStream(data, seed=3)
+    for epoch in range(2):
+        order = [r["i"] for r in stream.take("vqa", n)]
+        assert sorted(order) == list(range(n)) and order != [r["i"] for r in plain.take("vqa", n)]
+        for start in range(0, n, bucket):
+            steps = [order[i:i + group] for i in range(start, min(n, start + bucket), group)]
+            spans = sorted((min(lengths[s, 0]), max(lengths[s, 0])) for s in steps)
+            assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # sorted by prompt length, then cut
+    again = RowStream(data, seed=3, lengths={"vqa": lengths}, bucket=bucket, group=group)
+    again.take("vqa", 17)
+    state = again.state_dict()
+    rest = again.take("vqa", 30)
+    resumed = RowStream(data, seed=3, lengths={"vqa": lengths}, bucket=bucket, group=group)
+    resumed.load_state_dict(state)
+    assert resumed.take("vqa", 30) == rest
 
 
 @pytest.mark.parametrize("strategy", ["temperature", "dynamic"])
@@ -206,3 +243,23 @@ def test_mixed_batches_keep_contrastive_tasks_whole():
     mixed = [p for p in plans if "retrieval" not in p]
     assert sum(len(set(p)) == 2 for p in mixed) > 0.9 * len(mixed)  # vqa and caption share batches
     assert sampler.batch_tasks(0, 4, mixed=False) in (["vqa"] * 4, ["caption"] * 4, ["retrieval"] * 4)
+
+
+def test_a_run_with_length_buckets_takes_steps_of_similar_length(tmp_path):
+    """data.length_buckets reaches the run's row stream: one step's caption rows come from one sorted group, so
+    their caption lengths (in the run's own tokens) span no more than the group they were cut from."""
+    from unified.data.synthetic import write_split
+    from unified.training.data import text_lengths
+    from unified.training.loop import Run
+
+    write_split(tmp_path / "train", 24, seed=0, split="train", progress=False)
+    cfg = load_config(CONFIGS[-1].parent / "tiny-smoke.yaml", [
+        f"output_dir={tmp_path / 'run'}", f"data.train_dir={tmp_path / 'train'}", "data.synthetic=null",
+        "data.tasks=[caption]", "optim.batch_size=4", "data.length_buckets=3", "tokenizer.text_vocab_size=200"])
+    run = Run(cfg, progress=False)
+    lengths = text_lengths(run.train_rows["caption"], run.tasks["caption"], run.tokenizer)
+    assert run.stream.bucket == 12 and run.stream.group == 4
+    taken = [run.stream.batch_indices("caption", 4) for _ in range(3)]  # one chunk: 3 steps of 4 rows
+    spans = sorted((int(lengths[t, 0].min()), int(lengths[t, 0].max())) for t in taken)
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+    run.close()

@@ -61,6 +61,7 @@ class DataSection:
     media_cache_mb: int = 2048  # decoded media kept in memory across epochs (`UnifiedProcessor.cache_media`); 0 = off
     num_workers: int = 0  # DataLoader processes that decode and collate batches (0: the training process does)
     prefetch: int = 2  # batches each worker prepares ahead
+    length_buckets: int = 0  # sort rows by text length within chunks of this many steps' rows (0 = off)
 
 
 @dataclass
@@ -226,6 +227,7 @@ def number_rules(cfg: TrainConfig) -> list[tuple[str, Any, Any, str]]:
         ("mixture.anneal_steps", cfg.mixture.anneal_steps, at_least_1, "expected steps >= 1"),
         ("data.num_workers", d.num_workers, at_least_0, "expected worker processes >= 0 (0 = none)"),
         ("data.prefetch", d.prefetch, at_least_1, "expected batches per worker >= 1"),
+        ("data.length_buckets", d.length_buckets, at_least_0, "expected steps per bucket >= 0 (0 = off)"),
         ("eval.every", cfg.eval.every, at_least_0, "expected steps >= 0 (0 = only at the end)"),
         ("eval.max_rows", cfg.eval.max_rows, at_least_1, "expected >= 1"),
         ("eval.batch_size", cfg.eval.batch_size, at_least_1, "expected >= 1"),

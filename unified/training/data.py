@@ -3,7 +3,8 @@ whose position is part of the checkpoint.
 
 `RowStream` walks each task's rows in a seeded permutation per epoch; step s of a run with W processes takes
 `batch_size * W` consecutive rows and rank r keeps every W-th, so ranks see different rows and a resumed run continues
-exactly where it stopped.
+exactly where it stopped. With `data.length_buckets` the permutation is arranged so a step's rows have similar text
+lengths (less padding), still one permutation per epoch.
 """
 
 from __future__ import annotations
@@ -85,14 +86,51 @@ def tokenizer_corpus(train: dict[str, list], tasks: dict[str, Any], per_task: in
     return [text for name, rows in train.items() for text in tasks[name].vocabulary(rows[:per_task], rng)]
 
 
+def text_lengths(rows, task: Any, tokenizer: Any) -> np.ndarray:
+    """(N, 2) int: each row's prompt-side and target-side text in tokens (its fields, not the prompt template), the
+    lengths length-aware batching sorts by. Media add about the same tokens to every row of a task."""
+    def tokens(value: Any) -> int:
+        if isinstance(value, str):
+            return len(tokenizer.encode(value))
+        if isinstance(value, (list, tuple)):
+            return sum(tokens(v) for v in value)
+        return 1 if isinstance(value, (int, float)) else 0
+
+    targets = set(task.target_fields)
+    out = np.zeros((len(rows), 2), dtype=np.int64)
+    for i, row in enumerate(rows):
+        for key, value in row.items():
+            if key.startswith("_") or key in ("image", "video", "audio"):
+                continue
+            out[i, int(key in targets)] += tokens(value)
+    return out
+
+
 class RowStream:
-    def __init__(self, data: dict[str, list], seed: int = 0):
+    """Each task's rows in a seeded permutation per epoch. With `lengths` ({task: (N, 2) text lengths}) and
+    `bucket` rows, the permutation is cut into chunks of `bucket` rows, each chunk sorted by (prompt, target)
+    length and cut into groups of `group` rows (one step's take), and the groups shuffled within their chunk: a
+    step's rows have similar lengths, the epoch is still a permutation, and the order depends only on the seed."""
+
+    def __init__(self, data: dict[str, list], seed: int = 0, *, lengths: dict[str, np.ndarray] | None = None,
+                 bucket: int = 0, group: int = 1):
         self.data, self.seed = data, seed
+        self.lengths, self.bucket, self.group = lengths or {}, bucket, max(1, group)
         self.position = {task: [0, 0] for task in data}  # task -> [epoch, index]
 
     def _order(self, task: str, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch, sorted(self.data).index(task)]).permutation(
-            len(self.data[task]))
+        rng = np.random.default_rng([self.seed, epoch, sorted(self.data).index(task)])
+        order = rng.permutation(len(self.data[task]))
+        if not self.bucket or task not in self.lengths:
+            return order
+        lengths = self.lengths[task]
+        chunks = []
+        for start in range(0, len(order), self.bucket):
+            chunk = order[start:start + self.bucket]
+            chunk = chunk[np.lexsort((lengths[chunk, 1], lengths[chunk, 0]))]  # by prompt, then target length
+            groups = [chunk[i:i + self.group] for i in range(0, len(chunk), self.group)]
+            chunks += [groups[g] for g in rng.permutation(len(groups))]
+        return np.concatenate(chunks)
 
     def take_indices(self, task: str, count: int) -> list[int]:
         """The next `count` row indices of `task` (into `data[task]`), continuing into the next epoch's order."""

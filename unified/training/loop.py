@@ -48,7 +48,7 @@ from unified.training.checkpoint import (
     set_rng_state,
 )
 from unified.training.config import TrainConfig, add_resume_flags, to_dict
-from unified.training.data import RowStream, load_training_data
+from unified.training.data import RowStream, load_training_data, text_lengths
 from unified.training.loss import batch_loss
 from unified.training.mixture import TaskSampler
 from unified.training.report import (
@@ -124,8 +124,8 @@ class Run:
         self.sampler = TaskSampler({t: len(r) for t, r in self.train_rows.items()}, m.strategy,
                                    temperature=m.temperature, weights=m.weights, anneal_steps=m.anneal_steps,
                                    seed=cfg.seed)
-        self.stream = RowStream(self.train_rows, seed=cfg.seed)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        self.stream = self._row_stream(world)
         self.planner = Planner(cfg, self.sampler, self.stream, self.tasks, rank, world)
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.lr, cfg.optim.lr_scale), lr=cfg.optim.lr,
                                            weight_decay=cfg.optim.weight_decay)
@@ -161,6 +161,14 @@ class Run:
         self.seen: list[str] = []  # the rows this process trained on (written per rank at the end)
         self.started = time.perf_counter()
         self.model.train()
+
+    def _row_stream(self, world: int) -> RowStream:
+        cfg, group = self.cfg, self.cfg.optim.batch_size * world  # one step's take of a task
+        if not cfg.data.length_buckets:
+            return RowStream(self.train_rows, seed=cfg.seed)
+        lengths = {name: text_lengths(rows, self.tasks[name], self.tokenizer) for name, rows in self.train_rows.items()}
+        return RowStream(self.train_rows, seed=cfg.seed, lengths=lengths, bucket=cfg.data.length_buckets * group,
+                         group=group)
 
     # ------------------------------------------------------------------------------------------------ step
     def enter_stage(self, step: int) -> None:
