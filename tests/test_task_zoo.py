@@ -188,3 +188,24 @@ def test_a_mixed_batch_is_the_token_weighted_mean_of_its_tasks(rows, stack):
     n_gen, n_ret = len(rows["vqa"]) + len(rows["caption"]), len(rows["retrieval"])
     expected = (generative * n_gen + own["retrieval"] * n_ret) / (n_gen + n_ret)
     assert float(loss) == pytest.approx(expected, rel=1e-4)
+
+
+def test_the_unused_parameter_probe_finds_what_each_task_leaves_out(rows, stack):
+    """One forward/backward per task (`unused_parameters`, which decides DDP's find_unused_parameters): the
+    contrastive head gets no gradient from vqa (a generative task) and the LM head none from retrieval; the audio
+    encoder none from vqa (video only) but gradients from audio_video_mcqa; the RNG and gradients are untouched."""
+    from unified.task_zoo import build_tasks
+    from unified.training.build import unused_parameters
+    from unified.training.config import TrainConfig
+
+    _, processor, model = stack
+    tasks = build_tasks(["vqa", "retrieval", "audio_video_mcqa"])
+    before = torch.get_rng_state()
+    unused = unused_parameters(TrainConfig(), model.train(), tasks, rows, processor)
+    model.eval()
+    assert torch.equal(torch.get_rng_state(), before) and all(p.grad is None for p in model.parameters())
+    audio = [n for n, _ in model.named_parameters() if n.startswith("encoder.media.audio.")]
+    assert audio and set(audio) <= set(unused["vqa"]) and not set(audio) & set(unused["audio_video_mcqa"])
+    assert any(n.startswith("embed_head.") for n in unused["vqa"])
+    assert not any(n.startswith("embed_head.") for n in unused["retrieval"])
+    assert any(n.startswith(("lm_head.", "decoder.")) for n in unused["retrieval"])

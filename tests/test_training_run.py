@@ -208,6 +208,8 @@ def test_two_cpu_processes_share_the_work_and_end_identical(data, tmp_path):
     # each step splits one permutation of the task's rows between the ranks: never the same row at the same time
     assert all(a != b for a, b in zip(r0["rows"], r1["rows"]))
     assert r0["param_checksum"] == pytest.approx(r1["param_checksum"], rel=1e-9)
+    # vqa leaves the audio encoder and the contrastive head without gradients: DDP must look for unused ones
+    assert r0["find_unused_parameters"] is True and "DDP looks for unused parameters" in run.stdout + run.stderr
 
 
 def test_per_task_lora_adapters_train_alone_save_load_and_merge(data, tmp_path):

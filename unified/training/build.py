@@ -140,3 +140,32 @@ def preflight(tasks, rows: dict[str, list], processor) -> None:
                     raise ConfigError(where, longest, f"its longest prompt has {longest} tokens, over the budget's "
                                       f"max_length={limit}; raise it (prompts are never cut)")
 
+
+
+def unused_parameters(cfg: TrainConfig, model: torch.nn.Module, tasks: dict[str, Any], rows: dict[str, list],
+                      processor: Any) -> dict[str, list[str]]:
+    """{task: trainable parameters its batches leave without a gradient}, from one forward and backward pass of
+    one row of each task (the media a task has not, the contrastive head under a generative task...). DDP must
+    look for unused parameters every step when any task leaves some out; when none does it need not. The global
+    RNG, the gradients and the processor's counters are as they were afterwards."""
+    from unified.training.batches import Plan, prepare
+    from unified.training.loss import batch_loss
+
+    device = next(model.parameters()).device
+    state, fitted = torch.get_rng_state(), processor.fitted.copy()
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    unused = {}
+    try:
+        for name in sorted(tasks):
+            if not rows.get(name):
+                continue
+            prepared = prepare(tasks, processor, [(name, rows[name][0])] * 2, None, Plan(0, 0, ((name, 0),) * 2))
+            loss, _ = batch_loss(cfg, tasks, prepared, model, device)
+            loss.backward()
+            unused[name] = sorted(n for n, p in trainable.items() if p.grad is None)
+            model.zero_grad(set_to_none=True)
+    finally:
+        torch.set_rng_state(state)
+        processor.fitted.clear()
+        processor.fitted.update(fitted)
+    return unused

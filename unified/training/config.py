@@ -150,6 +150,7 @@ class TrainConfig:
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     lora: LoraSection = field(default_factory=LoraSection)  # per-task adapters (peft); "lora" is their stage group
     task_options: dict = field(default_factory=dict)  # e.g. {video_mcqa: {mode: rank, labels: [P, Q, R, S]}}
+    ddp_find_unused_parameters: bool | None = None  # None: on only when some task leaves parameters unused
     budgets: dict = field(default_factory=dict)  # per task: {video_fps, max_frames, num_frames, max_audio_seconds, ...}
     log_every: int = 10
     log_with: str = "auto"  # accelerate trackers: "auto" (TensorBoard when installed), "none", or a tracker name

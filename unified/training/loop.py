@@ -36,7 +36,7 @@ from unified.errors import ConfigError, UnifiedError
 from unified.model.adapters import TaskAdapters
 from unified.saving import write_servable
 from unified.training.batches import PlannedBatches, Planner, Prepared, batch_loader
-from unified.training.build import build_stack, preflight
+from unified.training.build import build_stack, preflight, unused_parameters
 from unified.training.checkpoint import (
     FINGERPRINT,
     fingerprint,
@@ -80,9 +80,9 @@ class Run:
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self.ckpt_root = self.out / "checkpoints"
         _check_resume(resume, overwrite, self.ckpt_root)  # before any data is read or written
+        self.ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # decided before prepare()
         self.accelerator = Accelerator(mixed_precision=cfg.optim.mixed_precision, log_with=trackers(cfg.log_with),
-                                       project_dir=str(self.out),
-                                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+                                       project_dir=str(self.out), kwargs_handlers=[self.ddp])
         _check_world(self.accelerator)
         self.main = self.accelerator.is_main_process
         self.log = (lambda msg: tqdm.write(f"[train] {msg}")) if self.main else (lambda msg: None)
@@ -141,6 +141,8 @@ class Run:
             self.start, self.best, self.skipped = state["step"], state["best"], state["skipped"]
             self.planner.load_state_dict(state.get("planner", {"next": [self.start, 0], "pending": []}))
             self.history = state["history"]
+        if world > 1:
+            self.ddp.find_unused_parameters = self._find_unused(model)
         if cfg.model.compile:
             model = torch.compile(model)
         self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
@@ -161,6 +163,22 @@ class Run:
         self.seen: list[str] = []  # the rows this process trained on (written per rank at the end)
         self.started = time.perf_counter()
         self.model.train()
+
+    def _find_unused(self, model) -> bool:
+        """DDP's find_unused_parameters (it costs every step): as configured, or on only when some task's batches
+        leave trainable parameters without a gradient (`unused_parameters`)."""
+        if self.cfg.ddp_find_unused_parameters is not None:
+            return bool(self.cfg.ddp_find_unused_parameters)
+        unused = unused_parameters(self.cfg, model.to(self.accelerator.device), self.tasks, self.train_rows,
+                                   self.processor)
+        left = {task: names for task, names in unused.items() if names}
+        if left:
+            shown = "; ".join(f"{t}: {len(n)} (e.g. {n[0]})" for t, n in list(left.items())[:3])
+            self.log(f"DDP looks for unused parameters every step: some tasks leave parameters without a gradient "
+                     f"({shown})")
+        else:
+            self.log("DDP without find_unused_parameters: every task's batches reach every trainable parameter")
+        return bool(left)
 
     def _row_stream(self, world: int) -> RowStream:
         cfg, group = self.cfg, self.cfg.optim.batch_size * world  # one step's take of a task
@@ -319,7 +337,8 @@ class Run:
         self.checkpoint(end)
         if self.main:
             write_servable(self.out / "final", self.core, self.processor, self.served)
-        write_rank_report(self.out, self.accelerator, self.core, self.seen)
+        write_rank_report(self.out, self.accelerator, self.core, self.seen,
+                          find_unused_parameters=self.ddp.find_unused_parameters)
         summary = summarise(self.history, self.sampler, self.skipped, time.perf_counter() - self.started, final,
                             self.best)
         summary["fitted"] = dict(self.processor.fitted)  # media items fitted to their task's budget, this process

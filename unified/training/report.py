@@ -64,15 +64,16 @@ def plot_losses(history: list[dict], path: Path) -> bool:
     return True
 
 
-def write_rank_report(out: Path, accelerator, model, seen: list[str]) -> None:
+def write_rank_report(out: Path, accelerator, model, seen: list[str], **extra: Any) -> None:
     """OUTPUT/ranks/rank-R.json: the world size, the rows this rank trained on and a parameter checksum, so a
-    multi-process run can be checked (ranks saw different rows and ended with the same weights)."""
+    multi-process run can be checked (ranks saw different rows and ended with the same weights); `extra` adds
+    fields (how DDP was set up)."""
     folder = out / "ranks"
     folder.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         checksum = float(sum(p.double().abs().sum() for p in model.parameters()))
     report = {"rank": accelerator.process_index, "world_size": accelerator.num_processes, "rows": seen,
-              "param_checksum": checksum}
+              "param_checksum": checksum, **extra}
     (folder / f"rank-{accelerator.process_index}.json").write_text(json.dumps(report))
 
 
