@@ -4,9 +4,11 @@
 
 On the shapes-small recipe (batch 16) over `--clips` synthetic clips, in one process: the share of encoder
 positions (attention_mask 0) and decoder positions (labels -100) that are padding over `--steps` planned batches,
-for mixed batches (the recipe: each row's task drawn on its own), one task per batch, and one task per batch with
-`data.length_buckets: 8` (rows sorted by text length within 8 steps' worth); then the training steps/s of the last
-two (media cache on, after a warm-up), so the saving is measured on the step, not only counted.
+for mixed batches (the recipe: each row's task drawn on its own), the same packed (`data.pack`: several rows per
+sequence, block-diagonal attention), one task per batch, and one task per batch with `data.length_buckets: 8`
+(rows sorted by text length within 8 steps' worth); then each one's training steps/s (media cache on, after a
+warm-up), so the saving is measured on the step, not only counted. Packed batches have fewer rows: their padding
+is counted over the rows they have.
 """
 
 from __future__ import annotations
@@ -20,20 +22,22 @@ ROOT = Path(__file__).parents[1]
 SHAPES = ROOT / "training" / "configs" / "shapes-small.yaml"
 
 
-def measure(data: Path, out: Path, overrides: list[str], steps: int, timed: int) -> tuple[float, float, float]:
-    """(encoder padding share, decoder padding share, steps/s over `timed` training steps)."""
+def measure(data: Path, out: Path, overrides: list[str], steps: int, timed: int
+            ) -> tuple[float, float, float, float]:
+    """(encoder padding share, decoder padding share, rows per batch, steps/s over `timed` training steps)."""
     from unified.training import load_config
     from unified.training.loop import Run
 
     cfg = load_config(SHAPES, [f"output_dir={out}", f"data.train_dir={data}", "data.synthetic=null", "eval.every=0",
                                "checkpoint.every=0", "data.check_media=false", *overrides])
     run = Run(cfg, progress=False, overwrite=True)
-    pad = {"enc": [0, 0], "dec": [0, 0]}
+    pad = {"enc": [0, 0], "dec": [0, 0], "rows": 0}
     for _ in range(steps):
         prepared = next(run.batches)
         run.planner.consumed(prepared.plan)
         batches = [b for b in (prepared.batch, *prepared.contrastive.values()) if b is not None]
         for b in batches:
+            pad["rows"] += b["input_ids"].shape[0]
             pad["enc"][0] += int((b["attention_mask"] == 0).sum())
             pad["enc"][1] += b["attention_mask"].numel()
             if "labels" in b:
@@ -52,7 +56,7 @@ def measure(data: Path, out: Path, overrides: list[str], steps: int, timed: int)
             run.step(step)
         rate = timed / (time.perf_counter() - start)
         run.close()
-    return pad["enc"][0] / pad["enc"][1], pad["dec"][0] / max(1, pad["dec"][1]), rate
+    return pad["enc"][0] / pad["enc"][1], pad["dec"][0] / max(1, pad["dec"][1]), pad["rows"] / steps, rate
 
 
 def main() -> None:
@@ -66,14 +70,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         write_split(tmp / "train", args.clips, seed=0, split="train", progress=False)
-        runs = {"mixed batches (the recipe)": (["mixture.mixed_batches=true"], 0),
+        runs = {"mixed batches (the recipe)": (["mixture.mixed_batches=true"], args.timed),
+                "mixed batches, packed": (["mixture.mixed_batches=true", "data.pack=true"], args.timed),
                 "one task per batch": (["mixture.mixed_batches=false"], args.timed),
                 "one task per batch, length_buckets 8": (["mixture.mixed_batches=false", "data.length_buckets=8"],
                                                          args.timed)}
-        print(f"| shapes-small, batch 16, {args.clips} clips | encoder padding | decoder padding | steps/s |")
+        print(f"| shapes-small, batch 16, {args.clips} clips | encoder padding | decoder padding | rows a batch | "
+              "steps/s |")
         for i, (label, (overrides, timed)) in enumerate(runs.items()):
-            enc, dec, rate = measure(tmp / "train", tmp / f"run{i}", overrides, args.steps, timed)
-            print(f"| {label} | {100 * enc:.1f} % | {100 * dec:.1f} % | {rate:.2f} |")
+            enc, dec, rows, rate = measure(tmp / "train", tmp / f"run{i}", overrides, args.steps, timed)
+            print(f"| {label} | {100 * enc:.1f} % | {100 * dec:.1f} % | {rows:.1f} | {rate:.2f} |")
 
 
 if __name__ == "__main__":

@@ -250,7 +250,8 @@ class UnifiedProcessor:
 
         Returns input_ids/attention_mask (B, L); pixel_values (B, M, T, 3, S, S) with pixel_mask, frame_times and
         frame_time_ids (B, M, T); audio_features (B, A, n_mels, F) with audio_mask (B, A, F); labels (B, Lt) padded
-        with -100. Media keys are present only when some example has media of that kind.
+        with -100. Media keys are present only when some example has media of that kind; packed items add
+        segment_ids (B, L) and decoder_segment_ids (B, Lt), 0 on padding.
         """
         if not items:
             raise InputError("batch", items, "expected at least one example")
@@ -261,6 +262,9 @@ class UnifiedProcessor:
             if not all("labels" in it for it in items):
                 raise InputError("target", "missing in some examples", "give a target for every example or none")
             batch["labels"], _ = _pad_1d([it["labels"] for it in items], -100)
+        if any("segment_ids" in it for it in items):  # packed examples (`unified.packing.pack_items`)
+            for key in ("segment_ids", "decoder_segment_ids"):
+                batch[key], _ = _pad_1d([it[key] for it in items], 0)
         n_vis = max(len(it["pixel_values"]) for it in items)
         if n_vis:
             n_frames = max(clip.shape[0] for it in items for clip in it["pixel_values"])

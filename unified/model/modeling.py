@@ -33,6 +33,7 @@ from unified.model.media import MediaEncoder, cross_attention_memory, splice_lat
 from unified.model.media import media_mask as media_mask_for
 from unified.model.ordinal import ordinal_rows, token_cross_entropy
 from unified.model.resampler import LatentCrossAttention
+from unified.packing import segment_mask, shift_right_segments
 
 
 @dataclass
@@ -43,6 +44,7 @@ class UnifiedEncoderOutput(BaseModelOutput):
     attention_mask: torch.Tensor | None = None  # (B, L') after splicing
     media: torch.Tensor | None = None  # (B, S, D)
     media_keep: torch.Tensor | None = None  # (B, S) bool: real latents
+    segment_ids: torch.Tensor | None = None  # (B, L') packed examples (`unified.packing`), 0 = padding
 
 
 DEFAULT_MAX_NEW_TOKENS = 32  # generate()'s default answer length (a task's grammar sets its own)
@@ -138,14 +140,16 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, pixel_mask=None, frame_times=None,
                 frame_time_ids=None, audio_features=None, audio_mask=None, inputs_embeds=None,
-                output_hidden_states=False, return_dict=True, **kwargs) -> UnifiedEncoderOutput:
+                output_hidden_states=False, return_dict=True, segment_ids=None, **kwargs) -> UnifiedEncoderOutput:
         fused = fuse_media(self.config, self.media, self.embed_tokens, input_ids, attention_mask, inputs_embeds,
-                           pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features, audio_mask)
+                           pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features, audio_mask,
+                           segment_ids)
         embeds, attention_mask, xattn_media, xattn_mask = fused.embeds, fused.mask, fused.media, fused.media_mask
         x = self.dropout(embeds)
         positions = torch.arange(x.shape[1], device=x.device)
         rotary = self.rotary(positions, x.dtype)
-        mask = _key_mask(attention_mask)
+        segments = fused.segments  # packed examples: block-diagonal attention (`unified.packing`)
+        mask = _key_mask(attention_mask) if segments is None else segment_mask(segments, segments)
         hidden = [x] if output_hidden_states else None
         for layer in self.layers:
             if isinstance(layer, FusedLayer):
@@ -157,7 +161,7 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
         x = self.norm(x)
         return UnifiedEncoderOutput(last_hidden_state=x, hidden_states=tuple(hidden) if hidden else None,
                                     attention_mask=attention_mask, media=fused.decoder_media,
-                                    media_keep=fused.decoder_keep)
+                                    media_keep=fused.decoder_keep, segment_ids=segments)
 
 
 @dataclass
@@ -170,11 +174,17 @@ class FusedInputs:
     media_mask: torch.Tensor | None  # (B, L', S) which latents each position may attend to
     decoder_media: torch.Tensor | None  # (B, S, D) for the decoder's gated cross-attention (`in_decoder`)
     decoder_keep: torch.Tensor | None  # (B, S) real latents
+    segments: torch.Tensor | None = None  # (B, L') packed examples' ids over the fused sequence, 0 = padding
 
 
 def fuse_media(config, media_encoder, embed_tokens, input_ids, attention_mask, inputs_embeds, pixel_values,
-               pixel_mask, frame_times, frame_time_ids, audio_features, audio_mask) -> FusedInputs:
-    """Embed the tokens, encode the media and fuse them as `config.fusion.mode` says (the one fusion code path)."""
+               pixel_mask, frame_times, frame_time_ids, audio_features, audio_mask, segment_ids=None) -> FusedInputs:
+    """Embed the tokens, encode the media and fuse them as `config.fusion.mode` says (the one fusion code path).
+    `segment_ids` (B, L): packed examples; the latents spliced at a placeholder take its example's id."""
+    if segment_ids is not None and (config.fusion.mode != "concat" or config.fusion.in_decoder):
+        raise InputError("segment_ids", tuple(segment_ids.shape), f"packing needs fusion.mode 'concat' without "
+                         f"in_decoder (this model: {config.fusion.mode!r}): gated cross-attention would let one "
+                         "example's tokens see another's media")
     embeds = embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, D)
     if attention_mask is None:
         attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
@@ -182,21 +192,27 @@ def fuse_media(config, media_encoder, embed_tokens, input_ids, attention_mask, i
         if pixel_values is not None or audio_features is not None:
             raise InputError("input_ids", None, "media need input_ids: their placeholder tokens say where each item "
                              "goes, and inputs_embeds alone carry none")
-        return FusedInputs(embeds, attention_mask, None, None, None, None)
+        return FusedInputs(embeds, attention_mask, None, None, None, None, segment_ids)
     # the processor writes float32 media; a model loaded in bf16 / fp16 takes them in its own dtype
     pixel_values, audio_features = (_in_dtype(x, embeds.dtype) for x in (pixel_values, audio_features))
     latents = media_encoder(pixel_values, pixel_mask, frame_times, audio_features, audio_mask)
     mode = config.fusion.mode
     media, latent_group, token_group = cross_attention_memory(input_ids, latents, config)  # (B, S, D)
+    segments = segment_ids
     if mode in ("concat", "both") and media is not None:
-        embeds, attention_mask, token_group = splice_latents(
+        groups = token_group if segment_ids is None else segment_ids  # concat alone reads no token groups
+        embeds, attention_mask, groups = splice_latents(
             embeds, attention_mask, input_ids, latents, frame_time_ids, embed_tokens, config,
-            token_group)  # (B, L', D), (B, L'), (B, L')
+            groups)  # (B, L', D), (B, L'), (B, L')
+        if segment_ids is None:
+            token_group = groups
+        else:
+            segments = groups.clamp_min(0)
     xattn_media = media if mode in ("xattn", "both") else None
     xattn_mask = media_mask_for(token_group, latent_group, config) if xattn_media is not None else None
     decoder_media = media if config.fusion.in_decoder else None
     keep = latent_group >= 0 if decoder_media is not None else None  # (B, S)
-    return FusedInputs(embeds, attention_mask, xattn_media, xattn_mask, decoder_media, keep)
+    return FusedInputs(embeds, attention_mask, xattn_media, xattn_mask, decoder_media, keep, segments)
 
 
 class BackboneEncoder(nn.Module):
@@ -227,6 +243,9 @@ class BackboneEncoder(nn.Module):
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, pixel_mask=None, frame_times=None,
                 frame_time_ids=None, audio_features=None, audio_mask=None, inputs_embeds=None,
                 output_hidden_states=False, return_dict=True, **kwargs) -> UnifiedEncoderOutput:
+        if kwargs.get("segment_ids") is not None:
+            raise InputError("segment_ids", "packed examples", "packing is not supported on a pretrained backbone "
+                             "yet (its attention takes no block-diagonal mask here); turn data.pack off")
         encoder = self.lm.get_encoder()
         fused = fuse_media(self.config, self.media, encoder.get_input_embeddings(), input_ids, attention_mask,
                            inputs_embeds, pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features,
@@ -258,7 +277,7 @@ class UnifiedDecoder(nn.Module):
         self.dropout = nn.Dropout(t.dropout)
 
     def forward(self, input_ids, encoder_states, encoder_mask, attention_mask=None, past_key_values=None,
-                media=None, media_keep=None, output_hidden_states=False):
+                media=None, media_keep=None, output_hidden_states=False, segment_ids=None, encoder_segment_ids=None):
         x = self.dropout(self.embed_tokens(input_ids))  # (B, Lt, D)
         start = past_key_values.get_seq_length() if past_key_values is not None else 0
         positions = torch.arange(start, start + x.shape[1], device=x.device)
@@ -267,6 +286,9 @@ class UnifiedDecoder(nn.Module):
         if self_mask is not None and self_mask.shape[-1] != start + x.shape[1]:
             self_mask = None  # a mask for the new tokens only: causal order already covers them
         cross_mask = _key_mask(encoder_mask)
+        if segment_ids is not None:  # packed examples: each sees its own targets and its own encoder positions
+            self_mask = segment_mask(segment_ids, segment_ids)
+            cross_mask = segment_mask(segment_ids, encoder_segment_ids)
         media_mask = None
         if media is not None and media_keep is not None:
             media_mask = media_keep[:, None, :].expand(-1, x.shape[1], -1)  # (B, Lt, S): every real latent
@@ -390,7 +412,7 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
                 frame_time_ids=None, audio_features=None, audio_mask=None, decoder_input_ids=None,
                 decoder_attention_mask=None, labels=None, encoder_outputs=None, past_key_values=None,
                 use_cache=None, inputs_embeds=None, output_hidden_states=None, return_dict=None,
-                return_embeddings=False, cache=None, **kwargs):
+                return_embeddings=False, cache=None, segment_ids=None, decoder_segment_ids=None, **kwargs):
         # transformers 5's generate hands the running KV cache over as `cache` (`past_key_values` is the older
         # name); dropping it would restart the decoder at position 0 with only the newest token at every step
         past_key_values = past_key_values if past_key_values is not None else cache
@@ -398,6 +420,10 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
             if kwargs.get(name) is not None and kwargs.get(name) is not False:
                 raise InputError(name, type(kwargs[name]).__name__, "not supported by this model yet; give "
                                  "decoder_input_ids / leave attentions off (inputs_embeds for the encoder works)")
+        if (segment_ids is None) != (decoder_segment_ids is None) or (segment_ids is not None and (
+                return_embeddings or labels is None or decoder_input_ids is not None)):
+            raise InputError("segment_ids", "packed examples", "packing takes segment_ids with decoder_segment_ids "
+                             "and labels (training), not embeddings or given decoder inputs (`unified.packing`)")
         if return_embeddings:  # the embedding head (retrieval), through forward so DDP/accelerate wrappers see it
             return self.embed(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
                               pixel_mask=pixel_mask, frame_times=frame_times, frame_time_ids=frame_time_ids,
@@ -407,7 +433,8 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
                                            pixel_values=pixel_values, pixel_mask=pixel_mask, frame_times=frame_times,
                                            frame_time_ids=frame_time_ids, audio_features=audio_features,
                                            audio_mask=audio_mask, inputs_embeds=inputs_embeds,
-                                           output_hidden_states=bool(output_hidden_states))
+                                           output_hidden_states=bool(output_hidden_states),
+                                           **({} if segment_ids is None else {"segment_ids": segment_ids}))
         elif not isinstance(encoder_outputs, UnifiedEncoderOutput):
             encoder_outputs = UnifiedEncoderOutput(last_hidden_state=encoder_outputs[0])
         encoder_mask = encoder_outputs.attention_mask
@@ -416,7 +443,11 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
         if self.lm is not None:
             return self._backbone_decode(encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask,
                                          labels, past_key_values, use_cache, output_hidden_states)
-        if labels is not None and decoder_input_ids is None:
+        if decoder_segment_ids is not None:
+            t = self.config.text
+            decoder_input_ids = shift_right_segments(labels, decoder_segment_ids, t.decoder_start_token_id,
+                                                     t.pad_token_id)
+        elif labels is not None and decoder_input_ids is None:
             decoder_input_ids = self._shift_right(labels)
         if use_cache and past_key_values is None:
             past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
@@ -426,7 +457,9 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
                                       attention_mask=decoder_attention_mask, past_key_values=past_key_values,
                                       media=encoder_outputs.media,
                                       media_keep=encoder_outputs.media_keep,
-                                      output_hidden_states=bool(output_hidden_states))
+                                      output_hidden_states=bool(output_hidden_states),
+                                      segment_ids=decoder_segment_ids,
+                                      encoder_segment_ids=encoder_outputs.segment_ids)
         if self.config.tie_word_embeddings:
             # T5's rule for a tied head: scale by d_model ** -0.5, or the output side's large gradients swamp the
             # input embeddings and the encoder stops telling tokens apart

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from unified.errors import UnifiedError
+from unified.packing import pack_items
 from unified.task_zoo.batching import contrastive_batch, process_row
 
 
@@ -57,6 +58,7 @@ class Prepared:
     names: list[str]
     contrastive: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
+    packs: list[list[int]] | None = None  # packed: the generative rows (indices into `names`) of each batch row
 
     def pin_memory(self) -> Prepared:  # DataLoader(pin_memory=True) calls this on what the workers return
         pin = (lambda b: {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()})
@@ -72,33 +74,38 @@ class Failed:
 
 
 def prepare(tasks: Mapping[str, Any], processor: Any, named_rows: Sequence[tuple[str, Mapping[str, Any]]],
-            rng: random.Random | None, plan: Plan | None = None) -> Prepared:
-    """Rows of one or several tasks -> a `Prepared` batch: generative rows through the processor together, each
-    contrastive task's rows with their pairs (prompts drawn from `rng` in that order)."""
+            rng: random.Random | None, plan: Plan | None = None, pack: bool = False) -> Prepared:
+    """Rows of one or several tasks -> a `Prepared` batch: generative rows through the processor together (with
+    `pack`, packed several to a row: `unified.packing`), each contrastive task's rows with their pairs (prompts
+    drawn from `rng` in that order)."""
     names = [n for n, _ in named_rows]
     generative = [(n, r) for n, r in named_rows if not tasks[n].contrastive]
-    batch = None
+    batch, packs = None, None
     if generative:
         items = [process_row(processor, tasks[n], tasks[n].to_example(r, rng=rng), r) for n, r in generative]
+        if pack:
+            items = pack_items(items)
+            packs = [item.pop("members") for item in items]
         batch = processor.collate(items)
     contrastive = {name: contrastive_batch(tasks[name], [r for n, r in named_rows if n == name], processor, rng)
                    for name in dict.fromkeys(n for n in names if tasks[n].contrastive)}
     return Prepared(plan=plan, single=names[0] if len(set(names)) == 1 else None, batch=batch,
                     names=[n for n, _ in generative], contrastive=contrastive,
-                    sources=[str(r.get("_source", "")) for _, r in named_rows])
+                    sources=[str(r.get("_source", "")) for _, r in named_rows], packs=packs)
 
 
 class PlannedBatches(torch.utils.data.Dataset):
     """The workers' side: a `Plan` -> its `Prepared` batch (or `Failed`). Indexed by plans, not integers."""
 
-    def __init__(self, tasks: Mapping[str, Any], processor: Any, rows: Mapping[str, list], seed: int):
-        self.tasks, self.processor, self.rows, self.seed = tasks, processor, rows, seed
+    def __init__(self, tasks: Mapping[str, Any], processor: Any, rows: Mapping[str, list], seed: int,
+                 pack: bool = False):
+        self.tasks, self.processor, self.rows, self.seed, self.pack = tasks, processor, rows, seed, pack
 
     def __getitem__(self, plan: Plan) -> Prepared | Failed:
         rng = random.Random((self.seed * 1_000_003 + plan.step) * 64 + plan.micro)  # prompt templates
         named = [(task, self.rows[task][i]) for task, i in plan.rows]
         try:
-            return prepare(self.tasks, self.processor, named, rng, plan)
+            return prepare(self.tasks, self.processor, named, rng, plan, self.pack)
         except UnifiedError as exc:  # DataLoader would re-raise it as a RuntimeError wrapping a traceback
             return Failed(plan, exc)
 

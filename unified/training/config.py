@@ -62,6 +62,7 @@ class DataSection:
     num_workers: int = 0  # DataLoader processes that decode and collate batches (0: the training process does)
     prefetch: int = 2  # batches each worker prepares ahead
     length_buckets: int = 0  # sort rows by text length within chunks of this many steps' rows (0 = off)
+    pack: bool = False  # several short rows per sequence, block-diagonal attention (`unified.packing`)
 
 
 @dataclass

@@ -115,6 +115,7 @@ class Run:
                                            target_modules=targets)
             self.log(f"LoRA: adapters {', '.join(adapters.names)} (r={lo.r}) on {', '.join(targets)}")
         check_stage_groups(cfg.stages, model)
+        _check_packing(cfg, model)
         for i, st in enumerate(cfg.stages):
             unknown = sorted(set(st.tasks or []) - set(self.tasks))
             if unknown or st.tasks == []:
@@ -157,7 +158,7 @@ class Run:
                         disable=not (progress and self.main))
         self.recent: dict[str, float] = {}
         d = cfg.data
-        dataset = PlannedBatches(self.tasks, self.processor, self.train_rows, cfg.seed)
+        dataset = PlannedBatches(self.tasks, self.processor, self.train_rows, cfg.seed, pack=d.pack)
         self.batches = batch_loader(self.planner, dataset, num_workers=d.num_workers, prefetch=d.prefetch,
                                     seed=cfg.seed + rank, pin_memory=self.accelerator.device.type == "cuda")
         self.seen: list[str] = []  # the rows this process trained on (written per rank at the end)
@@ -382,6 +383,16 @@ def _check_resume(resume: str, overwrite: bool, ckpt_root: Path) -> None:
     if not (Path(resume) / "trainer.pt").is_file():
         raise ConfigError("--resume", str(resume), "not a training checkpoint (no trainer.pt); expected 'auto', "
                           f"'never' or a directory like {ckpt_root / 'step-00000100'}")
+
+
+def _check_packing(cfg: TrainConfig, model) -> None:
+    f = model.config.fusion
+    if cfg.data.pack and (model.lm is not None or f.mode != "concat" or f.in_decoder):
+        what = "a pretrained text backbone" if model.lm is not None else f"fusion.mode {f.mode!r}" + (
+            " with in_decoder" if f.in_decoder else "")
+        raise ConfigError("data.pack", True, f"packing needs the model's own backbone with fusion.mode 'concat' "
+                          f"(this model: {what}): gated cross-attention and a backbone's attention take no "
+                          "block-diagonal mask here")
 
 
 def _check_world(accelerator) -> None:

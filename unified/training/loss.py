@@ -71,11 +71,12 @@ def prepared_mixed_loss(tasks: Mapping[str, Any], prepared: Prepared, model: Any
         token_loss = token_cross_entropy(logits, labels, text.ordinal_ranges, text.ordinal_loss_sigma,
                                          reduction="none")  # (B, Lt)
         real = labels != -100
-        row_weight = torch.tensor([weights[n] for n in names], device=token_loss.device)
-        total = (token_loss * row_weight[:, None]).sum() / real.sum().clamp_min(1)
-        for name in dict.fromkeys(names):
-            mine = torch.tensor([n == name for n in names], device=real.device)[:, None] & real
-            parts[name] = float(token_loss[mine].mean().detach())
+        kinds = list(dict.fromkeys(names))
+        token_task = _token_tasks(prepared, kinds, labels.shape).to(token_loss.device)  # (B, Lt) index into kinds
+        token_weight = torch.tensor([weights[n] for n in kinds], device=token_loss.device)[token_task]
+        total = (token_loss * token_weight).sum() / real.sum().clamp_min(1)
+        for k, name in enumerate(kinds):
+            parts[name] = float(token_loss[(token_task == k) & real].mean().detach())
         total, rows_done = total * len(names), len(names)
     for name, batch in prepared.contrastive.items():
         select_adapter(model, name)
@@ -86,6 +87,20 @@ def prepared_mixed_loss(tasks: Mapping[str, Any], prepared: Prepared, model: Any
         total = weighted if total is None else total + weighted
         rows_done += rows
     return total / rows_done, parts
+
+
+def _token_tasks(prepared: Prepared, kinds: list[str], shape: torch.Size) -> torch.Tensor:
+    """(B, Lt) long: the task (index into `kinds`) of each target position: its row's, or in a packed batch its
+    segment's (`decoder_segment_ids` k is the row's k-th packed example)."""
+    index = [kinds.index(n) for n in prepared.names]
+    if prepared.packs is None:
+        return torch.tensor(index)[:, None].expand(shape)
+    segments = prepared.batch["decoder_segment_ids"]  # (B, Lt), 0 = padding
+    out = torch.zeros(shape, dtype=torch.long)
+    for b, members in enumerate(prepared.packs):
+        for k, i in enumerate(members):
+            out[b][segments[b] == k + 1] = index[i]
+    return out
 
 
 def batch_loss(cfg: TrainConfig, tasks: Mapping[str, Any], prepared: Prepared, model: Any,
