@@ -21,7 +21,7 @@ from unified.training.batches import prepare
 from unified.training.loss import prepared_mixed_loss
 
 SMOKE = Path(__file__).parents[1] / "training" / "configs" / "tiny-smoke.yaml"
-TASKS = ("vqa", "caption", "audio_video_mcqa", "text2text", "video_mcqa")
+TASKS = ("vqa", "caption", "audio_video_mcqa", "text2text", "video_mcqa", "grounding")
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,7 @@ def setup(tmp_path_factory):
                                                                         "pool_hw": 2})
     torch.manual_seed(0)
     model = UnifiedModel(config).eval()
-    # Images are left out: pool3d pools a 1-frame item in a batch of 8-frame clips over the padded frames (one
-    # latent frame) but repeats it alone (two), batched or packed alike; that is pool3d's, not packing's, doing.
-    named = [(name, row) for name in TASKS for row in rows[name][:3] if "image" not in row]
+    named = [(name, row) for name in TASKS for row in rows[name][:3]]  # 8-frame clips, an image, audio, text
     return rows, processor, model, named
 
 

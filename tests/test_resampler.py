@@ -139,12 +139,19 @@ def test_pool3d_masked_average_and_module():
     pool = Pool3d(dim=3, out_frames=2, out_hw=1)
     x = torch.randn(2, 4, 4, 3)
     mask = torch.ones(2, 4, 4, dtype=torch.bool)
-    mask[1, 2:] = False  # item 1 has 2 real frames out of 4: its second output frame is empty
+    mask[1, 2:] = False  # item 1 has 2 real frames out of 4: its windows lie over those two, as alone
     lat, lmask = pool(x, mask)
-    assert lat.shape == (2, 2, 1, 3) and lmask.tolist() == [[True, True], [True, False]]
+    assert lat.shape == (2, 2, 1, 3) and lmask.tolist() == [[True, True], [True, True]]
     expected = pool.norm(pool.proj(x[0, :2].reshape(-1, 3).mean(0)))
     torch.testing.assert_close(lat[0, 0, 0], expected)
-    assert torch.equal(lat[1, 1], torch.zeros(1, 3))
+    torch.testing.assert_close(lat[1, 1, 0], pool.norm(pool.proj(x[1, 1].mean(0))))  # its own second frame
+    alone, _ = pool(x[1:2, :2], mask[1:2, :2])
+    torch.testing.assert_close(lat[1], alone[0])
+    image, _ = pool(x[1:2, :1], mask[1:2, :1])  # one frame (an image) repeats into both windows, batched or not
+    batched, _ = pool(torch.cat([x[:1], torch.cat([x[1:2, :1], torch.zeros(1, 3, 4, 3)], 1)]),
+                      torch.cat([mask[:1], torch.cat([mask[1:2, :1], torch.zeros(1, 3, 4, dtype=torch.bool)], 1)]))
+    torch.testing.assert_close(batched[1], image[0])
+    torch.testing.assert_close(image[0, 0], image[0, 1])
     lat.sum().backward()
     assert all(p.grad is not None for p in pool.parameters())
 

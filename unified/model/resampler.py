@@ -165,30 +165,42 @@ def masked_adaptive_avg_pool3d(
     """Average over the valid tokens of each adaptive-pooling window.
 
     x (N, T, P, D) with P = h * w square, token_mask (N, T, P) -> (pooled (N, out_frames, out_hw**2, D),
-    window_valid (N, out_frames, out_hw**2)). The windows are adaptive_avg_pool3d's over the given T (padding
-    included), and mean(x * m) / mean(m) over a window is the mean of its valid tokens; empty windows give 0.
+    window_valid (N, out_frames, out_hw**2)). Each item's windows are adaptive_avg_pool3d's over its own frames (the
+    leading frames with any valid token; the processor puts an item's frames first), so an item pools the same in a
+    batch of longer clips as alone: fewer frames than `out_frames` are repeated, as adaptive pooling does.
+    mean(x * m) / mean(m) over a window is the mean of its valid tokens; items with no frame give 0, invalid.
     """
     P = x.shape[2]
     h = math.isqrt(P)
     if h * h != P:
         raise InputError("x", tuple(x.shape), f"Pool3d needs a square patch grid, got P={P}")
+    frames = token_mask.any(dim=-1).sum(dim=-1)  # (N,) each item's own frame count
+    pooled = x.new_zeros(x.shape[0], out_frames, out_hw * out_hw, x.shape[-1])
+    valid = torch.zeros(x.shape[0], out_frames, out_hw * out_hw, dtype=torch.bool, device=x.device)
+    for length in frames.unique().tolist():
+        if length == 0:
+            continue
+        rows = frames == length
+        pooled[rows], valid[rows] = _pool_windows(x[rows, :length], token_mask[rows, :length], out_frames, out_hw, h)
+    return pooled, valid
+
+
+def _pool_windows(x, token_mask, out_frames: int, out_hw: int, h: int):
     m = token_mask.to(x.dtype)
     grid = (out_frames, out_hw, out_hw)
     num = F.adaptive_avg_pool3d(rearrange(x * m[..., None], "n t (h w) d -> n d t h w", h=h), grid)
     den = F.adaptive_avg_pool3d(rearrange(m, "n t (h w) -> n 1 t h w", h=h), grid)  # (N, 1, t', h', w')
     pooled = torch.where(den > 0, num / den.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(num))
-    return (
-        rearrange(pooled, "n d t h w -> n t (h w) d"),
-        rearrange(den > 0, "n 1 t h w -> n t (h w)"),
-    )
+    return rearrange(pooled, "n d t h w -> n t (h w) d"), rearrange(den > 0, "n 1 t h w -> n t (h w)")
 
 
 class Pool3d(nn.Module):
     """PLLaVA's adaptive 3-D average pooling of frame features, then Linear and LayerNorm.
 
     x (N, T, P, D) with a square P = h * w, token_mask (N, T, P) -> (latents (N, out_frames, out_hw**2, D),
-    latent_mask (N, out_frames)). Padded tokens are left out of every average; windows lie over the padded T, so an
-    item shorter than the batch's T fills the first output frames and the rest are masked. T < out_frames repeats frames.
+    latent_mask (N, out_frames)). Padded tokens are left out of every average; each item's windows lie over its own
+    frames, so an item pools the same batched as alone (an image next to 8-frame clips too); T < out_frames repeats
+    frames.
 
     Example:
         >>> pool = Pool3d(dim=32, out_frames=4, out_hw=2)
