@@ -6,8 +6,9 @@ processor's size.
 
 1. Steps/s on the shapes-small recipe (the default model's config: small preset narrowed, 10 tasks in mixed batches
    of 16, 64 px, 8 frames) over `--clips` synthetic clips, in one process, each run after `--warm` untimed steps:
-   media cache off with 0 workers, media cache off with each `--workers` count, and media cache on (every clip decoded
-   once during the warm-up steps, the state after a run's first epoch). The ratios are against the cached run.
+   media cache off with 0 workers, media cache off with each `--workers` count, media cache on (every clip decoded
+   once during the warm-up steps, the state after a run's first epoch), and from `unified data shard --decode`
+   shards (media decoded when sharded) with the cache off. The ratios are against the cached run.
 2. One 720p H.264 clip (5 s, 30 fps, moving shapes over a gradient with grain; written here) sampled to 6 and 16
    frames for a 224 px model: decoded at 1280x720 then resized (antialiased bilinear), against decoded at 224 px
    (`load_video(size=224)`, FFmpeg scaling each chosen frame). Medians of `--repeats`, one thread.
@@ -128,6 +129,12 @@ def main() -> None:
         runs["0 workers, cached"] = ["data.num_workers=0", "data.media_cache_mb=2048"]
         rate = {label: steps_per_second(tmp / "train", tmp / f"run{i}", o, args.steps, args.warm)
                 for i, (label, o) in enumerate(runs.items())}
+        from unified.data.shards import processor_settings, write_shards
+
+        write_shards(tmp / "train", tmp / "decoded", progress=False, decode=processor_settings(SHAPES, tmp / "train"))
+        rate["decoded shards, 0 workers, no cache"] = steps_per_second(
+            tmp / "decoded", tmp / "run-decoded", ["data.num_workers=0", "data.media_cache_mb=0"], args.steps,
+            args.warm)
         cached = rate["0 workers, cached"][0]
         print(f"| shapes-small, batch 16, {args.clips} clips, {torch.get_num_threads()} threads | steps/s | "
               "vs cached | waiting for batches |")

@@ -104,13 +104,45 @@ def test_every_row_once_per_epoch_across_two_ranks_and_two_workers_and_a_resume(
 
 @pytest.mark.slow
 def test_training_from_shards_with_workers_equals_training_from_files(packed, tmp_path):
+    """Files, shards read by 2 workers, and shards decoded ahead at the run's own sampling (`--decode` with the
+    run's config): the same weights, bit for bit."""
+    from unified.cli import main as cli
+
+    assert cli(["data", "shard", str(packed / "files"), "--out", str(tmp_path / "decoded"), "--decode", str(SMOKE),
+                "--tasks", *TRAINED]) == 0
     common = ["data.synthetic=null", "optim.max_steps=8", "checkpoint.every=100", "tokenizer.text_vocab_size=200",
-              "mixture.mixed_batches=true", "data.tasks=[vqa, caption, retrieval, audio_video_mcqa, grounding]"]
-    for name, extra in (("files", []), ("shards", ["data.num_workers=2"])):
-        train(load_config(SMOKE, [f"output_dir={tmp_path / name}", f"data.train_dir={packed / name}", *common,
-                                  *extra]), progress=False)
-    a, b = (load_file(tmp_path / n / "final" / "model.safetensors") for n in ("files", "shards"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+              "mixture.mixed_batches=true", f"data.tasks=[{', '.join(TRAINED)}]"]
+    for name, data, extra in (("files", packed / "files", []), ("shards", packed / "shards", ["data.num_workers=2"]),
+                              ("decoded", tmp_path / "decoded", [])):
+        train(load_config(SMOKE, [f"output_dir={tmp_path / name}", f"data.train_dir={data}", *common, *extra]),
+              progress=False)
+    a, b, c = (load_file(tmp_path / n / "final" / "model.safetensors") for n in ("files", "shards", "decoded"))
+    assert a.keys() == b.keys() == c.keys() and all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
+
+
+TRAINED = ["vqa", "caption", "retrieval", "audio_video_mcqa", "grounding"]
+
+
+def test_decoded_shards_hold_the_processors_frames_and_refuse_other_settings(packed, tmp_path):
+    from unified.api import DEFAULT_MODEL_DIR
+    from unified.data.shards import processor_settings
+    from unified.processing import UnifiedProcessor
+
+    write_shards(packed / "files", tmp_path / "decoded", tasks=["audio_video_mcqa"], progress=False,
+                 decode=processor_settings(DEFAULT_MODEL_DIR, packed / "files"))
+    row = load_data_dir(tmp_path / "decoded")[0]["audio_video_mcqa"][0]
+    truth = load_data_dir(packed / "files", ["audio_video_mcqa"])[0]["audio_video_mcqa"][0]
+    processor = UnifiedProcessor.from_pretrained(DEFAULT_MODEL_DIR)  # samples as the shards were decoded
+    got, want = processor.video(row["video"], "audio_video_mcqa"), processor.video(truth["video"], "audio_video_mcqa")
+    assert row["video"].name.endswith(".npy") and torch.equal(got.frames, want.frames)
+    assert torch.equal(got.timestamps, want.timestamps) and got.size == want.size and got.duration == want.duration
+    assert torch.equal(processor._mel(row["audio"]), processor._mel(truth["audio"]))
+    from unified.media import load_audio, load_video
+
+    with pytest.raises(InputError, match=r"fps=4.0 \(asked 2.0\)"):
+        load_video(row["video"], fps=2.0, max_frames=8, size=64)
+    with pytest.raises(InputError, match=r"sampling_rate=16000 \(asked 8000\)"):
+        load_audio(row["audio"], sampling_rate=8000)
 
 
 def test_packing_refuses_bad_media_and_a_used_directory(packed, tmp_path, capsys):

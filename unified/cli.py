@@ -97,10 +97,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _shard(args: argparse.Namespace) -> int:
-    from unified.data.shards import write_shards
+    from unified.data.shards import processor_settings, write_shards
 
+    decode = None if args.decode is None else processor_settings(args.decode, args.dir, args.tasks)
     index = write_shards(args.dir, args.out, tasks=args.tasks, rows_per_shard=args.rows_per_shard,
-                         skip_bad_rows=args.skip_bad_rows, check=not args.no_check)
+                         skip_bad_rows=args.skip_bad_rows, check=not args.no_check, decode=decode)
     for task, entry in index["tasks"].items():
         print(f"{task}: {entry['rows']} rows in {len(entry['shards'])} shard(s)")
     print(f"wrote {args.out}/shards.json; train with data.train_dir={args.out}")
@@ -201,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     shard.add_argument("--rows-per-shard", type=int, default=1000)
     shard.add_argument("--skip-bad-rows", action="store_true", help="leave out rows that fail their checks")
     shard.add_argument("--no-check", action="store_true", help="do not decode every media file first")
+    shard.add_argument("--decode", metavar="CONFIG", default=None,
+                       help="store videos and audio decoded as this training config (YAML) or saved model's "
+                            "processor samples them, so training decodes nothing")
     shard.set_defaults(func=_shard)
 
     train = sub.add_parser("train", help="multitask training from a YAML config (key=value overrides)")

@@ -17,6 +17,11 @@ loaders read by offset in turn. Memory: two integers per row. The training row s
 with shards as with files every row is seen once per epoch across ranks and workers, and a resume continues at the
 same row; rows are read in the stream's shuffled order (random reads within shards: a local disk, not an object
 store). `_source` keeps where a row first came from (`vqa.jsonl:17`).
+
+`--decode CONFIG` (a training YAML or a saved model/processor directory) stores videos and audio already decoded as
+that processor samples them for each task (frames at its fps, frame cap and size as uint8 .npy; waveforms at its
+rate as float32 .npy), so a corpus is decoded once, not every epoch. A processor asking for other settings gets an
+`InputError` naming them (frames sampled once cannot be resampled).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from unified.data.files import MEDIA_COLUMNS
 from unified.errors import InputError
 from unified.media.member import Member
@@ -40,10 +47,12 @@ FORMAT = 1
 
 def write_shards(data_dir: str | Path, out: str | Path, *, tasks: Sequence[str] | None = None,
                  rows_per_shard: int = 1000, task_options: Mapping[str, Mapping[str, Any]] | None = None,
-                 skip_bad_rows: bool = False, check: bool = True, progress: bool = True) -> dict[str, Any]:
+                 skip_bad_rows: bool = False, check: bool = True, decode: Any = None,
+                 progress: bool = True) -> dict[str, Any]:
     """Pack `data_dir` (one file per task, as `load_data_dir` reads) into tar shards under `out`; returns the index.
     Every media file is decoded first (`check_media`): a row whose media do not decode stops the packing, or with
-    `skip_bad_rows` is left out (`check=False` skips the decoding)."""
+    `skip_bad_rows` is left out (`check=False` skips the decoding). `decode`: a `ProcessorConfig` whose sampling
+    (each task's budget applied) videos and audio are stored already decoded at, so training decodes nothing."""
     from tqdm.auto import tqdm
 
     from unified.data.files import load_data_dir
@@ -68,12 +77,14 @@ def write_shards(data_dir: str | Path, out: str | Path, *, tasks: Sequence[str] 
     bar = tqdm(total=sum(len(r) for r in data.values()), desc="shard", unit="row", disable=not progress)
     for task, rows in data.items():
         shards = []
+        sampling = None if decode is None else decode_settings(decode, task)
         for start in range(0, len(rows), rows_per_shard):
             name = f"{task}-{len(shards):05d}.tar"
             shards.append({"file": name, "rows": _write_shard(out / name, rows[start:start + rows_per_shard],
-                                                              start)})
+                                                              start, sampling)})
             bar.update(min(rows_per_shard, len(rows) - start))
-        index["tasks"][task] = {"rows": len(rows), "shards": shards, "sha256": _rows_digest(rows)}
+        index["tasks"][task] = {"rows": len(rows), "shards": shards, "sha256": _rows_digest(rows),
+                                "decoded": sampling}
     bar.close()
     tmp = out / f".{INDEX}.tmp"
     tmp.write_text(json.dumps(index))
@@ -87,7 +98,33 @@ def _rows_digest(rows: Sequence[Mapping[str, Any]]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _write_shard(path: Path, rows: Sequence[Mapping[str, Any]], first: int) -> list[list[int]]:
+def decode_settings(config: Any, task: str) -> dict[str, dict[str, Any]]:
+    """What `load_video` / `load_audio` are asked for `task` by a processor with this `ProcessorConfig`."""
+    from dataclasses import replace
+
+    c = replace(config, **config.budgets[task]) if task in config.budgets else config
+    video = ({"fps": None, "max_frames": 32, "num_frames": c.num_frames} if c.video_fps is None else
+             {"fps": c.video_fps, "max_frames": c.max_frames, "num_frames": None})
+    return {"video": {**video, "size": c.image_size}, "audio": {"sampling_rate": c.sampling_rate}}
+
+
+def _decoded(column: str, item: str, sampling: dict[str, dict[str, Any]]) -> tuple[bytes, dict[str, Any]]:
+    from unified.media import load_audio, load_video
+
+    buffer = io.BytesIO()
+    if column == "video":
+        video = load_video(item, **sampling["video"])
+        np.save(buffer, video.frames.numpy(), allow_pickle=False)
+        meta = {"kind": "video", **sampling["video"], "timestamps": video.timestamps.tolist(),
+                "duration": video.duration, "source_fps": video.source_fps, "coded_size": list(video.size)}
+    else:
+        np.save(buffer, load_audio(item, **sampling["audio"]).numpy(), allow_pickle=False)
+        meta = {"kind": "audio", **sampling["audio"]}
+    return buffer.getvalue(), meta
+
+
+def _write_shard(path: Path, rows: Sequence[Mapping[str, Any]], first: int,
+                 sampling: dict[str, dict[str, Any]] | None = None) -> list[list[int]]:
     offsets = []
     tmp = path.with_name(f".{path.name}.tmp")
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
@@ -101,9 +138,14 @@ def _write_shard(path: Path, rows: Sequence[Mapping[str, Any]], first: int) -> l
                 items = value if isinstance(value, list) else [value]
                 members = []
                 for j, item in enumerate(items):
-                    member = f"{key}.{column}{j}{Path(item).suffix}"
-                    info = _add(tar, member, Path(item).read_bytes())
-                    members.append({"member": member, "offset": info.offset_data, "size": info.size})
+                    if sampling is not None and column in ("video", "audio"):
+                        data, meta = _decoded(column, item, sampling)
+                        member = f"{key}.{column}{j}.npy"
+                    else:
+                        data, meta, member = Path(item).read_bytes(), None, f"{key}.{column}{j}{Path(item).suffix}"
+                    info = _add(tar, member, data)
+                    members.append({"member": member, "offset": info.offset_data, "size": info.size,
+                                    **({"decoded": meta} if meta else {})})
                 packed[column] = members if isinstance(value, list) else members[0]
             info = _add(tar, f"{key}.json", json.dumps(packed).encode())
             offsets.append([info.offset_data, info.size])
@@ -163,7 +205,7 @@ class ShardedRows(Sequence):
         for column in MEDIA_COLUMNS:
             value = row.get(column)
             if value is not None:
-                members = [Member(shard, m["offset"], m["size"], m["member"])
+                members = [Member(shard, m["offset"], m["size"], m["member"], m.get("decoded"))
                            for m in (value if isinstance(value, list) else [value])]
                 row[column] = members if isinstance(value, list) else members[0]
         return row
@@ -174,3 +216,25 @@ class ShardedRows(Sequence):
     def digest(self) -> str:
         """What a resume compares: the rows as packed (their sha256, from the index)."""
         return f"{len(self)} rows, sha256 {self.sha256}"
+
+
+def processor_settings(source: str | Path, data_dir: str | Path, tasks: Sequence[str] | None = None) -> Any:
+    """The `ProcessorConfig` that `--decode` samples with: a saved model's or processor's directory, or a training
+    YAML (its `processor` section and media budgets over the data's tasks, as training builds it)."""
+    from unified.processing import PROCESSOR_CONFIG, ProcessorConfig, UnifiedProcessor
+
+    source = Path(source)
+    if source.is_dir():
+        if not (source / PROCESSOR_CONFIG).is_file():
+            raise InputError("--decode", str(source), f"no {PROCESSOR_CONFIG} in this directory")
+        return UnifiedProcessor.from_pretrained(source).config
+    from unified.data.files import SUFFIXES
+    from unified.training.build import media_budgets
+    from unified.training.config import load_config
+
+    cfg = load_config(source)
+    names = list(tasks) if tasks is not None else sorted(p.stem for p in Path(data_dir).iterdir()
+                                                         if p.suffix in SUFFIXES)
+    p = cfg.processor
+    return ProcessorConfig(image_size=p.image_size, video_fps=p.video_fps, max_frames=p.max_frames, fit=p.fit,
+                           budgets=media_budgets(cfg, {n: [] for n in names})).validate()

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from unified.errors import InputError, MediaDecodeError
-from unified.media.member import Member
+from unified.media.member import Member, decoded_array
 
 _ARRAY_CHUNK = 1 << 16  # samples per AudioFrame when resampling an array
 
@@ -55,7 +55,9 @@ def load_audio(source: Any, *, sampling_rate: int = 16000, source_rate: int | No
     _check_rate("sampling_rate", sampling_rate)
     if source_rate is not None:
         _check_rate("source_rate", source_rate)
-    if isinstance(source, Member):  # inside a tar shard: its bytes
+    if isinstance(source, Member):  # inside a tar shard: its bytes, or the waveform decoded when it was sharded
+        if source.decoded is not None:
+            return torch.from_numpy(decoded_array(source, "audio", {"sampling_rate": sampling_rate}))
         source = source.read()
     if isinstance(source, (str, Path, bytes, bytearray, memoryview)):
         if source_rate is not None:

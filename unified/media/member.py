@@ -6,14 +6,23 @@ process, so DataLoader workers forked from the training process never share a fi
 
     >>> clip = Member("/data/shards/vqa-00000.tar", offset=1536, size=20480, name="00000003.video.mp4")
     >>> load_video(clip, fps=4.0).frames.shape
+
+A member written by `unified data shard --decode` holds media already decoded (`decoded` says how: a video's frames
+as a uint8 .npy [T, S, S, 3] sampled at a frame rate and size, audio as a float32 .npy waveform at a rate). The
+loaders return it as it is when asked for exactly those settings and refuse other settings by name, since frames
+sampled once cannot be resampled.
 """
 
 from __future__ import annotations
 
+import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from unified.errors import MediaDecodeError
+import numpy as np
+
+from unified.errors import InputError, MediaDecodeError
 
 _FILES: dict[tuple[int, str], int] = {}  # (pid, shard path) -> descriptor
 
@@ -24,6 +33,7 @@ class Member:
     offset: int
     size: int
     name: str
+    decoded: dict[str, Any] | None = field(default=None, compare=False)  # how it was decoded (--decode shards)
 
     def read(self) -> bytes:
         key = (os.getpid(), self.shard)
@@ -40,3 +50,16 @@ class Member:
 
     def __str__(self) -> str:
         return f"{self.shard}#{self.name}"
+
+
+def decoded_array(member: Member, kind: str, wanted: dict[str, Any]) -> np.ndarray:
+    """The decoded array of a `--decode` member, after checking it was decoded as `wanted` asks."""
+    meta = member.decoded or {}
+    if meta.get("kind") != kind:
+        raise InputError(kind, str(member), f"holds decoded {meta.get('kind')}, not {kind}")
+    differ = {k: (meta.get(k), v) for k, v in wanted.items() if meta.get(k) != v}
+    if differ:
+        shown = ", ".join(f"{k}={old} (asked {new})" for k, (old, new) in differ.items())
+        raise InputError(kind, str(member), f"was decoded ahead with {shown}; shard again with these settings, "
+                         "or without --decode")
+    return np.load(io.BytesIO(member.read()), allow_pickle=False)

@@ -68,7 +68,7 @@ import torch
 
 from unified.errors import InputError, MediaDecodeError
 from unified.media.image import load_image
-from unified.media.member import Member
+from unified.media.member import Member, decoded_array
 
 NO_INDEX_FORWARD_S = 2.0  # without a keyframe index, decode forward through gaps shorter than this, else seek
 _TICK_TOLERANCE = 1e-3  # in time_base ticks: a time on a frame boundary picks the frame that starts there
@@ -171,7 +171,9 @@ def load_video(
         >>> load_video("clip.mp4", fps=None, num_frames=8).frames.shape
         torch.Size([8, 480, 640, 3])
     """
-    if isinstance(source, Member):  # inside a tar shard: its bytes
+    if isinstance(source, Member):  # inside a tar shard: its bytes, or frames decoded when it was sharded
+        if source.decoded is not None:
+            return _decoded_video(source, fps, max_frames, num_frames, size)
         source = source.read()
     _check_sampling(fps, max_frames, num_frames)
     if size is not None and (not isinstance(size, numbers.Integral) or isinstance(size, bool) or size < 1):
@@ -195,6 +197,14 @@ def load_video(
         f"unsupported type {type(source).__name__}; expected a path, bytes, a uint8 array or tensor "
         "[T, H, W, 3], or a list of images",
     )
+
+
+def _decoded_video(member: Member, fps, max_frames, num_frames, size) -> Video:
+    wanted = {"fps": fps, "max_frames": max_frames, "num_frames": num_frames, "size": size}
+    frames = torch.from_numpy(decoded_array(member, "video", wanted))  # uint8 [T, S, S, 3]
+    meta = member.decoded
+    return Video(frames, torch.tensor(meta["timestamps"], dtype=torch.float32), float(meta["duration"]),
+                 meta["source_fps"], tuple(meta["coded_size"]))
 
 
 def _resized(video: Video, size: int | None) -> Video:
