@@ -122,10 +122,11 @@ def _text_numbers(row: dict[str, Any], task: Any) -> None:
             row[key] = str(value)
 
 
-def _check_rows(raw: Iterable[Mapping[str, Any]], name: str, base: Path | None, task: Any,
-                skip_bad_rows: bool, allow_outside_paths: bool = False) -> tuple[list[dict[str, Any]], RowReport]:
-    report = RowReport(name)
-    rows = []
+def iter_checked_rows(raw: Iterable[Mapping[str, Any]], name: str, base: Path | None, task: Any,
+                      skip_bad_rows: bool, allow_outside_paths: bool = False, report: RowReport | None = None):
+    """The rows of `raw` checked one at a time (a stream never held in memory); a bad row raises naming
+    `name` and its 1-based index, or with `skip_bad_rows` is counted in `report` and left out."""
+    report = report if report is not None else RowReport(name)
     for index, original in enumerate(raw, start=1):
         row = {k: v for k, v in dict(original).items() if v is not None}  # Arrow fills absent columns with None
         row["_source"] = f"{name}:{index}"
@@ -140,8 +141,14 @@ def _check_rows(raw: Iterable[Mapping[str, Any]], name: str, base: Path | None, 
                 raise InputError(f"{name} row {index}: {exc.what}", exc.value, exc.reason) from exc
             report.skipped.append(BadRow(row["_source"], exc.reason))
             continue
-        rows.append(row)
-    report.loaded = len(rows)
+        report.loaded += 1
+        yield row
+
+
+def _check_rows(raw: Iterable[Mapping[str, Any]], name: str, base: Path | None, task: Any,
+                skip_bad_rows: bool, allow_outside_paths: bool = False) -> tuple[list[dict[str, Any]], RowReport]:
+    report = RowReport(name)
+    rows = list(iter_checked_rows(raw, name, base, task, skip_bad_rows, allow_outside_paths, report))
     return rows, report
 
 

@@ -28,16 +28,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import os
 import tarfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from unified.data.files import MEDIA_COLUMNS
+from unified.data.files import MEDIA_COLUMNS, BadRow
 from unified.errors import InputError
 from unified.media.member import Member
 
@@ -53,15 +54,9 @@ def write_shards(data_dir: str | Path, out: str | Path, *, tasks: Sequence[str] 
     Every media file is decoded first (`check_media`): a row whose media do not decode stops the packing, or with
     `skip_bad_rows` is left out (`check=False` skips the decoding). `decode`: a `ProcessorConfig` whose sampling
     (each task's budget applied) videos and audio are stored already decoded at, so training decodes nothing."""
-    from tqdm.auto import tqdm
-
     from unified.data.files import load_data_dir
 
-    if isinstance(rows_per_shard, bool) or not isinstance(rows_per_shard, int) or rows_per_shard < 1:
-        raise InputError("rows_per_shard", rows_per_shard, "expected an integer >= 1")
-    out = Path(out)
-    if (out / INDEX).exists():
-        raise InputError("out", str(out), f"already holds shards ({INDEX}); choose another directory")
+    out = _fresh(out, rows_per_shard)
     data, _ = load_data_dir(data_dir, tasks, skip_bad_rows=skip_bad_rows, task_options=task_options)
     if check:
         from unified.data.check import check_media, drop_rows
@@ -72,18 +67,80 @@ def write_shards(data_dir: str | Path, out: str | Path, *, tasks: Sequence[str] 
             raise InputError(f"data {data_dir}", f"{len(bad)} row(s)", f"media that do not decode: {shown} "
                              "(skip_bad_rows drops them; `unified data check DIR` lists them all)")
         data = drop_rows(data, bad)
+    return _write_all(out, {task: iter(rows) for task, rows in data.items()}, rows_per_shard, decode,
+                      total=sum(len(r) for r in data.values()), progress=progress)
+
+
+def write_shards_from(sources: Mapping[str, Iterable[Mapping[str, Any]]], out: str | Path, *,
+                      base_dir: str | Path | None = None, rows_per_shard: int = 1000,
+                      task_options: Mapping[str, Mapping[str, Any]] | None = None, skip_bad_rows: bool = False,
+                      check: bool = True, decode: Any = None, progress: bool = True) -> dict[str, Any]:
+    """Tar shards from streams of rows, {task: any iterable of mappings}, e.g. a `datasets.IterableDataset`
+    streamed from disk: rows are checked, their media decoded (`check`), and written one at a time, so a corpus
+    larger than memory is packed without being held (media paths relative to `base_dir`)."""
+    from unified.data.check import decode_file
+    from unified.data.files import RowReport, iter_checked_rows
+    from unified.task_zoo import build_tasks
+
+    out = _fresh(out, rows_per_shard)
+    built = build_tasks(list(sources), {n: o for n, o in (task_options or {}).items() if n in sources})
+    base = None if base_dir is None else Path(base_dir)
+    reports = {}
+
+    def rows(task: str, raw: Iterable[Mapping[str, Any]]):
+        reports[task] = RowReport(task)
+        for row in iter_checked_rows(raw, task, base, built[task], skip_bad_rows, report=reports[task]):
+            bad = [(kind, reason) for kind, item in _media_items(row) if (reason := decode_file(kind, item))]
+            if bad and not skip_bad_rows:
+                raise InputError(f"{row['_source']} {bad[0][0]}", "media", f"does not decode: {bad[0][1]}")
+            if bad:
+                reports[task].skipped.append(BadRow(row["_source"], bad[0][1]))
+                continue
+            yield row
+
+    index = _write_all(out, {task: rows(task, raw) if check else
+                             iter_checked_rows(raw, task, base, built[task], skip_bad_rows)
+                             for task, raw in sources.items()}, rows_per_shard, decode, progress=progress)
+    index["skipped"] = {t: [f"{b.source}: {b.reason}" for b in r.skipped] for t, r in reports.items() if r.skipped}
+    return index
+
+
+def _fresh(out: str | Path, rows_per_shard: int) -> Path:
+    if isinstance(rows_per_shard, bool) or not isinstance(rows_per_shard, int) or rows_per_shard < 1:
+        raise InputError("rows_per_shard", rows_per_shard, "expected an integer >= 1")
+    out = Path(out)
+    if (out / INDEX).exists():
+        raise InputError("out", str(out), f"already holds shards ({INDEX}); choose another directory")
+    return out
+
+
+def _media_items(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(column, item) for column in MEDIA_COLUMNS if row.get(column) is not None
+            for item in (row[column] if isinstance(row[column], list) else [row[column]])]
+
+
+def _write_all(out: Path, streams: Mapping[str, Iterator[dict[str, Any]]], rows_per_shard: int, decode: Any,
+               total: int | None = None, progress: bool = True) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
     out.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {"format": FORMAT, "tasks": {}}
-    bar = tqdm(total=sum(len(r) for r in data.values()), desc="shard", unit="row", disable=not progress)
-    for task, rows in data.items():
-        shards = []
+    bar = tqdm(total=total, desc="shard", unit="row", disable=not progress)
+    for task, rows in streams.items():
         sampling = None if decode is None else decode_settings(decode, task)
-        for start in range(0, len(rows), rows_per_shard):
+        shards, digest, count = [], hashlib.sha256(b"["), 0
+        while True:
+            chunk = list(itertools.islice(rows, rows_per_shard))  # one shard's rows in memory at a time
+            if not chunk:
+                break
+            for row in chunk:
+                digest.update((", " if count else "").encode() + _row_json(row).encode())
+                count += 1
             name = f"{task}-{len(shards):05d}.tar"
-            shards.append({"file": name, "rows": _write_shard(out / name, rows[start:start + rows_per_shard],
-                                                              start, sampling)})
-            bar.update(min(rows_per_shard, len(rows) - start))
-        index["tasks"][task] = {"rows": len(rows), "shards": shards, "sha256": _rows_digest(rows),
+            shards.append({"file": name, "rows": _write_shard(out / name, chunk, count - len(chunk), sampling)})
+            bar.update(len(chunk))
+        digest.update(b"]")
+        index["tasks"][task] = {"rows": count, "shards": shards, "sha256": digest.hexdigest()[:16],
                                 "decoded": sampling}
     bar.close()
     tmp = out / f".{INDEX}.tmp"
@@ -92,10 +149,9 @@ def write_shards(data_dir: str | Path, out: str | Path, *, tasks: Sequence[str] 
     return index
 
 
-def _rows_digest(rows: Sequence[Mapping[str, Any]]) -> str:
+def _row_json(row: Mapping[str, Any]) -> str:
     # as a training fingerprint digests rows read from files: a run resumed on the shards of its data matches
-    text = json.dumps([dict(r) for r in rows], sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json.dumps(dict(row), sort_keys=True, default=str)
 
 
 def decode_settings(config: Any, task: str) -> dict[str, dict[str, Any]]:
