@@ -1,9 +1,9 @@
 """What each micro-batch holds, decided in the training process, and its tensors, made in DataLoader workers.
 
-    planner = Planner(cfg, sampler, stream, tasks, rank, world)   # the mixture draws tasks, the stream rows: cheap
-    loader = batch_loader(planner, tasks, processor, rows, cfg)   # `data.num_workers` processes prepare each plan
-    for prepared in loader:                                        # decode, sample frames, resize, log-mel, tokenise,
-        planner.consumed(prepared.plan)                            # collate; the training process runs the model
+    planner = Planner(cfg, sampler, stream, tasks, rank, world)      # the mixture draws tasks, the stream rows
+    loader = batch_loader(planner, PlannedBatches(tasks, processor, rows, seed), num_workers=2, prefetch=2, seed=0)
+    for prepared in loader:       # workers decode, sample frames, resize, log-mel, tokenise and collate each plan;
+        planner.consumed(prepared.plan)                  # the training process runs the model
 
 A `Plan` names a micro-batch by (step, micro) and its rows by (task, index into that task's rows). The planner is
 the DataLoader's sampler: it runs in the training process, so the sampler and the row stream keep one state that

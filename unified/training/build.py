@@ -149,10 +149,11 @@ def unused_parameters(cfg: TrainConfig, model: torch.nn.Module, tasks: dict[str,
     look for unused parameters every step when any task leaves some out; when none does it need not. The global
     RNG, the gradients and the processor's counters are as they were afterwards."""
     from unified.training.batches import Plan, prepare
+    from unified.training.checkpoint import rng_state, set_rng_state
     from unified.training.loss import batch_loss
 
     device = next(model.parameters()).device
-    state, fitted = torch.get_rng_state(), processor.fitted.copy()
+    state, fitted = rng_state(), processor.fitted.copy()  # every generator, the GPU's too
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     unused = {}
     try:
@@ -165,7 +166,7 @@ def unused_parameters(cfg: TrainConfig, model: torch.nn.Module, tasks: dict[str,
             unused[name] = sorted(n for n, p in trainable.items() if p.grad is None)
             model.zero_grad(set_to_none=True)
     finally:
-        torch.set_rng_state(state)
+        set_rng_state(state)
         processor.fitted.clear()
         processor.fitted.update(fitted)
     return unused
