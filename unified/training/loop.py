@@ -208,8 +208,8 @@ class Run:
                 loss, parts = batch_loss(cfg, self.tasks, prepared, self.model, accelerator.device)
             if not math.isfinite(float(loss.detach())):
                 bad = ", ".join(parts)
-                for _ in range(micro + 1, cfg.optim.grad_accum):  # the step's other micro-batches are passed over
-                    self._next_batch(step, _)
+                for rest in range(micro + 1, cfg.optim.grad_accum):  # the step's other micro-batches are passed over
+                    self._next_batch(step, rest)
                 break
             last = micro == cfg.optim.grad_accum - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(self.model):  # DDP syncs on the last
