@@ -106,10 +106,12 @@ def test_bad_budgets_name_the_field(budgets, field):
 
 
 @pytest.mark.slow
-def test_budgets_in_a_training_config_are_applied_saved_and_reported(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_budgets_in_a_training_config_are_applied_saved_and_reported(tmp_path, workers):
+    """Also with DataLoader workers, whose fitted counts reach the training process's report."""
     from unified.training import load_config, train
 
-    common = [f"output_dir={tmp_path / 'run'}", "data.synthetic={n_train: 8, n_eval: 0, seed: 2}",
+    common = [f"data.num_workers={workers}", f"output_dir={tmp_path / 'run'}", "data.synthetic={n_train: 8, n_eval: 0, seed: 2}",
               "data.tasks=[video_mcqa, caption]", "optim.max_steps=3", "optim.batch_size=2", "log_with=none",
               "checkpoint.every=100", "data.budget={max_frames: 4}", "budgets={video_mcqa: {max_frames: 2}}"]
     summary = train(load_config(SMOKE, common), progress=False)

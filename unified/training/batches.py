@@ -21,7 +21,7 @@ naming file:row (`Failed`), not as a DataLoader traceback, and never as a silent
 from __future__ import annotations
 
 import random
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +59,7 @@ class Prepared:
     contrastive: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     packs: list[list[int]] | None = None  # packed: the generative rows (indices into `names`) of each batch row
+    fitted: dict[str, int] = field(default_factory=dict)  # media fitted to budgets in a worker, for the main count
 
     def pin_memory(self) -> Prepared:  # DataLoader(pin_memory=True) calls this on what the workers return
         pin = (lambda b: {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()})
@@ -104,10 +105,14 @@ class PlannedBatches(torch.utils.data.Dataset):
     def __getitem__(self, plan: Plan) -> Prepared | Failed:
         rng = random.Random((self.seed * 1_000_003 + plan.step) * 64 + plan.micro)  # prompt templates
         named = [(task, self.rows[task][i]) for task, i in plan.rows]
+        before = Counter(self.processor.fitted)
         try:
-            return prepare(self.tasks, self.processor, named, rng, plan, self.pack)
+            prepared = prepare(self.tasks, self.processor, named, rng, plan, self.pack)
         except UnifiedError as exc:  # DataLoader would re-raise it as a RuntimeError wrapping a traceback
             return Failed(plan, exc)
+        if torch.utils.data.get_worker_info() is not None:  # counted in a worker's copy: the training process adds
+            prepared.fitted = dict(Counter(self.processor.fitted) - before)
+        return prepared
 
     def __len__(self) -> int:  # the DataLoader never asks (its sampler is the planner); defined for clarity
         raise TypeError("PlannedBatches is indexed by plans; it has no length")

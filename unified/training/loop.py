@@ -239,6 +239,7 @@ class Run:
     def _next_batch(self, step: int, micro: int) -> Prepared:
         prepared = next(self.batches)  # prepared by a worker (or here, with data.num_workers: 0)
         self.planner.consumed(prepared.plan)
+        self.processor.fitted.update(prepared.fitted)  # what a worker fitted to the budgets, counted here
         if (prepared.plan.step, prepared.plan.micro) != (step, micro):
             raise RuntimeError(f"planned batch {prepared.plan.step}.{prepared.plan.micro} arrived at {step}.{micro}")
         return prepared
