@@ -202,3 +202,25 @@ def test_a_streamed_datasets_iterable_packs_row_by_row_and_reads_back(packed, tm
     cfg = TrainConfig()
     assert fingerprint(cfg, load_data_dir(packed / "shards", ["vqa"])[0], {})["data"] == \
            fingerprint(cfg, {"vqa": truth}, {})["data"]
+
+
+def test_data_check_decodes_the_members_of_shards_and_names_a_bad_one(packed, tmp_path, capsys):
+    """`unified data check SHARDS` decodes each member in place (plain and `--decode` shards): clean shards pass;
+    a member overwritten with noise is a bad row naming its original file:row and the shard member."""
+    copy = tmp_path / "shards"
+    shutil.copytree(packed / "shards", copy)
+    assert cli(["data", "check", str(copy), "--tasks", "vqa", "caption"]) == 0
+    rows = load_data_dir(copy, ["vqa"])[0]["vqa"]
+    member = next(r["video"] for r in rows if "video" in r)
+    with open(member.shard, "r+b") as f:
+        f.seek(member.offset)
+        f.write(b"\0" * member.size)
+    capsys.readouterr()
+    assert cli(["data", "check", str(copy), "--tasks", "vqa"]) == 1
+    out = capsys.readouterr().out
+    assert "vqa.jsonl:" in out and member.name in out and "1 bad" in out
+    from unified.api import DEFAULT_MODEL_DIR
+
+    assert cli(["data", "shard", str(packed / "files"), "--out", str(tmp_path / "decoded"), "--tasks", "caption",
+                "--decode", str(DEFAULT_MODEL_DIR)]) == 0
+    assert cli(["data", "check", str(tmp_path / "decoded")]) == 0

@@ -13,6 +13,7 @@ only what changed (no cache where the directory is read-only).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -20,17 +21,28 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from unified.data.files import MEDIA_COLUMNS, BadRow
 from unified.errors import InputError
+from unified.media.member import Member
 
 CACHE_NAME = ".unified_check.json"
 
 
-def decode_file(kind: str, path: str) -> str | None:
-    """None when `path` decodes as `kind` ("image", "video" or "audio"), else the reason it does not."""
+def decode_file(kind: str, path: Any) -> str | None:
+    """None when `path` (a file, or a `Member` of a tar shard) decodes as `kind` ("image", "video" or "audio"),
+    else the reason it does not."""
     from unified.media.audio import load_audio
     from unified.media.image import load_image
     from unified.media.video import load_video
+
+    if isinstance(path, Member) and path.decoded is not None:  # stored decoded (`unified data shard --decode`)
+        try:
+            np.load(io.BytesIO(path.read()), allow_pickle=False)
+        except (ValueError, OSError, InputError) as err:
+            return getattr(err, "reason", str(err))
+        return None
 
     loaders: dict[str, Callable[[str], Any]] = {"image": load_image, "video": lambda p: load_video(p, fps=1.0),
                                                 "audio": load_audio}
@@ -41,7 +53,10 @@ def decode_file(kind: str, path: str) -> str | None:
     return None
 
 
-def _key(kind: str, path: str) -> str:
+def _key(kind: str, path: Any) -> str:
+    if isinstance(path, Member):  # shards are written once: the shard's own size and mtime stand for its members
+        stat = os.stat(path.shard)
+        return f"{kind}|{os.path.abspath(path.shard)}#{path.offset}|{stat.st_size}|{stat.st_mtime_ns}"
     stat = os.stat(path)
     return f"{kind}|{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
 
@@ -51,7 +66,7 @@ def _media(row: Mapping[str, Any]) -> list[tuple[str, str]]:
     for kind in MEDIA_COLUMNS:
         value = row.get(kind)
         for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str):
+            if isinstance(item, (str, Member)):
                 found.append((kind, item))
     return found
 
@@ -68,7 +83,7 @@ def check_media(data: Mapping[str, Sequence[Mapping[str, Any]]], *, workers: int
         except ValueError:
             cached = {}  # a damaged cache is rebuilt, never trusted
     files = {(kind, path) for rows in data.values() for row in rows for kind, path in _media(row)}
-    keys = {item: _key(*item) for item in sorted(files)}
+    keys = {item: _key(*item) for item in sorted(files, key=str)}
     todo = [item for item, key in keys.items() if key not in cached]
     if todo:
         from tqdm.auto import tqdm
@@ -85,7 +100,7 @@ def check_media(data: Mapping[str, Sequence[Mapping[str, Any]]], *, workers: int
     bad = []
     for rows in data.values():
         for row in rows:
-            reasons = [f"{kind}={path!r}: {cached[keys[(kind, path)]]}" for kind, path in _media(row)
+            reasons = [f"{kind}={str(path)!r}: {cached[keys[(kind, path)]]}" for kind, path in _media(row)
                        if cached[keys[(kind, path)]] is not None]
             if reasons:
                 bad.append(BadRow(str(row.get("_source", "?")), "; ".join(reasons)))
