@@ -61,7 +61,8 @@ def _key(kind: str, path: Any) -> str:
     return f"{kind}|{os.path.abspath(path)}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
-def _media(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+def media_items(row: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(column, path or `Member`) of each media item a row names, in column order."""
     found = []
     for kind in MEDIA_COLUMNS:
         value = row.get(kind)
@@ -82,7 +83,7 @@ def check_media(data: Mapping[str, Sequence[Mapping[str, Any]]], *, workers: int
             cached = json.loads(cache_file.read_text())
         except ValueError:
             cached = {}  # a damaged cache is rebuilt, never trusted
-    files = {(kind, path) for rows in data.values() for row in rows for kind, path in _media(row)}
+    files = {(kind, path) for rows in data.values() for row in rows for kind, path in media_items(row)}
     keys = {item: _key(*item) for item in sorted(files, key=str)}
     todo = [item for item, key in keys.items() if key not in cached]
     if todo:
@@ -100,7 +101,7 @@ def check_media(data: Mapping[str, Sequence[Mapping[str, Any]]], *, workers: int
     bad = []
     for rows in data.values():
         for row in rows:
-            reasons = [f"{kind}={str(path)!r}: {cached[keys[(kind, path)]]}" for kind, path in _media(row)
+            reasons = [f"{kind}={str(path)!r}: {cached[keys[(kind, path)]]}" for kind, path in media_items(row)
                        if cached[keys[(kind, path)]] is not None]
             if reasons:
                 bad.append(BadRow(str(row.get("_source", "?")), "; ".join(reasons)))

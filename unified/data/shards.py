@@ -78,7 +78,7 @@ def write_shards_from(sources: Mapping[str, Iterable[Mapping[str, Any]]], out: s
     """Tar shards from streams of rows, {task: any iterable of mappings}, e.g. a `datasets.IterableDataset`
     streamed from disk: rows are checked, their media decoded (`check`), and written one at a time, so a corpus
     larger than memory is packed without being held (media paths relative to `base_dir`)."""
-    from unified.data.check import decode_file
+    from unified.data.check import decode_file, media_items
     from unified.data.files import RowReport, iter_checked_rows
     from unified.task_zoo import build_tasks
 
@@ -90,7 +90,7 @@ def write_shards_from(sources: Mapping[str, Iterable[Mapping[str, Any]]], out: s
     def rows(task: str, raw: Iterable[Mapping[str, Any]]):
         reports[task] = RowReport(task)
         for row in iter_checked_rows(raw, task, base, built[task], skip_bad_rows, report=reports[task]):
-            bad = [(kind, reason) for kind, item in _media_items(row) if (reason := decode_file(kind, item))]
+            bad = [(kind, reason) for kind, item in media_items(row) if (reason := decode_file(kind, item))]
             if bad and not skip_bad_rows:
                 raise InputError(f"{row['_source']} {bad[0][0]}", "media", f"does not decode: {bad[0][1]}")
             if bad:
@@ -112,11 +112,6 @@ def _fresh(out: str | Path, rows_per_shard: int) -> Path:
     if (out / INDEX).exists():
         raise InputError("out", str(out), f"already holds shards ({INDEX}); choose another directory")
     return out
-
-
-def _media_items(row: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [(column, item) for column in MEDIA_COLUMNS if row.get(column) is not None
-            for item in (row[column] if isinstance(row[column], list) else [row[column]])]
 
 
 def _write_all(out: Path, streams: Mapping[str, Iterator[dict[str, Any]]], rows_per_shard: int, decode: Any,
