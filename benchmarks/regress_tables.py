@@ -2,13 +2,14 @@
 training mean and against linear regression, on scikit-learn's bundled diabetes table (442 rows, 10 features,
 targets 25..346) and its Linnerud table (20 rows, 3 exercises -> weight).
 
-    python benchmarks/regress_tables.py [--steps 1500] [--tables diabetes linnerud]
+    python benchmarks/regress_tables.py [--steps 1500] [--tables diabetes linnerud] [--variants ...] [--seed 0]
 
 Each table is split 80 / 20 (seeded); features are min-max scaled on the training rows into [-1, 1] and given as
 `input_range: [-1, 1]`, targets carry `value_range` = the training targets' range widened by 10 % (so held-out
 targets outside it are clamped into it, counted). Variants, each trained from scratch on the tiny preset with the
-same seed and steps: `range` (regress scale: range, argmax), `range + HL-Gauss` (text.ordinal_loss_sigma 0.75), and
-each of these read with `decode: mean`. Prints one table; the README's numbers rows come from it.
+same seed and steps (`VARIANTS`): `range` (regress scale: range), `+ HL-Gauss` (text.ordinal_loss_sigma 0.75),
+`+ value feature` (text.value_feature) and both; each read with argmax and with `decode: mean`. Prints one table;
+the README's numbers rows come from it.
 """
 
 from __future__ import annotations
@@ -43,7 +44,15 @@ def rows(x: np.ndarray, y: np.ndarray, low: np.ndarray, high: np.ndarray, bounds
              "value_range": list(bounds), "input_range": [-1, 1]} for features, t in zip(scaled, y)]
 
 
-def run(name: str, steps: int, seed: int = 0) -> dict[str, float]:
+VARIANTS = {  # label -> config overrides on top of the smoke preset
+    "range": [],
+    "range + HL-Gauss 0.75": ["model.text={ordinal_loss_sigma: 0.75}"],
+    "range + value feature": ["model.text={value_feature: true}"],
+    "range + value feature + HL-Gauss": ["model.text={value_feature: true, ordinal_loss_sigma: 0.75}"],
+}
+
+
+def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(VARIANTS)) -> dict[str, float]:
     from sklearn.linear_model import LinearRegression
 
     from unified import Model
@@ -67,7 +76,8 @@ def run(name: str, steps: int, seed: int = 0) -> dict[str, float]:
             folder.mkdir()
             (folder / "regress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in
                                                           rows(x[index], y[index], low, high, bounds)))
-        for label, extra in (("range", []), ("range + HL-Gauss 0.75", ["model.text={ordinal_loss_sigma: 0.75}"])):
+        for label in variants:
+            extra = VARIANTS[label]
             out = Path(tmp) / label.replace(" ", "_")
             random.seed(seed)
             cfg = load_config(SMOKE, [f"output_dir={out}", f"data.train_dir={Path(tmp) / 'train'}",
@@ -88,9 +98,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--tables", nargs="+", default=["diabetes", "linnerud"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     for name in args.tables:
-        result = run(name, args.steps)
+        result = run(name, args.steps, args.seed, tuple(args.variants))
         base = result["training mean"]
         print(f"\n{name}: {result.pop('rows')} rows, {result.pop('clamped held-out targets')} held-out targets "
               f"clamped into the value range; {args.steps} steps")

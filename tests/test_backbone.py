@@ -232,3 +232,18 @@ def test_every_backbone_parameter_lands_in_its_stage_group(pair):
     in_decoder = [n for n, p in lm.named_parameters() if id(p) in decoder_params]
     assert in_decoder and all(groups["lm." + n] == ("embeddings" if "embed_tokens" in n else "decoder")
                               for n in in_decoder)  # T5Gemma's decoder keeps an embedding of its own
+
+
+def test_the_value_feature_starts_silent_on_a_backbone_and_then_reaches_it(pair):
+    family, path, ref, _ = pair
+    config = UnifiedConfig.preset("tiny", text={"pretrained_path": str(path), "value_feature": True,
+                                                "value_ids": [9, 12]}, fusion={"mode": "xattn"})
+    ours = UnifiedModel.from_pretrained_parts(config).eval()
+    ids, mask, labels = _batch(PAD[family])
+    with torch.no_grad():
+        before = ours(input_ids=ids, attention_mask=mask, labels=labels).logits
+        assert (before - ref(input_ids=ids, attention_mask=mask, labels=labels).logits).abs().max().item() <= 1e-5
+        ours.encoder.value_feature.weight.normal_()
+        after = ours(input_ids=ids, attention_mask=mask, labels=labels).logits
+    assert (after[0] - before[0]).abs().max().item() > 1e-3  # row 0 holds ids 9..11: the feature reaches the text
+    assert (after[1] - before[1]).abs().max().item() <= 1e-5  # row 1 has no value ids

@@ -8,6 +8,7 @@ from model_fixtures import tiny_config
 
 from unified.errors import ConfigError
 from unified.model import UnifiedForConditionalGeneration
+from unified.model.configuration import UnifiedConfig
 from unified.model.encoders import PatchStem
 from unified.model.ordinal import ordinal_rows
 
@@ -63,3 +64,59 @@ def test_patch_tokens_of_a_blank_image_differ_by_their_position():
     interior = tokens.view(4, 4, 64)[1:3, 1:3].reshape(4, 64)
     spread = (interior - interior.mean(0)).norm(dim=-1).mean() / interior.norm(dim=-1).mean()
     assert spread > 0.3, spread.item()
+
+
+# ---------------------------------------------------------------------------------------------- value feature
+def test_value_features_by_hand():
+    from unified.model.value_feature import value_features
+    from unified.tokenizers.values import bin_to_value
+
+    phi = value_features(torch.tensor([700, 1023]), 1024, octaves=2).double()
+    for row, k in zip(phi, (700, 1023)):
+        c = -1 + (2 * k + 1) / 1024
+        v = bin_to_value(k, 1024) / 256.0
+        expected = [v, c, math.sin(math.pi * v), math.sin(2 * math.pi * v), math.cos(math.pi * v),
+                    math.cos(2 * math.pi * v), math.sin(math.pi * c), math.sin(2 * math.pi * c),
+                    math.cos(math.pi * c), math.cos(2 * math.pi * c)]
+        assert row.tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_the_value_feature_makes_nearby_values_nearby_embeddings():
+    """With plain random table rows (no smooth start), the encoder's input embeddings of two nearby values are far
+    apart without the feature; with it (W learnt, here set at random) they are near, and far values stay apart."""
+    start, stop = 1000, 2024
+    near, far = [1600, 1601], [1600, 1900]
+    config = UnifiedConfig.preset("tiny", text={"vocab_size": 2419, "value_feature": True,
+                                                "value_ids": [start, stop], "embed_init_std": 0.05})
+    torch.manual_seed(0)
+    model = UnifiedForConditionalGeneration(config).eval()
+    feature = model.encoder.value_feature
+    assert float(feature.weight.detach().abs().max()) == 0.0  # starts at 0: the model is unchanged at step 0
+    with torch.no_grad():
+        feature.weight.normal_()
+
+    def embeds(ids):
+        x = model.get_input_embeddings()(torch.tensor([ids]))
+        return feature(torch.tensor([ids]), x)[0]
+
+    def distance(ids, e):
+        return float((e(ids)[0] - e(ids)[1]).norm() / e(ids)[0].norm())
+
+    table_only = lambda ids: model.get_input_embeddings()(torch.tensor([ids]))[0]
+    assert distance(near, table_only) > 1.0  # independent random rows: as far apart as any two
+    assert distance(near, embeds) < 0.1
+    assert distance(far, embeds) > 0.5
+    # only value tokens get it
+    assert torch.equal(embeds([5, 6]), table_only([5, 6]))
+
+
+def test_the_value_feature_is_saved_and_needs_the_value_ids(tmp_path):
+    config = UnifiedConfig.preset("tiny", text={"vocab_size": 2419, "value_feature": True, "value_ids": [10, 20]})
+    model = UnifiedForConditionalGeneration(config)
+    with torch.no_grad():
+        model.encoder.value_feature.weight.fill_(0.5)
+    model.save_pretrained(tmp_path)
+    loaded = UnifiedForConditionalGeneration.from_pretrained(tmp_path)
+    assert torch.equal(loaded.encoder.value_feature.weight, model.encoder.value_feature.weight)
+    with pytest.raises(ConfigError, match="text.value_ids"):
+        UnifiedConfig.preset("tiny", text={"vocab_size": 2419, "value_feature": True}).validate()

@@ -93,3 +93,78 @@ def test_mean_decoding_through_generate_stays_in_range():
     assert len(values) == 2 and all(10 <= v <= 20 for v in values)
     argmax = predict(get_task("regress", layout=processor.tokenizer.layout), network, processor, rows)[0]
     assert values != argmax  # a random model's distribution is spread: its mean is not its mode
+
+
+# ---------------------------------------------------------------------------------------------- scale: fit
+FIT_ROWS = [{"inputs": [0.0, 10.0], "values": [100.0]}, {"inputs": [2.0, 30.0], "values": [200.0]},
+            {"inputs": [4.0, 20.0], "values": [300.0]}]
+
+
+def test_the_fitted_scaler_is_the_training_min_max_widened_by_a_tenth():
+    learnt = get_task("regress", scale="fit").fit(FIT_ROWS)
+    # targets 100..300, width 200 -> [80, 320]; inputs per position: 0..4 -> [-0.4, 4.4], 10..30 -> [8, 32]
+    assert list(learnt) == ["fitted"] and learnt["fitted"]["value_range"] == pytest.approx([80.0, 320.0])
+    assert learnt["fitted"]["input_range"] == [pytest.approx([-0.4, 4.4]), pytest.approx([8.0, 32.0])]
+    task = get_task("regress", scale="fit", **learnt)
+    row = {"inputs": [4.4, 20.0], "values": [200.0]}
+    assert task.target(row) == values_to_tokens([0.0])  # 200 is the centre of [80, 320]
+    assert values_to_tokens([256.0, 0.0]) in task.to_example(row, rng=None).text  # 4.4 -> +M, 20 -> centre
+    answer = task.parse(values_to_tokens([128.0]), {"inputs": [1.0, 1.0]})[0]  # +M/2 -> 200 + 60 = 260
+    assert abs(answer - 260.0) <= value_error_bound(128.0) * 120 / 256
+    # a row's own range still wins over the fitted one
+    assert task.target({**row, "value_range": [0, 400]}) == values_to_tokens([0.0])
+    assert task.target({**row, "values": [100.0], "value_range": [0, 400]}) == values_to_tokens([-128.0])
+
+
+def test_rows_of_different_lengths_share_one_fitted_input_range():
+    rows = [{"inputs": [1.0], "values": [5.0]}, {"inputs": [3.0, 9.0], "values": [7.0]}]
+    fitted = get_task("regress", scale="fit").fit(rows)["fitted"]
+    assert fitted["value_range"] == pytest.approx([4.8, 7.2]) and fitted["input_range"] == pytest.approx([0.2, 9.8])
+
+
+def test_inputs_past_the_fitted_range_are_clamped_with_a_warning_and_bad_scalers_are_refused():
+    task = get_task("regress", scale="fit", **get_task("regress", scale="fit").fit(FIT_ROWS))
+    with pytest.warns(UserWarning, match=r"\[\(1, 99.0\)\].*clamped"):
+        prompt = task.prompt({"inputs": [0.0, 99.0]}, {}, None)
+    assert values_to_tokens([value_of(-0.4, 4.4, 0.0), 256.0]) in prompt
+    with pytest.raises(InputError, match="fitted on rows of 2 inputs"):
+        task.prompt({"inputs": [1.0, 2.0, 3.0]}, {}, None)
+    with pytest.raises(InputError, match="not fitted yet"):
+        get_task("regress", scale="fit").target({"inputs": [1.0], "values": [3.0]})
+    with pytest.raises(InputError, match="needs scale: fit"):
+        get_task("regress", fitted={"value_range": [0, 1]})
+    with pytest.raises(InputError, match="fitted input_range\\[1\\]"):
+        get_task("regress", scale="fit", fitted={"input_range": [[0, 1], [3, 2]]})
+    # numbers beyond +-256 are no reason to refuse a row when a scaler maps them
+    get_task("regress", scale="fit").check_row({"inputs": [1e6], "values": [-3e4]})
+
+
+def value_of(low: float, high: float, x: float) -> float:
+    """x on [low, high] in the tokens' domain [-256, 256], by hand."""
+    return (x - (low + high) / 2) / ((high - low) / 2) * 256.0
+
+
+def test_training_fits_the_scaler_and_the_saved_model_reads_numbers_with_it(tmp_path):
+    import json
+    from pathlib import Path
+
+    from unified import Model
+    from unified.training import load_config, train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [{"inputs": [float(i), float(1000 + 50 * i)], "values": [float(2000 + 100 * i)]} for i in range(8)]
+    (data / "regress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    smoke = Path(__file__).parents[1] / "training" / "configs" / "tiny-smoke.yaml"
+    train(load_config(smoke, [f"output_dir={tmp_path / 'run'}", f"data.train_dir={data}", "data.synthetic=null",
+                              "data.tasks=[regress]", "optim.max_steps=2", "log_with=none", "checkpoint.every=0",
+                              "task_options={regress: {scale: fit}}", "tokenizer.text_vocab_size=60"]),
+          progress=False)
+    saved = json.loads((tmp_path / "run" / "final" / "task_options.json").read_text())["regress"]
+    # targets 2000..2700 -> [1930, 2770]; inputs 0..7 -> [-0.7, 7.7], 1000..1350 -> [965, 1385]
+    assert saved["scale"] == "fit"
+    assert saved["fitted"]["value_range"] == pytest.approx([1930.0, 2770.0])
+    assert saved["fitted"]["input_range"] == [pytest.approx([-0.7, 7.7]), pytest.approx([965.0, 1385.0])]
+    model = Model.from_pretrained(tmp_path / "run" / "final")
+    (answer,) = model.generate(task="regress", inputs=[3.0, 1150.0])  # one value
+    assert 1930.0 <= answer <= 2770.0  # an answer inside the fitted range, in the targets' own units

@@ -52,6 +52,11 @@ class TextConfig:
     # the loss of targets in `ordinal_ranges`: 0 = plain cross-entropy; > 0 = HL-Gauss smoothing over neighbouring
     # bins, this many bins wide (0.75 recommended by Farebrother et al. 2024). See `unified.model.ordinal`.
     ordinal_loss_sigma: float = 0.0
+    # A learnt function of each value token's value added to its embedding in the encoder's input, so nearby numbers
+    # in a prompt stay near after training (`unified.model.value_feature`). `value_ids`: the value bins' [start, stop)
+    # from `UnifiedTokenizer.val_ids`. Off for a config.json without the key (models trained before it existed).
+    value_feature: bool = False
+    value_ids: list | None = None
     # A local pretrained encoder-decoder (T5 / Flan-T5 / mT5 / BART / T5Gemma) as the backbone instead of ours;
     # `backbone` is its transformers config, read from the directory once and saved with ours. The backbone then
     # fixes d_model, heads, layers and the special ids; vocab_size may only grow past its own (appended rows).
@@ -291,6 +296,10 @@ class UnifiedConfig(PretrainedConfig):
                               "text.ordinal_ranges, which are not set (a tokenizer's `ordinal_ranges` gives them)")
         if not 0.0 <= t.ordinal_noise <= 1.0:
             raise ConfigError("text.ordinal_noise", t.ordinal_noise, "expected a fraction in [0, 1]")
+        if t.value_feature and (not isinstance(t.value_ids, (list, tuple)) or len(t.value_ids) != 2
+                                or not 0 <= int(t.value_ids[0]) < int(t.value_ids[1]) <= t.vocab_size):
+            raise ConfigError("text.value_ids", t.value_ids, "text.value_feature needs the value bins' [start, stop) "
+                              f"inside the vocabulary (0..{t.vocab_size}); a tokenizer's `val_ids` gives them")
         if t.rope_scaling is not None:
             kind = t.rope_scaling.get("type") if isinstance(t.rope_scaling, Mapping) else None
             if kind not in ("linear", "yarn"):

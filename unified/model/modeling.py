@@ -33,6 +33,7 @@ from unified.model.media import MediaEncoder, cross_attention_memory, splice_lat
 from unified.model.media import media_mask as media_mask_for
 from unified.model.ordinal import ordinal_rows, token_cross_entropy
 from unified.model.resampler import LatentCrossAttention
+from unified.model.value_feature import ValueFeature
 from unified.packing import segment_mask, shift_right_segments
 
 
@@ -74,6 +75,11 @@ def _xattn(config: UnifiedConfig) -> GatedCrossAttentionBlock:
     return GatedCrossAttentionBlock(t.d_model, t.d_model, t.num_heads, t.head_dim, gate_init=config.fusion.gate_init)
 
 
+def _value_feature(config: UnifiedConfig) -> ValueFeature | None:
+    t = config.text
+    return ValueFeature(t.value_ids[0], t.value_ids[1], t.d_model) if t.value_feature else None
+
+
 class UnifiedPreTrainedModel(PreTrainedModel):
     config_class = UnifiedConfig
     base_model_prefix = "model"
@@ -106,6 +112,8 @@ class UnifiedPreTrainedModel(PreTrainedModel):
                 init.copy_(module.weight, rows)  # like the other init.* calls, skipped for weights loaded from disk
         if isinstance(module, RMSNorm):
             init.ones_(module.weight)
+        if isinstance(module, ValueFeature):  # W starts at 0: the feature adds nothing until it is learnt
+            init.zeros_(module.weight)
         if isinstance(module, GatedCrossAttentionBlock):
             init.constant_(module.attn_gate, module.gate_init)
             init.constant_(module.ff_gate, module.gate_init)
@@ -125,6 +133,7 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
         t, f = config.text, config.fusion
         self.embed_tokens = embed_tokens
         self.media = MediaEncoder(config)
+        self.value_feature = _value_feature(config)
         impl = config._attn_implementation or "sdpa"
         layers = []
         for i in range(t.num_encoder_layers):
@@ -143,7 +152,7 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
                 output_hidden_states=False, return_dict=True, segment_ids=None, **kwargs) -> UnifiedEncoderOutput:
         fused = fuse_media(self.config, self.media, self.embed_tokens, input_ids, attention_mask, inputs_embeds,
                            pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features, audio_mask,
-                           segment_ids)
+                           segment_ids, self.value_feature)
         embeds, attention_mask, xattn_media, xattn_mask = fused.embeds, fused.mask, fused.media, fused.media_mask
         x = self.dropout(embeds)
         positions = torch.arange(x.shape[1], device=x.device)
@@ -178,14 +187,18 @@ class FusedInputs:
 
 
 def fuse_media(config, media_encoder, embed_tokens, input_ids, attention_mask, inputs_embeds, pixel_values,
-               pixel_mask, frame_times, frame_time_ids, audio_features, audio_mask, segment_ids=None) -> FusedInputs:
+               pixel_mask, frame_times, frame_time_ids, audio_features, audio_mask, segment_ids=None,
+               value_feature=None) -> FusedInputs:
     """Embed the tokens, encode the media and fuse them as `config.fusion.mode` says (the one fusion code path).
-    `segment_ids` (B, L): packed examples; the latents spliced at a placeholder take its example's id."""
+    `segment_ids` (B, L): packed examples; the latents spliced at a placeholder take its example's id.
+    `value_feature` (`ValueFeature` or None): adds each value token's value feature to its embedding."""
     if segment_ids is not None and (config.fusion.mode != "concat" or config.fusion.in_decoder):
         raise InputError("segment_ids", tuple(segment_ids.shape), f"packing needs fusion.mode 'concat' without "
                          f"in_decoder (this model: {config.fusion.mode!r}): gated cross-attention would let one "
                          "example's tokens see another's media")
     embeds = embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, D)
+    if value_feature is not None and inputs_embeds is None:
+        embeds = value_feature(input_ids, embeds)
     if attention_mask is None:
         attention_mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
     if input_ids is None:  # soft prompts / prompt tuning: embeddings given directly, so no placeholders to fill
@@ -231,6 +244,7 @@ class BackboneEncoder(nn.Module):
         self.config = config
         self._lm = [lm]  # a plain list: not registered, so not saved twice
         self.media = MediaEncoder(config)
+        self.value_feature = _value_feature(config)
         layers = encoder_layers(lm)
         fused = [i for i in range(len(layers)) if f.mode in ("xattn", "both") and i % f.every_k_layers == 0]
         self.xattn = nn.ModuleDict({str(i): _xattn(config) for i in fused})  # keys: the backbone layer index
@@ -249,7 +263,7 @@ class BackboneEncoder(nn.Module):
         encoder = self.lm.get_encoder()
         fused = fuse_media(self.config, self.media, encoder.get_input_embeddings(), input_ids, attention_mask,
                            inputs_embeds, pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features,
-                           audio_mask)
+                           audio_mask, value_feature=self.value_feature)
         self.hooks.set(fused.media, fused.media_mask)
         out = encoder(inputs_embeds=fused.embeds, attention_mask=fused.mask,
                       output_hidden_states=bool(output_hidden_states), return_dict=True)

@@ -44,6 +44,8 @@ The protocol, with each hook's default:
     hooks (methods)
       complete(row, media)           a row given at inference -> the row with its derived fields (default: as is)
       inputs(row)                    a data row -> what `Model.generate` is given (the row minus target fields)
+      fit(rows)                      options learnt from the training rows, saved with the model (regress's
+                                     fitted scaler); default none
       synthetic_rows(scene)          rows about one scene of the synthetic world (`unified.data.scene.Scene`),
                                      media as "{video}" / "{image}"; default none. A plug-in task that defines it
                                      gets synthetic training data, evaluation rows and a demo row
@@ -127,6 +129,11 @@ class Task:
     def __init__(self, **options: Any):
         if options:
             raise InputError(f"options of task {self.name!r}", sorted(options), "this task takes no options")
+
+    def fit(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Options learnt from the training rows (a scaler, say), given back to the constructor and saved with the
+        model in its `task_options.json`, so inference reads numbers as training did. Default: nothing to learn."""
+        return {}
 
     # ------------------------------------------------------------------ rows -> examples
     def media_of(self, row: Mapping[str, Any]) -> dict[str, list[Any]]:

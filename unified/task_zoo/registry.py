@@ -122,3 +122,17 @@ def build_tasks(names: Iterable[str], task_options: Mapping[str, Mapping[str, An
             reason = err.reason if isinstance(err, InputError) else str(err)
             raise ConfigError(f"task_options.{name}", dict(given), reason) from err
     return tasks
+
+
+def fit_tasks(rows: Mapping[str, Any], task_options: Mapping[str, Mapping[str, Any]] | None = None,
+              layout: VocabLayout | None = None) -> tuple[dict[str, Task], dict[str, dict[str, Any]]]:
+    """The run's tasks (`build_tasks` over `rows`, {task: its training rows}) with what each learns from its rows
+    (`Task.fit`: regress's scaler) added to its options, and those options: what the trained model saves in its
+    `task_options.json`, so inference builds the tasks exactly as training did."""
+    tasks = build_tasks(rows, task_options, layout)
+    options = {name: dict((task_options or {}).get(name) or {}) for name in tasks}
+    learnt = {name: task.fit(rows[name]) for name, task in tasks.items()}
+    if not any(learnt.values()):
+        return tasks, options
+    options = {name: {**options[name], **learnt[name]} for name in tasks}
+    return build_tasks(rows, options, layout), options

@@ -19,7 +19,7 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
     """(tokenizer, processor, model) from `model.init_from` or built fresh (vocabulary trained on the rows)."""
     from unified.model import UnifiedConfig, UnifiedModel
     from unified.processing import UnifiedProcessor
-    from unified.task_zoo import build_tasks
+    from unified.task_zoo import fit_tasks
     from unified.tokenizers import UnifiedTokenizer, VocabLayout
     from unified.tokenizers.backbone import BackboneTokenizer, load_tokenizer
 
@@ -44,14 +44,15 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
         tokenizer = load_tokenizer(cfg.tokenizer.path)
     else:
         layout = VocabLayout.from_dict(cfg.tokenizer.layout)
-        corpus = tokenizer_corpus(train_rows, build_tasks(train_rows, cfg.task_options, layout), seed=cfg.seed)
+        corpus = tokenizer_corpus(train_rows, fit_tasks(train_rows, cfg.task_options, layout)[0], seed=cfg.seed)
         tokenizer = UnifiedTokenizer.train(corpus, text_vocab_size=cfg.tokenizer.text_vocab_size, layout=layout,
                                            hard_vocab_limit=False)
         log(f"vocabulary: {tokenizer.vocab_size} ids, trained on {len(corpus)} texts")
     p, m = cfg.processor, cfg.model
     config = UnifiedConfig.preset(
         m.preset,
-        text={"ordinal_ranges": tokenizer.ordinal_ranges, **m.text, "vocab_size": tokenizer.vocab_size,
+        text={"ordinal_ranges": tokenizer.ordinal_ranges, "value_ids": [tokenizer.val_ids.start, tokenizer.val_ids.stop],
+              **m.text, "vocab_size": tokenizer.vocab_size,
               "image_token_id": tokenizer.image_token_id, "video_token_id": tokenizer.video_token_id,
               "audio_token_id": tokenizer.audio_token_id},
         vision={"image_size": p.image_size, "max_frames": max(p.max_frames, 8, *_budget_frames(budgets)), **m.vision},

@@ -75,7 +75,7 @@ class Run:
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs
 
-        from unified.task_zoo import build_tasks
+        from unified.task_zoo import fit_tasks
 
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self.ckpt_root = self.out / "checkpoints"
@@ -102,10 +102,11 @@ class Run:
         if cfg.model.gradient_checkpointing:
             # transformers >= 5.2x renamed it activation_checkpointing_enable (the old name warns)
             getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)()
-        self.tasks = build_tasks(self.train_rows, cfg.task_options, self.tokenizer.layout)  # the run's tasks
+        # the run's tasks, with what they learn from the training rows (a fitted scaler) in `served`: what the
+        # saved model can be asked, and how it reads its inputs
+        self.tasks, self.served = fit_tasks(self.train_rows, cfg.task_options, self.tokenizer.layout)
         preflight(self.tasks, {n: [*self.train_rows.get(n, []), *self.eval_rows.get(n, [])] for n in self.tasks},
                   self.processor)
-        self.served = {name: dict(cfg.task_options.get(name, {})) for name in self.tasks}  # what it can be asked
         if cfg.lora.enabled and getattr(model, "task_adapters", None) is None:
             from unified.model.backbone import lora_targets
 
@@ -269,7 +270,7 @@ class Run:
 
         cfg = self.cfg
         result = evaluate(self.core, self.processor, self.eval_rows, max_rows=cfg.eval.max_rows,
-                          batch_size=cfg.eval.batch_size, task_options=cfg.task_options, progress=False)
+                          batch_size=cfg.eval.batch_size, task_options=self.served, progress=False)
         for name in result.metrics:
             if name in self.sampler.losses and cfg.mixture.strategy == "dynamic":
                 self.sampler.observe(name, 1.0 - result.scores[name])  # low held-out score -> sampled more

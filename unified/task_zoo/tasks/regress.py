@@ -9,12 +9,20 @@ answers are mapped back; its inputs use `input_range` when given, else the same 
 to 2,500 use all 1,024 bins instead of all landing on the last one. A row without a range keeps its numbers as they
 are, and one whose magnitude exceeds 256 is refused (`InputError` naming it) instead of being clipped. ``scale:
 "none"`` writes every number as it is (how the built-in default model was trained), still refusing |x| > 256.
+
+``scale: "fit"`` is a min-max scaler fitted on the training rows (`fit`, called by `unified train`): targets get
+one range, inputs one per position (one for all when rows differ in length), each the training [min, max] widened
+by `FIT_MARGIN` of its width on both sides; the ranges are saved with the model as the option `fitted`, so
+`Model.generate` and `unified eval` read numbers as training did. A row's own `value_range` / `input_range` still
+wins. An input outside its fitted range at inference is clamped to it with a warning naming it (held-out data may
+lie past the training rows' extremes; refusing it would make a fitted model unusable on them).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +35,8 @@ from unified.tokenizers import tokens_to_values, values_to_tokens
 from unified.tokenizers.grammar import check_real
 from unified.tokenizers.values import MU_LAW_M, bin_to_value, value_to_bin
 
-SCALES = ("range", "none")
+SCALES = ("range", "fit", "none")
+FIT_MARGIN = 0.1  # a fitted range is the training [min, max] widened by this share of its width on each side
 DECODES = ("argmax", "mean", "median")  # a value from the greedy bin, or the mean / median of the bin distribution
 
 
@@ -37,16 +46,30 @@ def bin_values(n: int) -> torch.Tensor:
     return torch.tensor([bin_to_value(k, n) for k in range(n)], dtype=torch.float64)
 
 
-def _bounds(row: Mapping[str, Any], field: str) -> tuple[float, float] | None:
-    """A row's `value_range` / `input_range` as (low, high), checked; None when absent."""
-    bounds = row.get(field)
-    if bounds is None:
-        return None
+def _pair(bounds: Any, what: str) -> tuple[float, float]:
     if (not isinstance(bounds, (list, tuple)) or len(bounds) != 2
             or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)
             or not bounds[0] < bounds[1]):
-        raise InputError(f"regress {field}", bounds, "expected [low, high] finite numbers with low < high")
+        raise InputError(what, bounds, "expected [low, high] finite numbers with low < high")
     return float(bounds[0]), float(bounds[1])
+
+
+def _bounds(row: Mapping[str, Any], field: str) -> tuple[float, float] | None:
+    """A row's `value_range` / `input_range` as (low, high), checked; None when absent."""
+    bounds = row.get(field)
+    return None if bounds is None else _pair(bounds, f"regress {field}")
+
+
+def fitted_range(numbers: list[float]) -> list[float]:
+    """[low, high]: the numbers' [min, max] widened by FIT_MARGIN of the width on each side (+-1 around one value).
+
+    Example:
+        >>> fitted_range([10.0, 30.0, 20.0])
+        [8.0, 32.0]
+    """
+    low, high = min(numbers), max(numbers)
+    pad = FIT_MARGIN * (high - low) if high > low else 1.0
+    return [low - pad, high + pad]
 
 
 @register_task("regress")
@@ -63,12 +86,47 @@ class Regress(Task):
     example_row = {"video": "clips/train_00001.mp4", "question": "how many pixels does the circle move per frame?",
                    "values": [1.5], "value_range": [0, 4]}
 
-    def __init__(self, scale: str = "range", decode: str = "argmax"):
+    def __init__(self, scale: str = "range", decode: str = "argmax", fitted: Mapping[str, Any] | None = None):
         if scale not in SCALES:
             raise InputError("regress scale", scale, f"expected one of {SCALES}")
         if decode not in DECODES:
             raise InputError("regress decode", decode, f"expected one of {DECODES}")
+        if fitted is not None and scale != "fit":
+            raise InputError("regress fitted", dict(fitted), f"a fitted scaler needs scale: fit (this task: {scale!r})")
         self.scale, self.decode = scale, decode
+        self.fitted = self._check_fitted(fitted) if fitted is not None else None
+
+    @staticmethod
+    def _check_fitted(fitted: Any) -> dict[str, Any]:
+        """{"value_range": [low, high] or None, "input_range": [low, high], [[low, high], ...] or None}, checked."""
+        if not isinstance(fitted, Mapping) or set(fitted) - {"value_range", "input_range"}:
+            raise InputError("regress fitted", fitted, "expected {value_range: [low, high], input_range: [low, high] "
+                             "or one [low, high] per input position}")
+        out = {"value_range": None, "input_range": None}
+        if fitted.get("value_range") is not None:
+            out["value_range"] = list(_pair(fitted["value_range"], "regress fitted value_range"))
+        given = fitted.get("input_range")
+        if given is not None:
+            per_position = isinstance(given, (list, tuple)) and bool(given) and isinstance(given[0], (list, tuple))
+            out["input_range"] = ([list(_pair(b, f"regress fitted input_range[{i}]")) for i, b in enumerate(given)]
+                                  if per_position else list(_pair(given, "regress fitted input_range")))
+        return out
+
+    def fit(self, rows) -> dict[str, Any]:
+        """With scale: fit, the scaler's ranges from the training rows: {"fitted": {value_range, input_range}}."""
+        if self.scale != "fit":
+            return {}
+        targets, inputs = [], []
+        for row in rows:
+            targets += [float(v) for v in row.get("values") or []]
+            if row.get("inputs") is not None:
+                inputs.append([float(v) for v in row["inputs"]])
+        fitted = {"value_range": fitted_range(targets) if targets else None, "input_range": None}
+        if inputs and len({len(x) for x in inputs}) == 1:  # one range per position, as a min-max scaler
+            fitted["input_range"] = [fitted_range(list(column)) for column in zip(*inputs)]
+        elif inputs:
+            fitted["input_range"] = fitted_range([v for x in inputs for v in x])
+        return {"fitted": fitted}
 
     @property
     def reads_distribution(self) -> bool:
@@ -108,52 +166,86 @@ class Regress(Task):
                 continue
             for v in numbers:  # a list: `field_kinds` checked it above
                 check_real(f"regress {what}", v)  # a real, finite number
-            bounds = declared or self._range(row, field)
+            bounds = declared or (_bounds(row, "value_range") if self.scale != "none" else None)
             if bounds is not None:
                 outside = [v for v in numbers if not bounds[0] <= v <= bounds[1]]
                 if outside:
                     used = field if declared else "value_range (inputs without an input_range use it)"
                     raise InputError(f"regress {what}", outside, f"outside the row's {used} {list(bounds)}")
-            elif any(abs(v) > MU_LAW_M for v in numbers):
+            elif self.scale != "fit" and any(abs(v) > MU_LAW_M for v in numbers):
                 raise InputError(f"regress {what}", [v for v in numbers if abs(v) > MU_LAW_M],
                                  f"beyond the value tokens' domain of +-{MU_LAW_M:g}, where they would be clipped: give "
                                  "the row a value_range [low, high] (scale: range maps it onto the tokens)")
 
     def allowed_bins(self, row: Mapping[str, Any]) -> range | None:
         """With a `value_range`, only the value bins inside it: answers never leave the declared range."""
-        bounds = _bounds(row, "value_range")
+        bounds = self._value_bounds(row) if self.scale != "none" else _bounds(row, "value_range")
         if bounds is None:
             return None
         n = self.layout.num_value_bins
-        low, high = (self._to_tokens_domain(b, row, "value_range") for b in bounds)
+        low, high = (self._to_tokens_domain(b, bounds if self.scale != "none" else None) for b in bounds)
         return range(value_to_bin(low, n), value_to_bin(high, n) + 1)
 
     # ------------------------------------------------------------------ numbers <-> the value tokens' domain
-    def _range(self, row: Mapping[str, Any], field: str) -> tuple[float, float] | None:
-        """The [low, high] that `field`'s numbers are mapped from, or None (written as they are)."""
+    def _value_bounds(self, row: Mapping[str, Any]) -> tuple[float, float] | None:
+        """The [low, high] targets are mapped from: the row's value_range, else the fitted one; None: as they are."""
         if self.scale == "none":
             return None
-        bounds = _bounds(row, field)
-        return bounds if bounds is not None or field == "value_range" else _bounds(row, "value_range")
+        declared = _bounds(row, "value_range")
+        if declared is not None or self.scale == "range":
+            return declared
+        if self.fitted is None:
+            raise InputError("regress scale", "fit", "the scaler is not fitted yet: `unified train` fits it on the "
+                             "training rows (Task.fit) and saves it with the model")
+        fitted = self.fitted["value_range"]
+        return tuple(fitted) if fitted is not None else None
 
-    def _to_tokens_domain(self, x: float, row: Mapping[str, Any], field: str) -> float:
-        bounds = self._range(row, field)
+    def _input_bounds(self, row: Mapping[str, Any], count: int) -> list[tuple[float, float] | None]:
+        """The [low, high] each of `count` inputs is mapped from: the row's input_range, else the fitted range of
+        its position, else the targets' range."""
+        if self.scale == "none":
+            return [None] * count
+        declared = _bounds(row, "input_range")
+        fitted = self.fitted["input_range"] if self.fitted is not None and declared is None else None
+        if fitted is None:
+            return [declared or self._value_bounds(row)] * count
+        if not isinstance(fitted[0], list):
+            return [tuple(fitted)] * count
+        if count != len(fitted):
+            raise InputError("regress inputs", list(row["inputs"]), f"{count} numbers, but the scaler was fitted on "
+                             f"rows of {len(fitted)} inputs (give the row an input_range to map them)")
+        return [tuple(b) for b in fitted]
+
+    @staticmethod
+    def _to_tokens_domain(x: float, bounds: tuple[float, float] | None) -> float:
         if bounds is None:
             return float(x)
         low, high = bounds
         return (float(x) - (low + high) / 2) / ((high - low) / 2) * MU_LAW_M  # [low, high] -> [-M, M]
 
     def _from_tokens_domain(self, y: float, row: Mapping[str, Any]) -> float:
-        bounds = self._range(row, "value_range")
+        bounds = self._value_bounds(row)
         if bounds is None:
             return y
         low, high = bounds
         return (low + high) / 2 + y / MU_LAW_M * (high - low) / 2
 
+    def _scaled_inputs(self, row: Mapping[str, Any]) -> list[float]:
+        """The row's inputs in the tokens' domain; one past its fitted range is clamped to it, with a warning."""
+        numbers = [float(v) for v in row["inputs"]]
+        bounds = self._input_bounds(row, len(numbers))
+        if self.fitted is not None and _bounds(row, "input_range") is None:
+            outside = [(i, v) for i, (v, b) in enumerate(zip(numbers, bounds)) if b and not b[0] <= v <= b[1]]
+            if outside:
+                warnings.warn(f"regress inputs {outside} (position, value): outside the ranges fitted on the "
+                              "training rows; clamped to them", stacklevel=2)
+                numbers = [min(max(v, b[0]), b[1]) if b else v for v, b in zip(numbers, bounds)]
+        return [self._to_tokens_domain(v, b) for v, b in zip(numbers, bounds)]
+
     def prompt(self, row, media, rng):
         if row.get("inputs") is not None:
-            inputs = [self._to_tokens_domain(v, row, "input_range") for v in row["inputs"]]
-            text = self.sequence_prompt.format(inputs=self._tokens(inputs), count=self.answer_length(row))
+            text = self.sequence_prompt.format(inputs=self._tokens(self._scaled_inputs(row)),
+                                               count=self.answer_length(row))
             placeholders = "".join(f"<{m}>" * len(v) for m, v in media.items())
             return f"{placeholders} {text}" if placeholders else text
         return super().prompt(row, media, rng)
@@ -162,7 +254,8 @@ class Regress(Task):
         return values_to_tokens(values, num_bins=self.layout.num_value_bins)
 
     def target(self, row: Mapping[str, Any]) -> str:
-        return self._tokens([self._to_tokens_domain(v, row, "value_range") for v in row["values"]])
+        bounds = self._value_bounds(row)
+        return self._tokens([self._to_tokens_domain(v, bounds) for v in row["values"]])
 
     def parse(self, text: str, row: Mapping[str, Any]) -> list[float]:
         """Generated value tokens -> as many floats as the truth has; a short answer is filled with the far end of the
@@ -173,7 +266,8 @@ class Regress(Task):
         except InputError:
             values = []
         wanted = self.answer_length(row)
-        scale = row.get("value_range") or row.get("values") or [0.0]
+        scale = (self._value_bounds(row) if self.scale != "none" else None) or row.get("value_range") \
+            or row.get("values") or [0.0]
         fill = float(max(abs(v) for v in scale)) if wanted > len(values) else 0.0
         return (values + [fill] * wanted)[:wanted]
 
@@ -187,7 +281,8 @@ class Regress(Task):
 
     def normalised(self, metrics: Mapping[str, float], rows: list[Mapping[str, Any]]) -> float:
         """1 - MAE / (mean width of the rows' value ranges), clipped to [0, 1]."""
-        widths = [float(max(r.get("value_range", r["values"])) - min(r.get("value_range", r["values"])))
-                  for r in rows]
+        spans = [r.get("value_range") or (self._value_bounds(r) if self.scale == "fit" else None) or r["values"]
+                 for r in rows]
+        widths = [float(max(span) - min(span)) for span in spans]
         width = sum(widths) / len(widths) if widths else 0.0
         return min(1.0, max(0.0, 1.0 - float(metrics["mae"]) / width)) if width > 0 else float(metrics["mae"] == 0)
