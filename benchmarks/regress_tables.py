@@ -3,6 +3,7 @@ training mean and against linear regression, on scikit-learn's bundled diabetes 
 targets 25..346) and its Linnerud table (20 rows, 3 exercises -> weight).
 
     python benchmarks/regress_tables.py [--steps 1500] [--tables diabetes linnerud] [--variants ...] [--seed 0]
+                                        [--early-stop]
 
 Each table is split 80 / 20 (seeded); features are min-max scaled on the training rows into [-1, 1] and given as
 `input_range: [-1, 1]`, targets carry `value_range` = the training targets' range widened by 10 % (so held-out
@@ -52,7 +53,10 @@ VARIANTS = {  # label -> config overrides on top of the smoke preset
 }
 
 
-def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(VARIANTS)) -> dict[str, float]:
+def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(VARIANTS),
+        early_stop: bool = False) -> dict[str, float]:
+    """With `early_stop`, a fifth of the training rows is held back as a validation split, evaluated every 50
+    steps (`decode: mean`), and the checkpoint best on it (`best/`) is scored on the test split."""
     from sklearn.linear_model import LinearRegression
 
     from unified import Model
@@ -70,8 +74,12 @@ def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(
               "linear regression": float(np.abs(LinearRegression().fit(x[train_i], y[train_i]).predict(x[test_i])
                                                 - y[test_i]).mean())}
     test_rows = rows(x[test_i], y[test_i], low, high, bounds)
+    val_cut = len(train_i) // 5 if early_stop else 0
+    fit_i, val_i = train_i[val_cut:], train_i[:val_cut]
     with tempfile.TemporaryDirectory() as tmp:
-        for split, index in (("train", train_i), ("test", test_i)):
+        for split, index in (("train", fit_i), ("val", val_i), ("test", test_i)):
+            if not len(index):
+                continue
             folder = Path(tmp) / split
             folder.mkdir()
             (folder / "regress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in
@@ -80,13 +88,15 @@ def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(
             extra = VARIANTS[label]
             out = Path(tmp) / label.replace(" ", "_")
             random.seed(seed)
+            selection = ([f"data.eval_dir={Path(tmp) / 'val'}", "eval.every=50", f"eval.max_rows={len(val_i)}",
+                          "task_options={regress: {decode: mean}}"] if early_stop else
+                         [f"data.eval_dir={Path(tmp) / 'test'}", "eval.every=0", "eval.max_rows=8"])
             cfg = load_config(SMOKE, [f"output_dir={out}", f"data.train_dir={Path(tmp) / 'train'}",
-                                      f"data.eval_dir={Path(tmp) / 'test'}", "data.synthetic=null",
-                                      "data.tasks=[regress]", f"optim.max_steps={steps}", "optim.warmup_steps=50",
-                                      "checkpoint.every=0", "eval.every=0", "eval.max_rows=8", "log_with=none",
-                                      "tokenizer.text_vocab_size=60", *extra])
+                                      "data.synthetic=null", "data.tasks=[regress]", f"optim.max_steps={steps}",
+                                      "optim.warmup_steps=50", "checkpoint.every=0", "log_with=none",
+                                      "tokenizer.text_vocab_size=60", *selection, *extra])
             train(cfg, progress=False)
-            model = Model.from_pretrained(out / "final")
+            model = Model.from_pretrained(out / ("best" if early_stop else "final"))
             for decode in ("argmax", "mean"):
                 model.task_options["regress"] = {"scale": "range", "decode": decode}
                 metrics = model.evaluate({"regress": test_rows}, progress=False).metrics["regress"]
@@ -100,9 +110,10 @@ def main() -> None:
     parser.add_argument("--tables", nargs="+", default=["diabetes", "linnerud"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--early-stop", action="store_true", help="pick the checkpoint best on a validation split")
     args = parser.parse_args()
     for name in args.tables:
-        result = run(name, args.steps, args.seed, tuple(args.variants))
+        result = run(name, args.steps, args.seed, tuple(args.variants), args.early_stop)
         base = result["training mean"]
         print(f"\n{name}: {result.pop('rows')} rows, {result.pop('clamped held-out targets')} held-out targets "
               f"clamped into the value range; {args.steps} steps")
