@@ -266,8 +266,7 @@ class Regress(Task):
         except InputError:
             values = []
         wanted = self.answer_length(row)
-        scale = (self._value_bounds(row) if self.scale != "none" else None) or row.get("value_range") \
-            or row.get("values") or [0.0]
+        scale = self._value_bounds(row) or row.get("value_range") or row.get("values") or [0.0]
         fill = float(max(abs(v) for v in scale)) if wanted > len(values) else 0.0
         return (values + [fill] * wanted)[:wanted]
 
@@ -281,8 +280,7 @@ class Regress(Task):
 
     def normalised(self, metrics: Mapping[str, float], rows: list[Mapping[str, Any]]) -> float:
         """1 - MAE / (mean width of the rows' value ranges), clipped to [0, 1]."""
-        spans = [r.get("value_range") or (self._value_bounds(r) if self.scale == "fit" else None) or r["values"]
-                 for r in rows]
+        spans = [self._value_bounds(r) or r.get("value_range") or r["values"] for r in rows]
         widths = [float(max(span) - min(span)) for span in spans]
         width = sum(widths) / len(widths) if widths else 0.0
         return min(1.0, max(0.0, 1.0 - float(metrics["mae"]) / width)) if width > 0 else float(metrics["mae"] == 0)
