@@ -247,3 +247,22 @@ def test_the_value_feature_starts_silent_on_a_backbone_and_then_reaches_it(pair)
         after = ours(input_ids=ids, attention_mask=mask, labels=labels).logits
     assert (after[0] - before[0]).abs().max().item() > 1e-3  # row 0 holds ids 9..11: the feature reaches the text
     assert (after[1] - before[1]).abs().max().item() <= 1e-5  # row 1 has no value ids
+
+
+def test_headless_model_equals_the_backbones_own_base_model(pair):
+    """`UnifiedBaseModel` on a backbone gives the decoder states of transformers' own headless model (T5Model,
+    BartModel, T5GemmaModel ... as `AutoModel` loads them from the same checkpoint)."""
+    from transformers import AutoModel
+
+    from unified.model import UnifiedBaseModel
+
+    family, path, _, ours = pair
+    ids, mask, _ = _batch(PAD[family])
+    targets = torch.tensor([[ours.config.text.decoder_start_token_id, 30, 31], [2, 34, 35]])
+    base = UnifiedBaseModel.from_pretrained_parts(ours.config).eval()
+    reference = AutoModel.from_pretrained(path).eval()
+    with torch.no_grad():
+        mine = base(input_ids=ids, attention_mask=mask, decoder_input_ids=targets).last_hidden_state
+        theirs = reference(input_ids=ids, attention_mask=mask, decoder_input_ids=targets).last_hidden_state
+    assert mine.shape == theirs.shape == (2, 3, 32)
+    assert (mine - theirs).abs().max().item() <= 1e-5

@@ -112,7 +112,8 @@ def test_resize_token_embeddings_keeps_model_and_config_consistent(tmp_path):
 
 
 def test_inputs_embeds_without_input_ids_equal_the_ids_path():
-    """Soft prompts: the encoder takes embeddings directly; the same embeddings as the ids give the same logits."""
+    """Soft prompts: the encoder and the decoder take embeddings directly; the same embeddings as the ids give the
+    same logits and loss."""
     _, processor, network = tiny_stack()
     network.eval()
     batch = processor([{"text": "a red circle moves left", "target": "left"}, {"text": "which way?", "target": "up"}])
@@ -120,8 +121,121 @@ def test_inputs_embeds_without_input_ids_equal_the_ids_path():
     embeds = network.get_input_embeddings()(batch["input_ids"])
     out = network(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"])
     assert torch.allclose(out.logits, reference, atol=1e-6)
+    decoder_embeds = network.get_input_embeddings()(network._shift_right(batch["labels"]))  # prompt tuning
+    out = network(**batch, decoder_inputs_embeds=decoder_embeds)
+    assert torch.allclose(out.logits, reference, atol=1e-6) and torch.allclose(out.loss, network(**batch).loss)
     with pytest.raises(InputError, match="decoder_inputs_embeds"):
-        network(**batch, decoder_inputs_embeds=torch.zeros(2, 1, 64))
+        network(**batch, decoder_input_ids=batch["labels"].clamp_min(0), decoder_inputs_embeds=decoder_embeds)
     with pytest.raises(InputError, match="media need input_ids"):
         network(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
                 pixel_values=torch.zeros(2, 1, 1, 3, 32, 32))
+
+
+def test_attentions_are_the_softmax_of_the_layers_own_scores():
+    """`output_attentions=True`: encoder self-attention probabilities equal softmax(q k^T / sqrt(E)) computed by hand
+    from the first layer's projections, padded keys get 0, the decoder's self-attention is causal, and the logits
+    are those of the fast path."""
+    _, processor, network = tiny_stack()
+    network.eval()
+    batch = processor([{"text": "a red circle moves left", "target": "left"}, {"text": "up", "target": "up"}])
+    with torch.no_grad():
+        fast = network(**batch)
+        out = network(**batch, output_attentions=True)
+        layer = network.encoder.layers[0]
+        layer = getattr(layer, "layer", layer)  # inside a FusedLayer
+        x = layer.attn_norm(network.get_input_embeddings()(batch["input_ids"]))
+        attn = layer.self_attn
+        cos, sin = network.encoder.rotary(torch.arange(x.shape[1]), x.dtype)
+        from unified.model.layers import apply_rotary
+
+        q = apply_rotary(attn._heads(attn.q_proj(x)), cos, sin)
+        k = apply_rotary(attn._heads(attn.k_proj(x)), cos, sin)
+        scores = q @ k.transpose(-1, -2) / attn.head_dim ** 0.5  # (B, H, L, L)
+        scores = scores.masked_fill(~batch["attention_mask"].bool()[:, None, None, :], float("-inf"))
+    assert torch.allclose(out.encoder_attentions[0], scores.softmax(-1), atol=1e-5)
+    assert out.encoder_attentions[0][1, :, :, batch["attention_mask"][1] == 0].abs().max() == 0
+    decoder = out.decoder_attentions[0]  # (B, H, Lt, Lt)
+    assert decoder.triu(diagonal=1).abs().max() == 0 and torch.allclose(decoder.sum(-1), torch.ones(()))
+    assert len(out.cross_attentions) == network.config.text.num_decoder_layers
+    assert torch.allclose(out.logits, fast.logits, atol=1e-5)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    kwargs = {"max_new_tokens": 3, "min_new_tokens": 3, "do_sample": False}
+    steps = network.generate(**inputs, output_attentions=True, return_dict_in_generate=True, **kwargs)
+    assert torch.equal(steps.sequences, network.generate(**inputs, **kwargs))
+    assert [a[0].shape[-1] for a in steps.decoder_attentions] == [1, 2, 3]  # the cache grows one key a step
+
+
+def test_tuples_logits_to_keep_and_unknown_keywords():
+    _, processor, network = tiny_stack()
+    network.eval()
+    batch = processor([{"text": "which way?", "target": "left left"}])
+    with torch.no_grad():
+        full = network(**batch)
+        loss, logits = network(**batch, return_dict=False)[:2]
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        last = network(**inputs, decoder_input_ids=network._shift_right(batch["labels"]), logits_to_keep=1).logits
+    assert torch.equal(loss, full.loss) and torch.equal(logits, full.logits)
+    assert torch.allclose(last[:, 0], full.logits[:, -1], atol=1e-6)
+    with pytest.raises(InputError, match="promtp"):
+        network(**batch, promtp="describe")
+
+
+def test_a_checkpoint_without_the_embedding_reports_it_missing(tmp_path):
+    """Every embedding weight is reported missing and initialised, not left on the meta device (the encoder and
+    decoder once held the `shared` module itself, which hid it from transformers' loader)."""
+    from safetensors.torch import load_file, save_file
+
+    from unified.model import UnifiedBaseModel, UnifiedForConditionalGeneration
+
+    _, _, network = tiny_stack()
+    network.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    assert "shared.weight" in weights
+    del weights["shared.weight"]
+    save_file(weights, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    loaded, info = UnifiedForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert "shared.weight" in info["missing_keys"]
+    assert loaded.shared.weight.device.type == "cpu" and torch.isfinite(loaded.shared.weight).all()
+    assert loaded.encoder.embed_tokens.weight is loaded.shared.weight is loaded.lm_head.weight
+    base, info = UnifiedBaseModel.from_pretrained(tmp_path, output_loading_info=True)  # the same keys, no head
+    assert "shared.weight" in info["missing_keys"] and base.decoder.embed_tokens.weight is base.shared.weight
+
+
+def test_headless_model_loads_the_lm_and_gives_its_states(tmp_path):
+    """`AutoModel` loads a saved LM as `UnifiedBaseModel`; its last hidden states through the LM's tied head
+    (scaled by d_model ** -0.5, T5's rule) are the LM's logits."""
+    from transformers import AutoModel
+
+    from unified.model import UnifiedBaseModel
+
+    _, processor, network = tiny_stack()
+    network.eval().save_pretrained(tmp_path)
+    base = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(base) is UnifiedBaseModel and not hasattr(base, "lm_head")
+    batch = processor([{"text": "a red circle", "target": "left"}])
+    decoder_input_ids = network._shift_right(batch.pop("labels"))
+    with torch.no_grad():
+        states = base(**batch, decoder_input_ids=decoder_input_ids).last_hidden_state
+        logits = network(**batch, decoder_input_ids=decoder_input_ids).logits
+    d = network.config.text.d_model
+    assert torch.allclose(network.lm_head(states * d ** -0.5), logits, atol=1e-5)
+    with pytest.raises(InputError, match="decoder_input_ids"):
+        base(**batch)
+
+
+def test_a_tasks_max_new_tokens_option_caps_its_answers(saved, media, monkeypatch):
+    from unified.errors import ConfigError
+    from unified.task_zoo import build_tasks
+
+    model = Model.from_pretrained(saved)
+    model.task_options["caption"] = {"max_new_tokens": 3}
+    asked = []
+    generate = model.network.generate
+    monkeypatch.setattr(model.network, "generate", lambda **kw: asked.append(kw["max_new_tokens"]) or generate(**kw))
+    model.generate(task="caption", video=media["video"])
+    model.generate(task="caption", video=media["video"], max_new_tokens=5)  # the caller's value wins
+    model.task_options.pop("caption")
+    model.generate(task="caption", video=media["video"])
+    assert asked == [3, 5, 32]
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        build_tasks(["caption"], {"caption": {"max_new_tokens": 0}}, model.processor.tokenizer.layout)

@@ -122,12 +122,13 @@ class Model:
 
     def generate(self, task: str, *, image: Any = None, video: Any = None, audio: Any = None, question: str | None = None,
                  text: str | None = None, source_fps: float | None = None, batch_size: int = 16,
-                 max_new_tokens: int = 32, **fields: Any) -> Any:
+                 max_new_tokens: int | None = None, **fields: Any) -> Any:
         """Answer `task` for the given inputs; see the module docstring for inputs and return types.
 
         `source_fps` is the frame rate of a video given as frames in memory (a [T, H, W, 3] uint8 array or
         tensor; a list of videos is a batch): required for those, refused for files. Keyword arguments the task does not take
-        (a typo, a target field) raise `InputError` naming them."""
+        (a typo, a target field) raise `InputError` naming them. `max_new_tokens` caps a free-text answer; None
+        takes the task's (`task_options: {task: {max_new_tokens: n}}` in training, saved with the model; 32 if unset)."""
         from unified.task_zoo import build_tasks
         from unified.task_zoo.decoding import predict
 

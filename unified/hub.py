@@ -5,6 +5,7 @@ re-exports the classes below from the installed package, and `auto_map` entries 
 `tokenizer_config.json` and `processor_config.json`. So, with `unified` installed and nothing imported:
 
     AutoModelForSeq2SeqLM.from_pretrained(dir, trust_remote_code=True)   # UnifiedForConditionalGeneration
+    AutoModel.from_pretrained(dir, trust_remote_code=True)               # UnifiedBaseModel (headless)
     AutoConfig.from_pretrained(dir, trust_remote_code=True)              # UnifiedConfig
     AutoTokenizer.from_pretrained(dir, trust_remote_code=True)           # UnifiedTokenizer / BackboneTokenizer
     AutoProcessor.from_pretrained(dir, trust_remote_code=True)           # UnifiedProcessor
@@ -27,12 +28,13 @@ SHIM_TEXT = '''"""Written by unified: loads this directory with the installed `u
 
 from unified.hub import (  # noqa: F401  (re-exported for transformers' auto_map)
     AutoTokenizerEntry,
+    UnifiedBaseModel,
     UnifiedConfig,
     UnifiedForConditionalGeneration,
     UnifiedProcessorEntry,
 )
 '''
-AUTO_MAP_MODEL = {"AutoConfig": "unified_hub.UnifiedConfig",
+AUTO_MAP_MODEL = {"AutoConfig": "unified_hub.UnifiedConfig", "AutoModel": "unified_hub.UnifiedBaseModel",
                   "AutoModelForSeq2SeqLM": "unified_hub.UnifiedForConditionalGeneration"}
 AUTO_MAP_TOKENIZER = {"AutoTokenizer": ["unified_hub.AutoTokenizerEntry", None]}
 AUTO_MAP_PROCESSOR = {"AutoProcessor": "unified_hub.UnifiedProcessorEntry"}
@@ -96,7 +98,7 @@ def _merge(path: Path, entries: dict[str, Any]) -> None:
 
 def __getattr__(name: str) -> Any:
     # the model classes come from unified.model on first use, so importing the shim's tokenizer entry stays light
-    if name in ("UnifiedConfig", "UnifiedForConditionalGeneration"):
+    if name in ("UnifiedConfig", "UnifiedBaseModel", "UnifiedForConditionalGeneration"):
         import unified.model
 
         return getattr(unified.model, name)

@@ -3,12 +3,17 @@
     from unified.model import UnifiedConfig, UnifiedForConditionalGeneration
 """
 
-from transformers import AutoConfig, AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
 from unified.model.attention import ATTENTION_FUNCTIONS, register_with_transformers
 from unified.model.configuration import UnifiedConfig
 from unified.model.generation import AllowedTokensLogitsProcessor, constrained_processors
-from unified.model.modeling import UnifiedForConditionalGeneration, UnifiedModel, UnifiedPreTrainedModel
+from unified.model.modeling import (
+    UnifiedBaseModel,
+    UnifiedForConditionalGeneration,
+    UnifiedModel,
+    UnifiedPreTrainedModel,
+)
 
 
 def _register() -> None:
@@ -17,14 +22,15 @@ def _register() -> None:
         AutoConfig.register("unified", UnifiedConfig)
     except ValueError:
         pass
-    try:
-        AutoModelForSeq2SeqLM.register(UnifiedConfig, UnifiedForConditionalGeneration)
-    except ValueError:
-        pass
+    for auto, model in ((AutoModel, UnifiedBaseModel), (AutoModelForSeq2SeqLM, UnifiedForConditionalGeneration)):
+        try:
+            auto.register(UnifiedConfig, model)
+        except ValueError:
+            pass
     register_with_transformers()
 
 
 _register()
 
-__all__ = ["ATTENTION_FUNCTIONS", "AllowedTokensLogitsProcessor", "UnifiedConfig", "UnifiedForConditionalGeneration",
-           "UnifiedModel", "UnifiedPreTrainedModel", "constrained_processors"]
+__all__ = ["ATTENTION_FUNCTIONS", "AllowedTokensLogitsProcessor", "UnifiedBaseModel", "UnifiedConfig",
+           "UnifiedForConditionalGeneration", "UnifiedModel", "UnifiedPreTrainedModel", "constrained_processors"]

@@ -32,17 +32,19 @@ def _full_mask(mask: torch.Tensor | None, causal: bool, lq: int, lk: int, device
     return mask
 
 
-def eager_attention(query, key, value, *, mask=None, causal=False, dropout=0.0, scale=None, training=False):
-    """The reference: softmax(q k^T * scale + mask) v, written out in fp32."""
+def eager_attention(query, key, value, *, mask=None, causal=False, dropout=0.0, scale=None, training=False,
+                    return_probs=False):
+    """The reference: softmax(q k^T * scale + mask) v, written out in fp32. `return_probs`: also return the
+    attention probabilities (B, H, Lq, Lk) before dropout (`output_attentions`)."""
     scale = query.shape[-1] ** -0.5 if scale is None else scale
     scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale  # (B, H, Lq, Lk)
     full = _full_mask(mask, causal, query.shape[-2], key.shape[-2], query.device)
     if full is not None:
         scores = scores.masked_fill(~full, float("-inf"))
     probs = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # rows with no allowed key -> zeros
-    probs = F.dropout(probs, p=dropout, training=training)
-    out = torch.matmul(probs, value.float()).to(query.dtype)  # (B, H, Lq, E)
-    return out.transpose(1, 2)
+    dropped = F.dropout(probs, p=dropout, training=training)
+    out = torch.matmul(dropped, value.float()).to(query.dtype).transpose(1, 2)  # (B, Lq, H, E)
+    return (out, probs.to(query.dtype)) if return_probs else out
 
 
 def sdpa_attention(query, key, value, *, mask=None, causal=False, dropout=0.0, scale=None, training=False):

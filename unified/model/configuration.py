@@ -195,6 +195,7 @@ class UnifiedConfig(PretrainedConfig):
         for key in ("pad_token_id", "eos_token_id", "bos_token_id", "decoder_start_token_id"):
             kwargs[key] = getattr(t, key)
         kwargs["is_encoder_decoder"] = True
+        self.use_cache = bool(kwargs.pop("use_cache", True))  # generate keeps a KV cache unless told otherwise
         super().__init__(**kwargs)
         self.validate()
 

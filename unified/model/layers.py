@@ -16,7 +16,7 @@ from torch import nn
 from transformers.cache_utils import EncoderDecoderCache
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from unified.model.attention import ATTENTION_FUNCTIONS, sdpa_attention
+from unified.model.attention import ATTENTION_FUNCTIONS, eager_attention, sdpa_attention
 from unified.model.configuration import TextConfig
 
 
@@ -130,6 +130,7 @@ class Attention(nn.Module):
         self.num_heads, self.head_dim, self.layer_idx, self.is_cross = h, e, layer_idx, is_cross
         self.dropout = config.dropout
         self.attn_implementation = attn_implementation
+        self.record: list | None = None  # a list while the model returns attentions: each call appends its probs
         self.q_proj = nn.Linear(d, h * e, bias=False)
         self.k_proj = nn.Linear(d, h * e, bias=False)
         self.v_proj = nn.Linear(d, h * e, bias=False)
@@ -157,8 +158,13 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
             if isinstance(cache, EncoderDecoderCache):
                 k, v = cache.self_attention_cache.update(k, v, self.layer_idx)
-        fn = ATTENTION_FUNCTIONS.get(self.attn_implementation, sdpa_attention)
-        out = fn(q, k, v, mask=mask, causal=causal, dropout=self.dropout, training=self.training)  # (B, Lq, H, E)
+        if self.record is not None:  # output_attentions: the written-out path, which has the probabilities
+            out, probs = eager_attention(q, k, v, mask=mask, causal=causal, dropout=self.dropout,
+                                         training=self.training, return_probs=True)
+            self.record.append(probs)  # (B, H, Lq, Lk)
+        else:
+            fn = ATTENTION_FUNCTIONS.get(self.attn_implementation, sdpa_attention)
+            out = fn(q, k, v, mask=mask, causal=causal, dropout=self.dropout, training=self.training)  # (B,Lq,H,E)
         return self.o_proj(out.reshape(*out.shape[:2], -1))
 
 

@@ -13,16 +13,18 @@ Axis legend: B batch, L encoder length, Lt decoder length, S media latents, D d_
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
+from typing import Self
 
 import torch
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
-from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput
+from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2SeqModelOutput
 
-from unified.errors import InputError
+from unified.errors import ConfigError, InputError
 from unified.heads.embedding import EmbeddingHead
 from unified.model.attention import ATTENTION_FUNCTIONS
 from unified.model.configuration import UnifiedConfig
@@ -68,6 +70,30 @@ def _key_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
     if attention_mask is None or bool(attention_mask.all()):
         return None
     return attention_mask.bool()[:, None, None, :]
+
+
+class AttentionRecorder:
+    """While open, the given text attention modules keep the probabilities of each call (`output_attentions`; they
+    then take the written-out eager path). `last()`: each module's latest (B, H, Lq, Lk), in order."""
+
+    def __init__(self, modules, on: bool):
+        self.modules = list(modules) if on else []
+
+    def __enter__(self) -> Self:
+        for module in self.modules:
+            module.record = []
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for module in self.modules:
+            module.record = None
+
+    def last(self) -> tuple[torch.Tensor, ...] | None:
+        return tuple(module.record[-1] for module in self.modules) if self.modules else None
+
+
+def _inner(layer: nn.Module) -> nn.Module:
+    return layer.layer if isinstance(layer, FusedLayer) else layer
 
 
 def _xattn(config: UnifiedConfig) -> GatedCrossAttentionBlock:
@@ -128,10 +154,12 @@ class UnifiedPreTrainedModel(PreTrainedModel):
 class UnifiedEncoder(UnifiedPreTrainedModel):
     """Token embeddings + media, then pre-norm layers; gated cross-attention before every k-th layer (xattn)."""
 
-    def __init__(self, config: UnifiedConfig, embed_tokens: nn.Embedding):
+    def __init__(self, config: UnifiedConfig):
         super().__init__(config)
         t, f = config.text, config.fusion
-        self.embed_tokens = embed_tokens
+        # its own module, its weight tied to `shared` by `_tied_weights_keys` (T5's way): one module held twice
+        # would hide a checkpoint's missing embedding from transformers' load report and leave it on the meta device
+        self.embed_tokens = nn.Embedding(t.vocab_size, t.d_model)
         self.media = MediaEncoder(config)
         self.value_feature = _value_feature(config)
         impl = config._attn_implementation or "sdpa"
@@ -149,7 +177,19 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, pixel_mask=None, frame_times=None,
                 frame_time_ids=None, audio_features=None, audio_mask=None, inputs_embeds=None,
-                output_hidden_states=False, return_dict=True, segment_ids=None, **kwargs) -> UnifiedEncoderOutput:
+                output_hidden_states=None, return_dict=None, segment_ids=None, output_attentions=None,
+                **kwargs) -> UnifiedEncoderOutput:
+        c = self.config
+        output_hidden_states = c.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = c.output_attentions if output_attentions is None else output_attentions
+        with AttentionRecorder((_inner(layer).self_attn for layer in self.layers), output_attentions) as recorder:
+            out = self._encode(input_ids, attention_mask, pixel_values, pixel_mask, frame_times, frame_time_ids,
+                               audio_features, audio_mask, inputs_embeds, output_hidden_states, segment_ids)
+            out.attentions = recorder.last()
+        return out if (c.return_dict if return_dict is None else return_dict) else out.to_tuple()
+
+    def _encode(self, input_ids, attention_mask, pixel_values, pixel_mask, frame_times, frame_time_ids,
+                audio_features, audio_mask, inputs_embeds, output_hidden_states, segment_ids) -> UnifiedEncoderOutput:
         fused = fuse_media(self.config, self.media, self.embed_tokens, input_ids, attention_mask, inputs_embeds,
                            pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features, audio_mask,
                            segment_ids, self.value_feature)
@@ -256,7 +296,10 @@ class BackboneEncoder(nn.Module):
 
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, pixel_mask=None, frame_times=None,
                 frame_time_ids=None, audio_features=None, audio_mask=None, inputs_embeds=None,
-                output_hidden_states=False, return_dict=True, **kwargs) -> UnifiedEncoderOutput:
+                output_hidden_states=None, return_dict=None, output_attentions=None, **kwargs) -> UnifiedEncoderOutput:
+        c = self.config
+        output_hidden_states = c.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = c.output_attentions if output_attentions is None else output_attentions
         if kwargs.get("segment_ids") is not None:
             raise InputError("segment_ids", "packed examples", "packing is not supported on a pretrained backbone "
                              "yet (its attention takes no block-diagonal mask here); turn data.pack off")
@@ -265,19 +308,20 @@ class BackboneEncoder(nn.Module):
                            inputs_embeds, pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features,
                            audio_mask, value_feature=self.value_feature)
         self.hooks.set(fused.media, fused.media_mask)
-        out = encoder(inputs_embeds=fused.embeds, attention_mask=fused.mask,
-                      output_hidden_states=bool(output_hidden_states), return_dict=True)
-        return UnifiedEncoderOutput(last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states,
-                                    attention_mask=fused.mask, media=None, media_keep=None)
+        out = encoder(inputs_embeds=fused.embeds, attention_mask=fused.mask, return_dict=True,
+                      output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions))
+        out = UnifiedEncoderOutput(last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states,
+                                   attentions=out.attentions, attention_mask=fused.mask, media=None, media_keep=None)
+        return out if (c.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
 
 class UnifiedDecoder(nn.Module):
     """Causal pre-norm decoder with cross-attention (and optional gated media cross-attention)."""
 
-    def __init__(self, config: UnifiedConfig, embed_tokens: nn.Embedding):
+    def __init__(self, config: UnifiedConfig):
         super().__init__()
         t, f = config.text, config.fusion
-        self.embed_tokens = embed_tokens
+        self.embed_tokens = nn.Embedding(t.vocab_size, t.d_model)  # tied to `shared` (see UnifiedEncoder)
         impl = config._attn_implementation or "sdpa"
         layers = []
         for i in range(t.num_decoder_layers):
@@ -291,8 +335,9 @@ class UnifiedDecoder(nn.Module):
         self.dropout = nn.Dropout(t.dropout)
 
     def forward(self, input_ids, encoder_states, encoder_mask, attention_mask=None, past_key_values=None,
-                media=None, media_keep=None, output_hidden_states=False, segment_ids=None, encoder_segment_ids=None):
-        x = self.dropout(self.embed_tokens(input_ids))  # (B, Lt, D)
+                media=None, media_keep=None, output_hidden_states=False, segment_ids=None, encoder_segment_ids=None,
+                inputs_embeds=None):
+        x = self.dropout(self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds)  # (B, Lt, D)
         start = past_key_values.get_seq_length() if past_key_values is not None else 0
         positions = torch.arange(start, start + x.shape[1], device=x.device)
         rotary = self.rotary(positions, x.dtype)
@@ -318,16 +363,12 @@ class UnifiedDecoder(nn.Module):
         return self.norm(x), hidden
 
 
-class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
-    """The whole model: `forward` returns `Seq2SeqLMOutput`; `generate` does greedy, beam and sampling with a KV cache;
-    media are encoded once per `generate` call (they live in the encoder pass)."""
+class EncoderDecoderStack:
+    """What the headless model and the LM share: the stack (ours: `shared`, `encoder`, `decoder`; or a pretrained
+    backbone kept whole under `lm.` with our media around its encoder) and the transformers plumbing around it.
+    Both models hold it at the top level, T5's layout, so a checkpoint of either loads into the other."""
 
-    _tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight",
-                          "decoder.embed_tokens.weight": "shared.weight",
-                          "lm_head.weight": "shared.weight"}
-
-    def __init__(self, config: UnifiedConfig):
-        super().__init__(config)
+    def _build_stack(self, config: UnifiedConfig) -> None:
         t = config.text
         if t.backbone:  # a pretrained encoder-decoder (unified.model.backbone), kept whole under `lm.`
             from unified.model.backbone import build_lm
@@ -339,20 +380,28 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
         else:
             self.lm = None
             self.shared = nn.Embedding(t.vocab_size, t.d_model)
-            self.encoder = UnifiedEncoder(config, self.shared)
-            self.decoder = UnifiedDecoder(config, self.shared)
-            self.lm_head = nn.Linear(t.d_model, t.vocab_size, bias=False)
-        self.embed_head = EmbeddingHead(t.d_model, t.embed_dim, learn_temperature=True)
-        if self.generation_config is not None and self.generation_config.max_new_tokens is None:
-            self.generation_config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS  # not transformers' max_length=20
-        impl = config._attn_implementation if config._attn_implementation in ATTENTION_FUNCTIONS else "sdpa"
+            self.encoder = UnifiedEncoder(config)
+            self.decoder = UnifiedDecoder(config)
+
+    def _use_attn_implementation(self) -> None:
+        impl = self.config._attn_implementation
+        impl = impl if impl in ATTENTION_FUNCTIONS else "sdpa"
         for module in self.modules():  # our own cross-attention and perceiver: the same dispatch as the layers
             if isinstance(module, (MaskedCrossAttention, LatentCrossAttention)):
                 module.attn_implementation = impl
-        self.post_init()
+
+    def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:
+        # transformers drops every tie when `tie_word_embeddings` is False; ours always share one input embedding
+        # (encoder, decoder, `shared`), and the flag decides the LM head alone. A backbone ties its own.
+        if self.lm is not None:
+            return {}
+        tied = {"encoder.embed_tokens.weight": "shared.weight", "decoder.embed_tokens.weight": "shared.weight"}
+        if self.config.tie_word_embeddings and getattr(self, "lm_head", None) is not None:
+            tied["lm_head.weight"] = "shared.weight"
+        return tied
 
     @classmethod
-    def from_pretrained_parts(cls, config: UnifiedConfig) -> UnifiedForConditionalGeneration:
+    def from_pretrained_parts(cls, config: UnifiedConfig):
         """A new model whose pretrained parts (each sub-config with a `pretrained_path`) start from those local
         checkpoints' weights; everything else is freshly initialised. Save it with `save_pretrained`: the saved
         model holds every weight and every backbone's config, so it loads where those directories do not exist."""
@@ -388,9 +437,6 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
         self.encoder.embed_tokens = value
         self.decoder.embed_tokens = value
 
-    def get_output_embeddings(self):
-        return self.lm_head if self.lm is None else self.lm.get_output_embeddings()
-
     def get_encoder(self, modality=None):
         return self.encoder
 
@@ -398,15 +444,130 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
         """Switch every attention layer ("eager", "sdpa", "xformers")."""
         name = attn_implementation if isinstance(attn_implementation, str) else attn_implementation.get("", "sdpa")
         if name not in ATTENTION_FUNCTIONS:
-            from unified.errors import ConfigError
-
-            raise ConfigError("attn_implementation", name, f"expected one of {sorted(ATTENTION_FUNCTIONS)}")
+            raise ConfigError("attn_implementation", name, f'Specified `attn_implementation="{name}"` is not '
+                              f"supported: expected one of {sorted(ATTENTION_FUNCTIONS)}")
         self.config._attn_implementation = name
         if self.lm is not None:
             self.lm.set_attn_implementation(name)
         for module in self.modules():
             if hasattr(module, "attn_implementation"):
                 module.attn_implementation = name
+
+    def _flags(self, output_attentions, output_hidden_states, return_dict) -> tuple[bool, bool, bool]:
+        c = self.config
+        return (bool(c.output_attentions if output_attentions is None else output_attentions),
+                bool(c.output_hidden_states if output_hidden_states is None else output_hidden_states),
+                bool(c.return_dict if return_dict is None else return_dict))
+
+    def _run_encoder(self, encoder_outputs, output_attentions, output_hidden_states, **inputs) -> UnifiedEncoderOutput:
+        if encoder_outputs is None:
+            inputs = {k: v for k, v in inputs.items() if k != "segment_ids" or v is not None}
+            return self.encoder(**inputs, output_hidden_states=output_hidden_states,
+                                output_attentions=output_attentions, return_dict=True)
+        if not isinstance(encoder_outputs, UnifiedEncoderOutput):  # a tuple or a plain BaseModelOutput
+            encoder_outputs = UnifiedEncoderOutput(*tuple(encoder_outputs)[:3])
+        return encoder_outputs
+
+    def _decoder_states(self, encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask,
+                        decoder_inputs_embeds, past_key_values, use_cache, output_hidden_states, output_attentions,
+                        decoder_segment_ids=None):
+        """Our decoder over the encoder's output -> (states (B, Lt, D) after the final norm, hidden states or None,
+        the cache or None, self-attentions, cross-attentions)."""
+        if use_cache and past_key_values is None:
+            past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
+        if not use_cache:
+            past_key_values = None
+        layers = [_inner(layer) for layer in self.decoder.layers]
+        with AttentionRecorder((m.self_attn for m in layers), output_attentions) as own, \
+                AttentionRecorder((m.cross_attn for m in layers), output_attentions) as cross:
+            states, hidden = self.decoder(decoder_input_ids, encoder_outputs.last_hidden_state, encoder_mask,
+                                          attention_mask=decoder_attention_mask, past_key_values=past_key_values,
+                                          media=encoder_outputs.media, media_keep=encoder_outputs.media_keep,
+                                          output_hidden_states=output_hidden_states,
+                                          segment_ids=decoder_segment_ids,
+                                          encoder_segment_ids=encoder_outputs.segment_ids,
+                                          inputs_embeds=decoder_inputs_embeds)
+            return states, (tuple(hidden) if hidden else None), past_key_values, own.last(), cross.last()
+
+
+class UnifiedBaseModel(EncoderDecoderStack, UnifiedPreTrainedModel):
+    """The headless encoder-decoder (what `AutoModel` loads): media fused into the encoder, then the decoder;
+    `forward` returns `Seq2SeqModelOutput` with the decoder's last hidden states (B, Lt, D), no LM head. Its keys are
+    the LM's without `lm_head` / `embed_head`, so `UnifiedBaseModel.from_pretrained(lm_dir)` reads a trained model's
+    stack (the heads are reported unexpected)."""
+
+    _tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight",
+                          "decoder.embed_tokens.weight": "shared.weight"}
+
+    def __init__(self, config: UnifiedConfig):
+        super().__init__(config)
+        self._build_stack(config)
+        self._use_attn_implementation()
+        self.post_init()
+
+    def forward(self, input_ids=None, attention_mask=None, pixel_values=None, pixel_mask=None, frame_times=None,
+                frame_time_ids=None, audio_features=None, audio_mask=None, decoder_input_ids=None,
+                decoder_attention_mask=None, encoder_outputs=None, past_key_values=None, use_cache=None,
+                inputs_embeds=None, decoder_inputs_embeds=None, output_attentions=None, output_hidden_states=None,
+                return_dict=None, cache=None) -> Seq2SeqModelOutput:
+        past_key_values = _cache_arg(cache, past_key_values)
+        if (decoder_input_ids is None) == (decoder_inputs_embeds is None):
+            raise InputError("decoder_input_ids", None if decoder_input_ids is None else "given with embeds",
+                             "the headless model needs exactly one of decoder_input_ids / decoder_inputs_embeds "
+                             "(it has no labels to shift)")
+        output_attentions, output_hidden_states, return_dict = self._flags(output_attentions, output_hidden_states,
+                                                                           return_dict)
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        encoder_outputs = self._run_encoder(encoder_outputs, output_attentions, output_hidden_states,
+                                            input_ids=input_ids, attention_mask=attention_mask,
+                                            pixel_values=pixel_values, pixel_mask=pixel_mask,
+                                            frame_times=frame_times, frame_time_ids=frame_time_ids,
+                                            audio_features=audio_features, audio_mask=audio_mask,
+                                            inputs_embeds=inputs_embeds)
+        mask = encoder_outputs.attention_mask if encoder_outputs.attention_mask is not None else attention_mask
+        if self.lm is None:
+            states, hidden, cache, own, cross = self._decoder_states(
+                encoder_outputs, mask, decoder_input_ids, decoder_attention_mask, decoder_inputs_embeds,
+                past_key_values, use_cache, output_hidden_states, output_attentions)
+        else:  # the backbone's own decoder (every supported family takes these names)
+            out = self.lm.get_decoder()(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                                        encoder_hidden_states=encoder_outputs.last_hidden_state,
+                                        encoder_attention_mask=mask, inputs_embeds=decoder_inputs_embeds,
+                                        cache=past_key_values, use_cache=use_cache, return_dict=True,
+                                        output_attentions=output_attentions,
+                                        output_hidden_states=output_hidden_states)
+            states, hidden, cache = out.last_hidden_state, out.hidden_states, out.cache
+            own, cross = out.attentions, out.cross_attentions
+        out = Seq2SeqModelOutput(last_hidden_state=states, cache=cache, decoder_hidden_states=hidden,
+                                 decoder_attentions=own, cross_attentions=cross,
+                                 encoder_last_hidden_state=encoder_outputs.last_hidden_state,
+                                 encoder_hidden_states=encoder_outputs.hidden_states,
+                                 encoder_attentions=encoder_outputs.attentions)
+        return out if return_dict else out.to_tuple()
+
+
+class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedModel, GenerationMixin):
+    """The whole model: `forward` returns `Seq2SeqLMOutput`; `generate` does greedy, beam and sampling with a KV cache;
+    media are encoded once per `generate` call (they live in the encoder pass)."""
+
+    _tied_weights_keys = {"encoder.embed_tokens.weight": "shared.weight",
+                          "decoder.embed_tokens.weight": "shared.weight",
+                          "lm_head.weight": "shared.weight"}
+
+    def __init__(self, config: UnifiedConfig):
+        super().__init__(config)
+        t = config.text
+        self._build_stack(config)
+        if self.lm is None:
+            self.lm_head = nn.Linear(t.d_model, t.vocab_size, bias=False)
+        self.embed_head = EmbeddingHead(t.d_model, t.embed_dim, learn_temperature=True)
+        if self.generation_config is not None and self.generation_config.max_new_tokens is None:
+            self.generation_config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS  # not transformers' max_length=20
+        self._use_attn_implementation()
+        self.post_init()
+
+    def get_output_embeddings(self):
+        return self.lm_head if self.lm is None else self.lm.get_output_embeddings()
 
     def embed(self, input_ids=None, attention_mask=None, **media) -> torch.Tensor:
         """Inputs (text and/or media, as the processor gives them) -> (B, embed_dim) unit vectors: the encoder's
@@ -425,15 +586,25 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, pixel_mask=None, frame_times=None,
                 frame_time_ids=None, audio_features=None, audio_mask=None, decoder_input_ids=None,
                 decoder_attention_mask=None, labels=None, encoder_outputs=None, past_key_values=None,
-                use_cache=None, inputs_embeds=None, output_hidden_states=None, return_dict=None,
-                return_embeddings=False, cache=None, segment_ids=None, decoder_segment_ids=None, **kwargs):
-        # transformers 5's generate hands the running KV cache over as `cache` (`past_key_values` is the older
-        # name); dropping it would restart the decoder at position 0 with only the newest token at every step
-        past_key_values = past_key_values if past_key_values is not None else cache
-        for name in ("decoder_inputs_embeds", "output_attentions"):  # refused, never dropped
-            if kwargs.get(name) is not None and kwargs.get(name) is not False:
-                raise InputError(name, type(kwargs[name]).__name__, "not supported by this model yet; give "
-                                 "decoder_input_ids / leave attentions off (inputs_embeds for the encoder works)")
+                use_cache=None, inputs_embeds=None, decoder_inputs_embeds=None, output_attentions=None,
+                output_hidden_states=None, return_dict=None, return_embeddings=False, cache=None, segment_ids=None,
+                decoder_segment_ids=None, logits_to_keep=0, **kwargs):
+        """transformers' seq2seq forward, media included. `output_attentions` / `output_hidden_states` /
+        `return_dict` / `use_cache` default to the config's (`use_cache` only without `labels`: training keeps no
+        cache); `logits_to_keep` (int: the last n positions, 0 = all; or a 1-D index tensor) limits the head's
+        work. `return_embeddings=True` returns the retrieval embedding instead (`embed`)."""
+        past_key_values = _cache_arg(cache, past_key_values)
+        unknown = sorted(k for k, v in kwargs.items() if v is not None)
+        if unknown:  # refused, never dropped (generate's own bookkeeping arrives as None)
+            raise InputError(unknown[0], type(kwargs[unknown[0]]).__name__, "not an input of this model")
+        if decoder_input_ids is not None and decoder_inputs_embeds is not None:
+            raise InputError("decoder_inputs_embeds", tuple(decoder_inputs_embeds.shape), "give decoder_input_ids "
+                             "or decoder_inputs_embeds, not both")
+        output_attentions, output_hidden_states, return_dict = self._flags(output_attentions, output_hidden_states,
+                                                                           return_dict)
+        given_cache = use_cache  # a backbone applies its own default (T5Gemma's masks differ with and without)
+        if use_cache is None:
+            use_cache = self.config.use_cache and labels is None
         if (segment_ids is None) != (decoder_segment_ids is None) or (segment_ids is not None and (
                 return_embeddings or labels is None or decoder_input_ids is not None)):
             raise InputError("segment_ids", "packed examples", "packing takes segment_ids with decoder_segment_ids "
@@ -442,51 +613,51 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
             return self.embed(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
                               pixel_mask=pixel_mask, frame_times=frame_times, frame_time_ids=frame_time_ids,
                               audio_features=audio_features, audio_mask=audio_mask)
-        if encoder_outputs is None:
-            encoder_outputs = self.encoder(input_ids=input_ids, attention_mask=attention_mask,
-                                           pixel_values=pixel_values, pixel_mask=pixel_mask, frame_times=frame_times,
-                                           frame_time_ids=frame_time_ids, audio_features=audio_features,
-                                           audio_mask=audio_mask, inputs_embeds=inputs_embeds,
-                                           output_hidden_states=bool(output_hidden_states),
-                                           **({} if segment_ids is None else {"segment_ids": segment_ids}))
-        elif not isinstance(encoder_outputs, UnifiedEncoderOutput):
-            encoder_outputs = UnifiedEncoderOutput(last_hidden_state=encoder_outputs[0])
+        encoder_outputs = self._run_encoder(encoder_outputs, output_attentions, output_hidden_states,
+                                            input_ids=input_ids, attention_mask=attention_mask,
+                                            pixel_values=pixel_values, pixel_mask=pixel_mask,
+                                            frame_times=frame_times, frame_time_ids=frame_time_ids,
+                                            audio_features=audio_features, audio_mask=audio_mask,
+                                            inputs_embeds=inputs_embeds, segment_ids=segment_ids)
         encoder_mask = encoder_outputs.attention_mask
         if encoder_mask is None:
             encoder_mask = attention_mask
         if self.lm is not None:
-            return self._backbone_decode(encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask,
-                                         labels, past_key_values, use_cache, output_hidden_states)
+            out = self._backbone_decode(encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask,
+                                        decoder_inputs_embeds, labels, past_key_values, given_cache,
+                                        output_hidden_states, output_attentions, logits_to_keep)
+        else:
+            out = self._decode(encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask,
+                               decoder_inputs_embeds, decoder_segment_ids, labels, past_key_values, use_cache,
+                               output_hidden_states, output_attentions, logits_to_keep)
+        return out if return_dict else out.to_tuple()
+
+    def _decode(self, encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask,
+                decoder_inputs_embeds, decoder_segment_ids, labels, past_key_values, use_cache,
+                output_hidden_states, output_attentions, logits_to_keep) -> Seq2SeqLMOutput:
+        t = self.config.text
         if decoder_segment_ids is not None:
-            t = self.config.text
             decoder_input_ids = shift_right_segments(labels, decoder_segment_ids, t.decoder_start_token_id,
                                                      t.pad_token_id)
-        elif labels is not None and decoder_input_ids is None:
+        elif labels is not None and decoder_input_ids is None and decoder_inputs_embeds is None:
             decoder_input_ids = self._shift_right(labels)
-        if use_cache and past_key_values is None:
-            past_key_values = EncoderDecoderCache(DynamicCache(config=self.config), DynamicCache(config=self.config))
-        if not use_cache:
-            past_key_values = None
-        states, hidden = self.decoder(decoder_input_ids, encoder_outputs.last_hidden_state, encoder_mask,
-                                      attention_mask=decoder_attention_mask, past_key_values=past_key_values,
-                                      media=encoder_outputs.media,
-                                      media_keep=encoder_outputs.media_keep,
-                                      output_hidden_states=bool(output_hidden_states),
-                                      segment_ids=decoder_segment_ids,
-                                      encoder_segment_ids=encoder_outputs.segment_ids)
+        states, hidden, past_key_values, decoder_attentions, cross_attentions = self._decoder_states(
+            encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask, decoder_inputs_embeds,
+            past_key_values, use_cache, output_hidden_states, output_attentions, decoder_segment_ids)
         if self.config.tie_word_embeddings:
             # T5's rule for a tied head: scale by d_model ** -0.5, or the output side's large gradients swamp the
             # input embeddings and the encoder stops telling tokens apart
-            states = states * self.config.text.d_model ** -0.5
-        logits = self.lm_head(states)  # (B, Lt, V)
+            states = states * t.d_model ** -0.5
+        logits = self.lm_head(_keep(states, logits_to_keep))  # (B, Lt or kept, V)
         loss = None
         if labels is not None:  # cross-entropy; HL-Gauss over the ordered bins when text.ordinal_loss_sigma > 0
-            t = self.config.text
             loss = token_cross_entropy(logits, labels, t.ordinal_ranges, t.ordinal_loss_sigma)
         return Seq2SeqLMOutput(loss=loss, logits=logits, cache=past_key_values,
-                               decoder_hidden_states=tuple(hidden) if hidden else None,
+                               decoder_hidden_states=hidden, decoder_attentions=decoder_attentions,
+                               cross_attentions=cross_attentions,
                                encoder_last_hidden_state=encoder_outputs.last_hidden_state,
-                               encoder_hidden_states=encoder_outputs.hidden_states)
+                               encoder_hidden_states=encoder_outputs.hidden_states,
+                               encoder_attentions=encoder_outputs.attentions)
 
     def _prepare_cache_for_generation(self, *args, **kwargs):
         # The backbone knows its caches (T5Gemma: sliding self-attention, full cross-attention)
@@ -494,21 +665,44 @@ class UnifiedForConditionalGeneration(UnifiedPreTrainedModel, GenerationMixin):
             return self.lm._prepare_cache_for_generation(*args, **kwargs)
         return super()._prepare_cache_for_generation(*args, **kwargs)
 
-    def _backbone_decode(self, encoder_outputs, mask, decoder_input_ids, decoder_attention_mask, labels,
-                         past_key_values, use_cache, output_hidden_states):
+    def _backbone_decode(self, encoder_outputs, mask, decoder_input_ids, decoder_attention_mask,
+                         decoder_inputs_embeds, labels, past_key_values, use_cache, output_hidden_states,
+                         output_attentions, logits_to_keep) -> Seq2SeqLMOutput:
         # After our encoder pass (media fused): the backbone's decoder, head, cache and loss exactly as its own.
         states = BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state,
                                  hidden_states=encoder_outputs.hidden_states)
+        extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}  # not every family's forward has it
         out = self.lm(attention_mask=mask, encoder_outputs=states, decoder_input_ids=decoder_input_ids,
-                      decoder_attention_mask=decoder_attention_mask, labels=labels, cache=past_key_values,
-                      use_cache=use_cache, output_hidden_states=bool(output_hidden_states))
+                      decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds,
+                      labels=labels, cache=past_key_values, use_cache=use_cache, return_dict=True,
+                      output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions),
+                      **extra)
         loss, t = out.loss, self.config.text
         if labels is not None and t.ordinal_loss_sigma > 0:  # the backbone's own loss is plain cross-entropy
             loss = token_cross_entropy(out.logits, labels, t.ordinal_ranges, t.ordinal_loss_sigma)
         return Seq2SeqLMOutput(loss=loss, logits=out.logits, cache=out.cache,
                                decoder_hidden_states=out.decoder_hidden_states,
+                               decoder_attentions=out.decoder_attentions, cross_attentions=out.cross_attentions,
                                encoder_last_hidden_state=encoder_outputs.last_hidden_state,
-                               encoder_hidden_states=encoder_outputs.hidden_states)
+                               encoder_hidden_states=encoder_outputs.hidden_states,
+                               encoder_attentions=encoder_outputs.attentions)
+
+
+def _cache_arg(cache, past_key_values):
+    """transformers 5 hands the running KV cache over as `cache`; `past_key_values`, the older name, still works
+    with transformers' deprecation warning. Dropping either would restart the decoder at position 0 with only the
+    newest token at every step."""
+    if past_key_values is None:
+        return cache
+    warnings.warn("`past_key_values` is deprecated: pass the KV cache as `cache`", FutureWarning, stacklevel=3)
+    return past_key_values if cache is None else cache
+
+
+def _keep(states: torch.Tensor, logits_to_keep: int | torch.Tensor) -> torch.Tensor:
+    """(B, Lt, D) -> the positions the head scores: the last `logits_to_keep` (0 = all) or the given indices."""
+    if isinstance(logits_to_keep, torch.Tensor):
+        return states[:, logits_to_keep]
+    return states[:, -logits_to_keep:] if logits_to_keep else states
 
 
 def _in_dtype(x: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

@@ -124,6 +124,9 @@ class Task:
     example_row: ClassVar[Mapping[str, Any]] = {}  # a complete training row (registration runs the task on it)
     contrastive: ClassVar[bool] = False  # InfoNCE between `to_example` and `pair_example` instead of the LM loss
     increasing: ClassVar[tuple[tuple[int, int], ...]] = ()  # (later, earlier) answer tokens: later's bin is greater
+    # the longest "text" answer `Model.generate` / evaluation write when the caller gives no `max_new_tokens`; a run
+    # sets it per task with the common option `task_options: {caption: {max_new_tokens: 48}}`, saved with the model
+    max_new_tokens: int = 32
     layout: VocabLayout = VocabLayout()
 
     def __init__(self, **options: Any):
@@ -256,7 +259,8 @@ class Task:
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *, batch_size: int = 16,
-                 max_new_tokens: int = 32, progress: Any = None) -> tuple[dict[str, float], dict[str, Any]]:
+                 max_new_tokens: int | None = None, progress: Any = None
+                 ) -> tuple[dict[str, float], dict[str, Any]]:
         """(metrics, details) on `rows`: each row answered (`unified.task_zoo.decoding.predict`) and scored;
         an "embed" task ranks the split's pair texts for each row (`unified.task_zoo.evaluation.pair_metrics`)."""
         from unified.task_zoo.decoding import predict

@@ -48,15 +48,17 @@ def bin_ids(grammar: str, tokenizer: Any) -> range:
     return {"loc": tokenizer.loc_ids, "time": tokenizer.time_ids, "val": tokenizer.val_ids}[grammar]
 
 
-def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens: int = 32
+def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens: int | None = None
                ) -> tuple[tuple, dict[str, Any]]:
-    """(group key, `generate` keyword arguments) for one row under its task's grammar."""
+    """(group key, `generate` keyword arguments) for one row under its task's grammar. A "text" answer is capped at
+    `max_new_tokens`, or the task's own `max_new_tokens` when that is None."""
     grammar, eos = task.grammar, tokenizer.eos_token_id
     if grammar == "text":
         # pad is closed; bos is not, since some backbones (BART) force it as the first answer token
         closed = {tokenizer.pad_token_id} - {eos, None}
         text_only = TextOnlyLogitsProcessor(tokenizer.first_non_text_id, closed)
-        return ("text",), {"max_new_tokens": max_new_tokens, "logits_processor": [text_only]}
+        limit = task.max_new_tokens if max_new_tokens is None else max_new_tokens
+        return ("text",), {"max_new_tokens": limit, "logits_processor": [text_only]}
     if grammar in FIXED_LENGTH:
         ids = bin_ids(grammar, tokenizer)
         count, bins = task.answer_length(row), task.allowed_bins(row)
@@ -89,7 +91,7 @@ def _groups(keys: Sequence[tuple]) -> dict[tuple, list[int]]:
 
 @torch.no_grad()
 def generate_texts(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
-                   batch_size: int = 16, max_new_tokens: int = 32, num_beams: int = 1,
+                   batch_size: int = 16, max_new_tokens: int | None = None, num_beams: int = 1,
                    on_batch: Callable[[int], None] | None = None, distributions: list | None = None) -> list[str]:
     """Rows -> generated text per row, each under its grammar (rows grouped by constraint, batched). Given a list as
     `distributions`, it is filled with each row's (steps, bins) probabilities over its grammar's bins at every step

@@ -128,7 +128,7 @@ def pair_metrics(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[s
 
 
 def evaluate_task(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
-                  batch_size: int = 16, max_new_tokens: int = 32, progress: Any = None
+                  batch_size: int = 16, max_new_tokens: int | None = None, progress: Any = None
                   ) -> tuple[dict[str, float], dict[str, Any]]:
     """(metrics, details) of one task on its rows (`Task.evaluate`)."""
     return task.evaluate(model, processor, rows, batch_size=batch_size, max_new_tokens=max_new_tokens,
@@ -138,7 +138,7 @@ def evaluate_task(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[
 def evaluate(model: Any, processor: Any, data: Mapping[str, Sequence[Mapping[str, Any]]], *,
              tasks: Sequence[str] | None = None, weights: Mapping[str, float] | None = None,
              task_options: Mapping[str, Mapping[str, Any]] | None = None, batch_size: int = 16,
-             max_new_tokens: int = 32, max_rows: int | None = None, ablate: bool = False, seed: int = 0,
+             max_new_tokens: int | None = None, max_rows: int | None = None, ablate: bool = False, seed: int = 0,
              progress: bool = True) -> EvalResult:
     """Evaluate `model` on `data` ({task name: rows}); see the module docstring.
 

@@ -100,6 +100,9 @@ def _lookup(name: str) -> type[Task]:
     return TASKS[name]
 
 
+COMMON_OPTIONS = ("max_new_tokens",)  # options every task takes (`Task.max_new_tokens`), set here, not by the task
+
+
 def build_tasks(names: Iterable[str], task_options: Mapping[str, Mapping[str, Any]] | None = None,
                 layout: VocabLayout | None = None) -> dict[str, Task]:
     """{name: task} built with each task's configured options and the vocabulary's layout: the one way every
@@ -116,11 +119,18 @@ def build_tasks(names: Iterable[str], task_options: Mapping[str, Mapping[str, An
         if not isinstance(given, Mapping):
             raise ConfigError(f"task_options.{name}", given, "expected a mapping of option names to values")
         _lookup(name)  # an unknown task is an InputError naming it, not an options problem
+        own = {key: value for key, value in given.items() if key not in COMMON_OPTIONS}
         try:
-            tasks[name] = get_task(name, layout, **dict(given))
+            tasks[name] = get_task(name, layout, **own)
         except (InputError, TypeError) as err:
             reason = err.reason if isinstance(err, InputError) else str(err)
             raise ConfigError(f"task_options.{name}", dict(given), reason) from err
+        if "max_new_tokens" in given:
+            limit = given["max_new_tokens"]
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ConfigError(f"task_options.{name}.max_new_tokens", limit, "expected a positive whole number "
+                                  "of tokens")
+            tasks[name].max_new_tokens = limit
     return tasks
 
 
