@@ -266,3 +266,17 @@ def test_headless_model_equals_the_backbones_own_base_model(pair):
         theirs = reference(input_ids=ids, attention_mask=mask, decoder_input_ids=targets).last_hidden_state
     assert mine.shape == theirs.shape == (2, 3, 32)
     assert (mine - theirs).abs().max().item() <= 1e-5
+
+
+def test_attentions_and_tuples_pass_through_to_the_backbone(pair):
+    family, _, ref, ours = pair
+    ids, mask, labels = _batch(PAD[family])
+    with torch.no_grad():
+        a = ours(input_ids=ids, attention_mask=mask, labels=labels, output_attentions=True)
+        b = ref(input_ids=ids, attention_mask=mask, labels=labels, output_attentions=True)
+        loss, logits = ours(input_ids=ids, attention_mask=mask, labels=labels, return_dict=False)[:2]
+    for name in ("encoder_attentions", "decoder_attentions", "cross_attentions"):
+        mine, theirs = getattr(a, name), getattr(b, name)
+        assert mine is not None and len(mine) == len(theirs), name
+        assert all((x - y).abs().max() <= 1e-5 for x, y in zip(mine, theirs)), name
+    assert torch.equal(loss, a.loss) and torch.equal(logits, a.logits)

@@ -239,3 +239,17 @@ def test_a_tasks_max_new_tokens_option_caps_its_answers(saved, media, monkeypatc
     assert asked == [3, 5, 32]
     with pytest.raises(ConfigError, match="max_new_tokens"):
         build_tasks(["caption"], {"caption": {"max_new_tokens": 0}}, model.processor.tokenizer.layout)
+
+
+def test_static_cache_generates_the_dynamic_caches_tokens():
+    """`cache_implementation="static"` preallocates the keys; the unwritten slots must not be attended to (they once
+    were: the answers changed silently)."""
+    _, processor, network = tiny_stack()
+    network.eval()
+    batch = processor([{"text": "a red circle moves left", "target": "x"}, {"text": "up", "target": "x"}])
+    batch.pop("labels")
+    for beams in (1, 3):
+        kwargs = {"max_new_tokens": 5, "min_new_tokens": 5, "do_sample": False, "num_beams": beams}
+        dynamic = network.generate(**batch, **kwargs)
+        static = network.generate(**batch, cache_implementation="static", **kwargs)
+        assert torch.equal(static, dynamic), beams

@@ -139,7 +139,8 @@ class Attention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, E)
 
-    def forward(self, x, *, mask=None, causal=False, rotary=None, context=None, past_key_values=None):
+    def forward(self, x, *, mask=None, causal=False, rotary=None, context=None, past_key_values=None, length=None):
+        """`length`: with a KV cache, how many keys hold tokens after this call (start + new)."""
         q = self._heads(self.q_proj(x))  # (B, H, Lq, E)
         cache = past_key_values
         if self.is_cross:
@@ -151,6 +152,7 @@ class Attention(nn.Module):
                 if isinstance(cache, EncoderDecoderCache):
                     k, v = cache.cross_attention_cache.update(k, v, self.layer_idx)
                     cache.is_updated[self.layer_idx] = True
+            k, v = k[:, :, :context.shape[1]], v[:, :, :context.shape[1]]  # a static cache is allocated longer
         else:
             k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
             if rotary is not None:
@@ -158,6 +160,8 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
             if isinstance(cache, EncoderDecoderCache):
                 k, v = cache.self_attention_cache.update(k, v, self.layer_idx)
+                if length is not None and k.shape[-2] > length:  # a static cache: keys past the tokens so far are
+                    k, v = k[:, :, :length], v[:, :, :length]  # unwritten slots
         if self.record is not None:  # output_attentions: the written-out path, which has the probabilities
             out, probs = eager_attention(q, k, v, mask=mask, causal=causal, dropout=self.dropout,
                                          training=self.training, return_probs=True)
@@ -198,9 +202,9 @@ class DecoderLayer(GradientCheckpointingLayer):
         self.mlp = GatedMLP(d, config.d_ff, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, self_mask, rotary, encoder_states, encoder_mask, past_key_values=None):
+    def forward(self, x, self_mask, rotary, encoder_states, encoder_mask, past_key_values=None, length=None):
         x = x + self.dropout(self.self_attn(self.attn_norm(x), mask=self_mask, causal=True, rotary=rotary,
-                                            past_key_values=past_key_values))
+                                            past_key_values=past_key_values, length=length))
         x = x + self.dropout(self.cross_attn(self.cross_norm(x), mask=encoder_mask, context=encoder_states,
                                              past_key_values=past_key_values))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))

@@ -338,8 +338,9 @@ class UnifiedDecoder(nn.Module):
                 media=None, media_keep=None, output_hidden_states=False, segment_ids=None, encoder_segment_ids=None,
                 inputs_embeds=None):
         x = self.dropout(self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds)  # (B, Lt, D)
-        start = past_key_values.get_seq_length() if past_key_values is not None else 0
-        positions = torch.arange(start, start + x.shape[1], device=x.device)
+        start = int(past_key_values.get_seq_length()) if past_key_values is not None else 0
+        length = start + x.shape[1]  # keys that hold tokens once this step is cached
+        positions = torch.arange(start, length, device=x.device)
         rotary = self.rotary(positions, x.dtype)
         self_mask = _key_mask(attention_mask)
         if self_mask is not None and self_mask.shape[-1] != start + x.shape[1]:
@@ -355,9 +356,9 @@ class UnifiedDecoder(nn.Module):
         for layer in self.layers:
             args = (x, self_mask, rotary, encoder_states, cross_mask)
             if isinstance(layer, FusedLayer):
-                x = layer(*args, past_key_values=past_key_values, media=media, media_mask=media_mask)
+                x = layer(*args, past_key_values=past_key_values, length=length, media=media, media_mask=media_mask)
             else:
-                x = layer(*args, past_key_values=past_key_values)
+                x = layer(*args, past_key_values=past_key_values, length=length)
             if output_hidden_states:
                 hidden.append(x)
         return self.norm(x), hidden
