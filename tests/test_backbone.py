@@ -280,3 +280,17 @@ def test_attentions_and_tuples_pass_through_to_the_backbone(pair):
         assert mine is not None and len(mine) == len(theirs), name
         assert all((x - y).abs().max() <= 1e-5 for x, y in zip(mine, theirs)), name
     assert torch.equal(loss, a.loss) and torch.equal(logits, a.logits)
+
+
+def test_a_bf16_load_puts_the_backbone_in_bf16(pair, tmp_path):
+    """`from_pretrained(dtype=torch.bfloat16)` once left the whole backbone in float32 (it was built in the dtype its
+    own config.json names); only the family's `_keep_in_fp32_modules` (T5's `wo`) stay float32 now."""
+    import re
+
+    _, _, _, ours = pair
+    ours.save_pretrained(tmp_path)
+    loaded = UnifiedModel.from_pretrained(tmp_path, dtype=torch.bfloat16)
+    keep = loaded.lm._keep_in_fp32_modules | loaded.lm._keep_in_fp32_modules_strict
+    wrong = [name for name, p in loaded.named_parameters() if p.dtype != torch.bfloat16
+             and not any(re.search(rf"(?:^|\.){k}(?:\.|$)", name) for k in keep)]
+    assert wrong == [] and sum(p.numel() for p in loaded.lm.parameters() if p.dtype == torch.bfloat16) > 0

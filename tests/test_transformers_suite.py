@@ -1,5 +1,6 @@
 """transformers' own common model tests (`ModelTesterMixin`, `ConfigTester`) on `UnifiedBaseModel` and
-`UnifiedForConditionalGeneration`, through a T5-style tester with a tiny text-only config.
+`UnifiedForConditionalGeneration`, through a T5-style tester with a tiny text-only config: once on our own
+encoder-decoder, once on a tiny random T5 checkpoint as the pretrained backbone.
 
 The tests are read from the sdist of the installed transformers version (`pip download`, cached under
 `$UNIFIED_CACHE` or `~/.cache/unified`). The sdist ships `tests/test_modeling_common.py` and
@@ -11,11 +12,14 @@ not apply and why. Without the network and without a cached copy the module is s
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import unittest
 from dataclasses import asdict
 from pathlib import Path
@@ -138,7 +142,8 @@ class UnifiedCommonTest(common.ModelTesterMixin, unittest.TestCase):
     def setUp(self):
         self.model_tester = UnifiedModelTester(self)
         # the whole text sub-config, so the round-trip checks compare every field
-        self.config_tester = ConfigTester(self, config_class=UnifiedConfig, text=asdict(self.model_tester.get_config().text))
+        self.config_tester = ConfigTester(self, config_class=UnifiedConfig,
+                                          text=asdict(self.model_tester.get_config().text))
 
     def test_config(self):
         self.config_tester.run_common_tests()
@@ -152,3 +157,33 @@ class UnifiedCommonTest(common.ModelTesterMixin, unittest.TestCase):
                    "generate is tested in tests/test_model.py, test_backbone.py and test_conventions.py")
     def test_generation_tester_mixin_inheritance(self):
         pass
+
+
+def _t5_checkpoint() -> str:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    directory = tempfile.mkdtemp(prefix="t5-tiny-")
+    atexit.register(shutil.rmtree, directory, True)
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(T5Config(vocab_size=99, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                        decoder_start_token_id=0, relative_attention_num_buckets=8)
+                               ).save_pretrained(directory)
+    return directory
+
+
+class BackboneModelTester(UnifiedModelTester):
+    """The same inputs; the model is built on a pretrained T5 (its text stack kept whole under `lm.`)."""
+
+    checkpoint: str | None = None
+
+    def get_config(self) -> UnifiedConfig:
+        if BackboneModelTester.checkpoint is None:
+            BackboneModelTester.checkpoint = _t5_checkpoint()
+        return UnifiedConfig.preset("tiny", text={"pretrained_path": self.checkpoint}, fusion={"mode": "xattn"})
+
+
+class UnifiedOnT5CommonTest(UnifiedCommonTest):
+    def setUp(self):
+        self.model_tester = BackboneModelTester(self)
+        self.config_tester = ConfigTester(self, config_class=UnifiedConfig,
+                                          text=asdict(self.model_tester.get_config().text))

@@ -99,13 +99,24 @@ def build_backbone_config(backbone: dict[str, Any], vocab_size: int):
     return cfg
 
 
-def build_lm(backbone: dict[str, Any], vocab_size: int) -> nn.Module:
-    """transformers' seq2seq LM of that config, its vocabulary grown to `vocab_size` (random weights)."""
+def build_lm(backbone: dict[str, Any], vocab_size: int, attn_implementation: str | None = None) -> nn.Module:
+    """transformers' seq2seq LM of that config, its vocabulary grown to `vocab_size` (random weights), with the
+    attention implementation our model was asked for (None: transformers' default)."""
     from transformers import AutoModelForSeq2SeqLM
 
     cfg = build_backbone_config(backbone, vocab_size)
+    # in the dtype being built (`from_pretrained(..., dtype=torch.bfloat16)` sets it), not the one the backbone's own
+    # config.json names: that left a bf16 load's whole backbone in float32
+    dtype = torch.get_default_dtype()
     try:
-        return AutoModelForSeq2SeqLM.from_config(cfg)
+        try:
+            return AutoModelForSeq2SeqLM.from_config(cfg, attn_implementation=attn_implementation, dtype=dtype)
+        except ValueError:
+            if attn_implementation != "sdpa":
+                raise
+            # "sdpa" is our default; a family without it (T5Gemma) takes its own default, as transformers does
+            # (from a fresh config: the refused call has already written "sdpa" into this one)
+            return AutoModelForSeq2SeqLM.from_config(build_backbone_config(backbone, vocab_size), dtype=dtype)
     except Exception as exc:
         raise ConfigError("text.backbone", backbone.get("model_type"), f"could not build the model: {exc}") from exc
 

@@ -374,7 +374,7 @@ class EncoderDecoderStack:
         if t.backbone:  # a pretrained encoder-decoder (unified.model.backbone), kept whole under `lm.`
             from unified.model.backbone import build_lm
 
-            self.lm = build_lm(t.backbone, t.vocab_size)
+            self.lm = build_lm(t.backbone, t.vocab_size, config._attn_implementation)
             self.encoder = BackboneEncoder(config, self.lm)
             self.generation_config = copy.deepcopy(self.lm.generation_config)  # BART's forced eos, for instance
             self._tied_weights_keys = {}  # the backbone ties (or not) its own embeddings
@@ -569,6 +569,12 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
 
     def get_output_embeddings(self):
         return self.lm_head if self.lm is None else self.lm.get_output_embeddings()
+
+    def set_output_embeddings(self, new_embeddings):
+        if self.lm is None:
+            self.lm_head = new_embeddings
+        else:
+            self.lm.set_output_embeddings(new_embeddings)
 
     def embed(self, input_ids=None, attention_mask=None, **media) -> torch.Tensor:
         """Inputs (text and/or media, as the processor gives them) -> (B, embed_dim) unit vectors: the encoder's

@@ -50,7 +50,7 @@ def read_backbone_config(path: str | Path, field: str, part: str | None = None) 
         holder = config if getattr(config, part, None) is not None else getattr(config, "encoder", None)
         if holder is not None and getattr(holder, part, None) is not None:
             config = getattr(holder, part)
-    return config.to_dict()
+    return json.loads(config.to_json_string(use_diff=False))  # as config.json will hold it (id2label keys: str)
 
 
 def build_config(backbone: Mapping[str, Any], field: str):
