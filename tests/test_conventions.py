@@ -253,3 +253,34 @@ def test_static_cache_generates_the_dynamic_caches_tokens():
         dynamic = network.generate(**batch, **kwargs)
         static = network.generate(**batch, cache_implementation="static", **kwargs)
         assert torch.equal(static, dynamic), beams
+
+
+def test_a_static_cache_decoding_step_traces_as_one_graph():
+    """`torch.compile(fullgraph=True)` captures a decoding step on a static cache (no data-dependent Python:
+    dynamo raises on any graph break), and the captured steps give the eager steps' logits."""
+    from transformers.cache_utils import EncoderDecoderCache, StaticCache
+
+    _, processor, network = tiny_stack()
+    network.eval()
+    batch = processor([{"text": "a red circle moves left", "target": "x"}, {"text": "up", "target": "x"}])
+    batch.pop("labels")
+
+    def cache(encoder_length):
+        return EncoderDecoderCache(StaticCache(config=network.config, max_cache_len=6),
+                                   StaticCache(config=network.config, max_cache_len=encoder_length))
+
+    torch._dynamo.reset()
+    step = torch.compile(network.forward, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        encoded = network.get_encoder()(**batch)
+        eager_cache, compiled_cache = (cache(encoded.last_hidden_state.shape[1]) for _ in range(2))
+        tokens = torch.zeros(2, 1, dtype=torch.long)  # the decoder start
+        for _ in range(4):
+            kwargs = {"encoder_outputs": encoded, "attention_mask": batch["attention_mask"],
+                      "decoder_input_ids": tokens, "use_cache": True}
+            eager = network(**kwargs, cache=eager_cache).logits
+            compiled = step(**kwargs, cache=compiled_cache).logits
+            assert torch.allclose(compiled, eager, atol=1e-5)
+            tokens = eager[:, -1:].argmax(-1)
+    torch._dynamo.reset()
+    assert int(compiled_cache.get_seq_length()) == 4

@@ -83,10 +83,11 @@ class RotaryEmbedding(nn.Module):
         return inv_freq
 
     def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions (L,) long -> cos, sin (L, E) in `dtype`."""
-        needed = int(positions.max()) + 1 if positions.numel() else 1
+        """positions (L,) long -> cos, sin (L, E) in `dtype`. The table covers `max_position_embeddings` from the
+        start and grows past it on demand (not while compiling: there it must already cover the positions)."""
+        needed = 1 if torch.compiler.is_compiling() or not positions.numel() else int(positions.max()) + 1
         if self._cos is None or self._cos.shape[0] < needed or self._cos.device != positions.device:
-            length = max(needed, 256)
+            length = max(needed, self.config.max_position_embeddings)
             t = torch.arange(length, device=self.inv_freq.device, dtype=torch.float32)
             freqs = torch.outer(t, self.inv_freq)  # (L, E/2)
             emb = torch.cat([freqs, freqs], dim=-1)  # (L, E)
@@ -139,8 +140,7 @@ class Attention(nn.Module):
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, E)
 
-    def forward(self, x, *, mask=None, causal=False, rotary=None, context=None, past_key_values=None, length=None):
-        """`length`: with a KV cache, how many keys hold tokens after this call (start + new)."""
+    def forward(self, x, *, mask=None, causal=False, rotary=None, context=None, past_key_values=None):
         q = self._heads(self.q_proj(x))  # (B, H, Lq, E)
         cache = past_key_values
         if self.is_cross:
@@ -160,8 +160,6 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
             if isinstance(cache, EncoderDecoderCache):
                 k, v = cache.self_attention_cache.update(k, v, self.layer_idx)
-                if length is not None and k.shape[-2] > length:  # a static cache: keys past the tokens so far are
-                    k, v = k[:, :, :length], v[:, :, :length]  # unwritten slots
         if self.record is not None:  # output_attentions: the written-out path, which has the probabilities
             out, probs = eager_attention(q, k, v, mask=mask, causal=causal, dropout=self.dropout,
                                          training=self.training, return_probs=True)
@@ -202,9 +200,10 @@ class DecoderLayer(GradientCheckpointingLayer):
         self.mlp = GatedMLP(d, config.d_ff, config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, self_mask, rotary, encoder_states, encoder_mask, past_key_values=None, length=None):
-        x = x + self.dropout(self.self_attn(self.attn_norm(x), mask=self_mask, causal=True, rotary=rotary,
-                                            past_key_values=past_key_values, length=length))
+    def forward(self, x, self_mask, rotary, encoder_states, encoder_mask, past_key_values=None, causal=True):
+        # causal=False: `self_mask` already says which keys each query sees (a static cache's slots)
+        x = x + self.dropout(self.self_attn(self.attn_norm(x), mask=self_mask, causal=causal, rotary=rotary,
+                                            past_key_values=past_key_values))
         x = x + self.dropout(self.cross_attn(self.cross_norm(x), mask=encoder_mask, context=encoder_states,
                                              past_key_values=past_key_values))
         return x + self.dropout(self.mlp(self.mlp_norm(x)))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Self
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
@@ -66,10 +67,17 @@ class FusedLayer(nn.Module):
 
 
 def _key_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    # (B, L) 0/1 -> bool (B, 1, 1, L), or None when nothing is padded (lets SDPA take its unmasked fast path).
-    if attention_mask is None or bool(attention_mask.all()):
+    # (B, L) 0/1 -> bool (B, 1, 1, L), or None when nothing is padded (lets SDPA take its unmasked fast path; not
+    # while compiling, where that test would be data-dependent Python)
+    if attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask.all())):
         return None
     return attention_mask.bool()[:, None, None, :]
+
+
+def _is_static(cache) -> bool:
+    """A preallocated (static) self-attention cache: its keys are as long as the cache, written or not."""
+    return isinstance(cache, EncoderDecoderCache) and bool(getattr(cache.self_attention_cache, "is_compileable",
+                                                                    False))
 
 
 class AttentionRecorder:
@@ -338,13 +346,28 @@ class UnifiedDecoder(nn.Module):
                 media=None, media_keep=None, output_hidden_states=False, segment_ids=None, encoder_segment_ids=None,
                 inputs_embeds=None):
         x = self.dropout(self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds)  # (B, Lt, D)
-        start = int(past_key_values.get_seq_length()) if past_key_values is not None else 0
-        length = start + x.shape[1]  # keys that hold tokens once this step is cached
-        positions = torch.arange(start, length, device=x.device)
+        # tokens already cached: an int (dynamic cache) or a 0-d tensor (static cache; kept a tensor, so a compiled
+        # decoding step has no data-dependent Python)
+        start = past_key_values.get_seq_length() if past_key_values is not None else 0
+        positions = torch.arange(x.shape[1], device=x.device) + start  # (Lt,)
         rotary = self.rotary(positions, x.dtype)
-        self_mask = _key_mask(attention_mask)
-        if self_mask is not None and self_mask.shape[-1] != start + x.shape[1]:
-            self_mask = None  # a mask for the new tokens only: causal order already covers them
+        causal = True
+        if attention_mask is not None and attention_mask.dim() == 4:
+            # transformers' prepared mask (B, 1, Lt, Lk), bool or additive; generate passes one with a static cache
+            self_mask = attention_mask if attention_mask.dtype == torch.bool else attention_mask == 0
+            causal = False  # it holds the causal order (transformers' convention for a 4-D mask)
+        elif _is_static(past_key_values):
+            # preallocated keys: query i (at start + i) sees the slots up to its own position, never unwritten ones
+            slots = torch.arange(past_key_values.self_attention_cache.get_max_length(), device=x.device)
+            self_mask = (slots[None, :] <= positions[:, None])[None, None]  # (1, 1, Lt, Lmax)
+            if attention_mask is not None:  # (B, written so far): padding, with the unwritten slots closed
+                keep = F.pad(attention_mask.bool(), (0, slots.shape[0] - attention_mask.shape[-1]))
+                self_mask = self_mask & keep[:, None, None, :]
+            causal = False
+        else:
+            self_mask = _key_mask(attention_mask)
+            if self_mask is not None and self_mask.shape[-1] != start + x.shape[1]:
+                self_mask = None  # a mask for the new tokens only: causal order already covers them
         cross_mask = _key_mask(encoder_mask)
         if segment_ids is not None:  # packed examples: each sees its own targets and its own encoder positions
             self_mask = segment_mask(segment_ids, segment_ids)
@@ -356,9 +379,9 @@ class UnifiedDecoder(nn.Module):
         for layer in self.layers:
             args = (x, self_mask, rotary, encoder_states, cross_mask)
             if isinstance(layer, FusedLayer):
-                x = layer(*args, past_key_values=past_key_values, length=length, media=media, media_mask=media_mask)
+                x = layer(*args, past_key_values=past_key_values, causal=causal, media=media, media_mask=media_mask)
             else:
-                x = layer(*args, past_key_values=past_key_values, length=length)
+                x = layer(*args, past_key_values=past_key_values, causal=causal)
             if output_hidden_states:
                 hidden.append(x)
         return self.norm(x), hidden
