@@ -52,6 +52,9 @@ class SyntheticSection:
 class DataSection:
     train_dir: str | None = None
     eval_dir: str | None = None
+    # hold back this fraction of each task's training rows (seeded by `seed`) as the evaluation set when there is no
+    # eval_dir: in-loop evaluation, `best/` and the dynamic mixture then read rows the model never trained on
+    validation_split: float = 0.0
     synthetic: SyntheticSection | None = None  # written under output_dir/data when no train_dir is given
     tasks: list | None = None  # default: every task with a file
     budget: dict = field(default_factory=dict)  # media budget of every task of this data (`budgets` per task wins)
@@ -197,6 +200,12 @@ class TrainConfig:
         if self.lora.enabled and not uses_lora:
             raise ConfigError("stages", [s.train for s in self.stages],
                               "lora.enabled but no stage trains the 'lora' group")
+        d = self.data
+        synthetic_eval = d.train_dir is None and d.synthetic is not None and d.synthetic.n_eval > 0
+        if d.validation_split and (d.eval_dir is not None or synthetic_eval):
+            raise ConfigError("data.validation_split", d.validation_split, "the run already has held-out rows ("
+                              + ("data.eval_dir" if d.eval_dir is not None else "data.synthetic.n_eval")
+                              + "): use one or the other")
         if self.data.train_dir is None and self.data.synthetic is None and self.model.init_from is None:
             raise ConfigError("data", "train_dir/synthetic", "give data.train_dir or a data.synthetic section")
         from unified.tokenizers.layout import VocabLayout
@@ -230,6 +239,8 @@ def number_rules(cfg: TrainConfig) -> list[tuple[str, Any, Any, str]]:
         ("data.num_workers", d.num_workers, at_least_0, "expected worker processes >= 0 (0 = none)"),
         ("data.prefetch", d.prefetch, at_least_1, "expected batches per worker >= 1"),
         ("data.length_buckets", d.length_buckets, at_least_0, "expected steps per bucket >= 0 (0 = off)"),
+        ("data.validation_split", d.validation_split, lambda x: _real(x) and 0 <= x < 1,
+         "expected a fraction of the training rows in [0, 1) (0 = none)"),
         ("eval.every", cfg.eval.every, at_least_0, "expected steps >= 0 (0 = only at the end)"),
         ("eval.max_rows", cfg.eval.max_rows, at_least_1, "expected >= 1"),
         ("eval.batch_size", cfg.eval.batch_size, at_least_1, "expected >= 1"),
@@ -298,7 +309,8 @@ def inert_settings(cfg: TrainConfig) -> list[tuple[str, Any, str]]:
         reason = f"resampler.mode {mode!r} does not use it" + ("" if audio_perceiver else
                                                                 " (nor does audio.resampler 'pool')")
         found.append((f"model.resampler.{key}", m.resampler[key], reason))
-    held_out = cfg.data.eval_dir is not None or (cfg.data.synthetic is not None and cfg.data.synthetic.n_eval > 0)
+    held_out = (cfg.data.eval_dir is not None or cfg.data.validation_split > 0
+                or (cfg.data.synthetic is not None and cfg.data.synthetic.n_eval > 0))
     if cfg.mixture.strategy == "dynamic" and held_out and not cfg.eval.every:
         reason = ("mixture.strategy 'dynamic' follows held-out scores, measured every eval.every steps; with 0 it "
                   "would stay uniform: set eval.every")

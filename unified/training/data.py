@@ -54,7 +54,29 @@ def load_training_data(cfg: Any, log=print) -> tuple[dict[str, list], dict[str, 
         train = _media_checked(train, train_dir, d.skip_bad_rows, log)
         if evaluation:
             evaluation = _media_checked(evaluation, eval_dir, d.skip_bad_rows, log)
+    if d.validation_split:
+        train, evaluation = hold_out(train, d.validation_split, cfg.seed, log)
     return train, evaluation
+
+
+def hold_out(rows: dict[str, list], fraction: float, seed: int, log=print) -> tuple[dict[str, list], dict[str, list]]:
+    """({task: training rows}, {task: validation rows}): round(fraction * n) of each task's rows, at least 1 of a task
+    with two or more, drawn with `random.Random(f"{seed}:{task}")`; both parts keep the files' order."""
+    from unified.data.shards import ShardedRows
+    from unified.errors import ConfigError
+
+    kept, held = {}, {}
+    for task, task_rows in rows.items():
+        if isinstance(task_rows, ShardedRows):
+            raise ConfigError("data.validation_split", fraction, f"{task}: tar shards are read in place; pack a "
+                              "validation split as its own shards and give it as data.eval_dir")
+        n = len(task_rows)
+        count = min(n - 1, max(1, round(fraction * n))) if n >= 2 else 0
+        chosen = set(random.Random(f"{seed}:{task}").sample(range(n), count))
+        kept[task] = [row for i, row in enumerate(task_rows) if i not in chosen]
+        held[task] = [row for i, row in enumerate(task_rows) if i in chosen]
+        log(f"{task}: {count} of {n} training rows held back for validation (data.validation_split {fraction})")
+    return kept, {task: part for task, part in held.items() if part}
 
 
 def _media_checked(data: dict[str, list], directory: Any, skip: bool, log) -> dict[str, list]:
