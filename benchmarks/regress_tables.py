@@ -54,12 +54,16 @@ VARIANTS = {  # label -> config overrides on top of the smoke preset
 
 
 def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(VARIANTS),
-        early_stop: bool = False) -> dict[str, float]:
+        early_stop: bool = False, ensemble: int = 1) -> dict[str, float]:
     """With `early_stop`, a fifth of the training rows is held back as a validation split, evaluated every 50
-    steps (`decode: mean`), and the checkpoint best on it (`best/`) is scored on the test split."""
+    steps (`decode: mean`), and the checkpoint best on it (`best/`) is scored on the test split. With `ensemble`
+    K > 1, each variant also trains K - 1 more models (training seeds `seed` * 100 + k: other initialisations and
+    row orders, the same split) and the mean of the K models' `decode: mean` answers is scored as well."""
     from sklearn.linear_model import LinearRegression
 
     from unified import Model
+    from unified.task_zoo import build_tasks
+    from unified.task_zoo.decoding import predict
     from unified.training import load_config, train
 
     x, y = table(name)
@@ -86,21 +90,32 @@ def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(
                                                           rows(x[index], y[index], low, high, bounds)))
         for label in variants:
             extra = VARIANTS[label]
-            out = Path(tmp) / label.replace(" ", "_")
-            random.seed(seed)
-            selection = ([f"data.eval_dir={Path(tmp) / 'val'}", "eval.every=50", f"eval.max_rows={len(val_i)}",
-                          "task_options={regress: {decode: mean}}"] if early_stop else
-                         [f"data.eval_dir={Path(tmp) / 'test'}", "eval.every=0", "eval.max_rows=8"])
-            cfg = load_config(SMOKE, [f"output_dir={out}", f"data.train_dir={Path(tmp) / 'train'}",
-                                      "data.synthetic=null", "data.tasks=[regress]", f"optim.max_steps={steps}",
-                                      "optim.warmup_steps=50", "checkpoint.every=0", "log_with=none",
-                                      "tokenizer.text_vocab_size=60", *selection, *extra])
-            train(cfg, progress=False)
-            model = Model.from_pretrained(out / ("best" if early_stop else "final"))
-            for decode in ("argmax", "mean"):
-                model.task_options["regress"] = {"scale": "range", "decode": decode}
-                metrics = model.evaluate({"regress": test_rows}, progress=False).metrics["regress"]
-                result[f"{label}, {decode}"] = float(metrics["mae"])
+            answers = []
+            for k in range(ensemble):
+                out = Path(tmp) / f"{label.replace(' ', '_')}-{k}"
+                random.seed(seed)
+                selection = ([f"data.eval_dir={Path(tmp) / 'val'}", "eval.every=50", f"eval.max_rows={len(val_i)}",
+                              "task_options={regress: {decode: mean}}"] if early_stop else
+                             [f"data.eval_dir={Path(tmp) / 'test'}", "eval.every=0", "eval.max_rows=8"])
+                cfg = load_config(SMOKE, [f"output_dir={out}", f"data.train_dir={Path(tmp) / 'train'}",
+                                          "data.synthetic=null", "data.tasks=[regress]", f"optim.max_steps={steps}",
+                                          "optim.warmup_steps=50", "checkpoint.every=0", "log_with=none",
+                                          "tokenizer.text_vocab_size=60", *selection, *extra,
+                                          *([f"seed={seed * 100 + k}"] if k else [])])
+                train(cfg, progress=False)
+                model = Model.from_pretrained(out / ("best" if early_stop else "final"))
+                if k == 0:
+                    for decode in ("argmax", "mean"):
+                        model.task_options["regress"] = {"scale": "range", "decode": decode}
+                        metrics = model.evaluate({"regress": test_rows}, progress=False).metrics["regress"]
+                        result[f"{label}, {decode}"] = float(metrics["mae"])
+                if ensemble > 1:
+                    options = {"regress": {"scale": "range", "decode": "mean"}}
+                    task = build_tasks(["regress"], options, model.processor.tokenizer.layout)["regress"]
+                    answers.append([float(a[0]) for a in predict(task, model.network, model.processor, test_rows)])
+            if ensemble > 1:
+                mean_answer = np.mean(np.array(answers), axis=0)  # (test rows,)
+                result[f"{label}, mean of {ensemble}"] = float(np.abs(mean_answer - y[test_i]).mean())
     return result
 
 
@@ -111,9 +126,10 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--early-stop", action="store_true", help="pick the checkpoint best on a validation split")
+    parser.add_argument("--ensemble", type=int, default=1, help="also score the mean answer of this many models")
     args = parser.parse_args()
     for name in args.tables:
-        result = run(name, args.steps, args.seed, tuple(args.variants), args.early_stop)
+        result = run(name, args.steps, args.seed, tuple(args.variants), args.early_stop, args.ensemble)
         base = result["training mean"]
         print(f"\n{name}: {result.pop('rows')} rows, {result.pop('clamped held-out targets')} held-out targets "
               f"clamped into the value range; {args.steps} steps")
