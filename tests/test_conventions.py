@@ -178,6 +178,8 @@ def test_tuples_logits_to_keep_and_unknown_keywords():
     assert torch.allclose(last[:, 0], full.logits[:, -1], atol=1e-6)
     with pytest.raises(InputError, match="promtp"):
         network(**batch, promtp="describe")
+    with pytest.raises(InputError, match="logits_to_keep"):  # the loss needs every position
+        network(**batch, logits_to_keep=1)
 
 
 def test_a_checkpoint_without_the_embedding_reports_it_missing(tmp_path):

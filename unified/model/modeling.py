@@ -287,6 +287,9 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
         unknown = sorted(k for k, v in kwargs.items() if v is not None)
         if unknown:  # refused, never dropped (generate's own bookkeeping arrives as None)
             raise InputError(unknown[0], type(kwargs[unknown[0]]).__name__, "not an input of this model")
+        if labels is not None and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+            raise InputError("logits_to_keep", logits_to_keep if isinstance(logits_to_keep, int) else "a tensor",
+                             "the loss over `labels` needs every position's logits: leave logits_to_keep at 0")
         if decoder_input_ids is not None and decoder_inputs_embeds is not None:
             raise InputError("decoder_inputs_embeds", tuple(decoder_inputs_embeds.shape), "give decoder_input_ids "
                              "or decoder_inputs_embeds, not both")
