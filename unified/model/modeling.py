@@ -37,6 +37,7 @@ from unified.model.stacks import (
     UnifiedEncoderOutput,
     UnifiedPreTrainedModel,
     _inner,
+    output_flags,
 )
 from unified.packing import shift_right_segments
 
@@ -133,15 +134,8 @@ class EncoderDecoderStack:
             if hasattr(module, "attn_implementation"):
                 module.attn_implementation = name
 
-    def _flags(self, output_attentions, output_hidden_states, return_dict) -> tuple[bool, bool, bool]:
-        c = self.config
-        return (bool(c.output_attentions if output_attentions is None else output_attentions),
-                bool(c.output_hidden_states if output_hidden_states is None else output_hidden_states),
-                bool(c.return_dict if return_dict is None else return_dict))
-
     def _run_encoder(self, encoder_outputs, output_attentions, output_hidden_states, **inputs) -> UnifiedEncoderOutput:
         if encoder_outputs is None:
-            inputs = {k: v for k, v in inputs.items() if k != "segment_ids" or v is not None}
             return self.encoder(**inputs, output_hidden_states=output_hidden_states,
                                 output_attentions=output_attentions, return_dict=True)
         if isinstance(encoder_outputs, UnifiedEncoderOutput):
@@ -199,8 +193,8 @@ class UnifiedBaseModel(EncoderDecoderStack, UnifiedPreTrainedModel):
             raise InputError("decoder_input_ids", None if decoder_input_ids is None else "given with embeds",
                              "the headless model needs exactly one of decoder_input_ids / decoder_inputs_embeds "
                              "(it has no labels to shift)")
-        output_attentions, output_hidden_states, return_dict = self._flags(output_attentions, output_hidden_states,
-                                                                           return_dict)
+        output_attentions, output_hidden_states, return_dict = output_flags(self.config, output_attentions,
+                                                                            output_hidden_states, return_dict)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         encoder_outputs = self._run_encoder(encoder_outputs, output_attentions, output_hidden_states,
                                             input_ids=input_ids, attention_mask=attention_mask,
@@ -293,8 +287,8 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
         if decoder_input_ids is not None and decoder_inputs_embeds is not None:
             raise InputError("decoder_inputs_embeds", tuple(decoder_inputs_embeds.shape), "give decoder_input_ids "
                              "or decoder_inputs_embeds, not both")
-        output_attentions, output_hidden_states, return_dict = self._flags(output_attentions, output_hidden_states,
-                                                                           return_dict)
+        output_attentions, output_hidden_states, return_dict = output_flags(self.config, output_attentions,
+                                                                            output_hidden_states, return_dict)
         given_cache = use_cache  # a backbone applies its own default (T5Gemma's masks differ with and without)
         if use_cache is None:
             use_cache = self.config.use_cache and labels is None

@@ -93,6 +93,13 @@ class AttentionRecorder:
         return tuple(module.record[-1] for module in self.modules) if self.modules else None
 
 
+def output_flags(config, output_attentions, output_hidden_states, return_dict) -> tuple[bool, bool, bool]:
+    """(output_attentions, output_hidden_states, return_dict): each as given, or the config's when None."""
+    return (bool(config.output_attentions if output_attentions is None else output_attentions),
+            bool(config.output_hidden_states if output_hidden_states is None else output_hidden_states),
+            bool(config.return_dict if return_dict is None else return_dict))
+
+
 def _inner(layer: nn.Module) -> nn.Module:
     return layer.layer if isinstance(layer, FusedLayer) else layer
 
@@ -100,6 +107,13 @@ def _inner(layer: nn.Module) -> nn.Module:
 def _xattn(config: UnifiedConfig) -> GatedCrossAttentionBlock:
     t = config.text
     return GatedCrossAttentionBlock(t.d_model, t.d_model, t.num_heads, t.head_dim, gate_init=config.fusion.gate_init)
+
+
+def _layer_stack(config: UnifiedConfig, layers, fused: bool) -> nn.ModuleList:
+    """The layers, each k-th (`fusion.every_k_layers`) behind a gated cross-attention block when `fused`."""
+    every = config.fusion.every_k_layers
+    return nn.ModuleList([FusedLayer(layer, _xattn(config)) if fused and i % every == 0 else layer
+                          for i, layer in enumerate(layers)])
 
 
 def _value_feature(config: UnifiedConfig) -> ValueFeature | None:
@@ -164,13 +178,8 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
         self.media = MediaEncoder(config)
         self.value_feature = _value_feature(config)
         impl = config._attn_implementation or "sdpa"
-        layers = []
-        for i in range(t.num_encoder_layers):
-            layer = EncoderLayer(t, attn_implementation=impl)
-            if f.mode in ("xattn", "both") and i % f.every_k_layers == 0:
-                layer = FusedLayer(layer, _xattn(config))
-            layers.append(layer)
-        self.layers = nn.ModuleList(layers)
+        self.layers = _layer_stack(config, [EncoderLayer(t, attn_implementation=impl)
+                                            for _ in range(t.num_encoder_layers)], f.mode in ("xattn", "both"))
         self.norm = RMSNorm(t.d_model, t.norm_eps)
         self.rotary = RotaryEmbedding(t)
         self.dropout = nn.Dropout(t.dropout)
@@ -180,14 +189,13 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
                 frame_time_ids=None, audio_features=None, audio_mask=None, inputs_embeds=None,
                 output_hidden_states=None, return_dict=None, segment_ids=None, output_attentions=None,
                 **kwargs) -> UnifiedEncoderOutput:
-        c = self.config
-        output_hidden_states = c.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = c.output_attentions if output_attentions is None else output_attentions
+        output_attentions, output_hidden_states, return_dict = output_flags(self.config, output_attentions,
+                                                                            output_hidden_states, return_dict)
         with AttentionRecorder((_inner(layer).self_attn for layer in self.layers), output_attentions) as recorder:
             out = self._encode(input_ids, attention_mask, pixel_values, pixel_mask, frame_times, frame_time_ids,
                                audio_features, audio_mask, inputs_embeds, output_hidden_states, segment_ids)
             out.attentions = recorder.last()
-        return out if (c.return_dict if return_dict is None else return_dict) else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
     def _encode(self, input_ids, attention_mask, pixel_values, pixel_mask, frame_times, frame_time_ids,
                 audio_features, audio_mask, inputs_embeds, output_hidden_states, segment_ids) -> UnifiedEncoderOutput:
@@ -298,9 +306,8 @@ class BackboneEncoder(nn.Module):
     def forward(self, input_ids=None, attention_mask=None, pixel_values=None, pixel_mask=None, frame_times=None,
                 frame_time_ids=None, audio_features=None, audio_mask=None, inputs_embeds=None,
                 output_hidden_states=None, return_dict=None, output_attentions=None, **kwargs) -> UnifiedEncoderOutput:
-        c = self.config
-        output_hidden_states = c.output_hidden_states if output_hidden_states is None else output_hidden_states
-        output_attentions = c.output_attentions if output_attentions is None else output_attentions
+        output_attentions, output_hidden_states, return_dict = output_flags(self.config, output_attentions,
+                                                                            output_hidden_states, return_dict)
         if kwargs.get("segment_ids") is not None:
             raise InputError("segment_ids", "packed examples", "packing is not supported on a pretrained backbone "
                              "yet (its attention takes no block-diagonal mask here); turn data.pack off")
@@ -313,7 +320,7 @@ class BackboneEncoder(nn.Module):
                       output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions))
         out = UnifiedEncoderOutput(last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states,
                                    attentions=out.attentions, attention_mask=fused.mask, media=None, media_keep=None)
-        return out if (c.return_dict if return_dict is None else return_dict) else out.to_tuple()
+        return out if return_dict else out.to_tuple()
 
 
 class UnifiedDecoder(nn.Module):
@@ -324,13 +331,8 @@ class UnifiedDecoder(nn.Module):
         t, f = config.text, config.fusion
         self.embed_tokens = nn.Embedding(t.vocab_size, t.d_model)  # tied to `shared` (see UnifiedEncoder)
         impl = config._attn_implementation or "sdpa"
-        layers = []
-        for i in range(t.num_decoder_layers):
-            layer = DecoderLayer(t, i, attn_implementation=impl)
-            if f.in_decoder and i % f.every_k_layers == 0:
-                layer = FusedLayer(layer, _xattn(config))
-            layers.append(layer)
-        self.layers = nn.ModuleList(layers)
+        self.layers = _layer_stack(config, [DecoderLayer(t, i, attn_implementation=impl)
+                                            for i in range(t.num_decoder_layers)], f.in_decoder)
         self.norm = RMSNorm(t.d_model, t.norm_eps)
         self.rotary = RotaryEmbedding(t)
         self.dropout = nn.Dropout(t.dropout)
