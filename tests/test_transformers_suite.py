@@ -72,7 +72,8 @@ def _common_tests() -> Path | None:
         path.parent.mkdir(parents=True, exist_ok=True)
         (path.parent / "__init__.py").touch()
         path.write_text(text)
-    os.replace(staging, root) if not root.exists() else None
+    if not root.exists():  # another process may have finished first; its copy is the same files
+        os.replace(staging, root)
     return root
 
 
