@@ -179,6 +179,7 @@ def test_planner_resumes_with_the_plans_its_workers_had_not_trained(strategy, tm
 
 def test_parameter_groups_and_schedule():
     assert group_of("encoder.layers.0.xattn.attn.to_q.weight") == "xattn"
+    assert group_of("encoder.layers.0.xattn.attn_gate") == group_of("encoder.xattn.2.ff_gate") == "gates"
     assert group_of("encoder.media.visual_resampler.latents") == "resampler"
     assert group_of("encoder.media.visual.stem.0.weight") == "media"
     assert group_of("shared.weight") == "embeddings"
@@ -192,8 +193,8 @@ def test_parameter_groups_and_schedule():
 
 
 def test_parameter_groups_of_a_real_model_follow_its_modules():
-    """Every parameter of a model with both fusion modes lands in the group its module says: gated
-    cross-attention blocks, resamplers, the rest of the media encoder, the shared embedding, the embedding head,
+    """Every parameter of a model with both fusion modes lands in the group its module says: the gates of the
+    gated cross-attention blocks, the rest of those blocks, resamplers, the rest of the media encoder, the shared embedding, the embedding head,
     the decoder and the rest of the encoder; together they are all the parameters, each once."""
     from model_fixtures import tiny_model
 
@@ -205,12 +206,14 @@ def test_parameter_groups_of_a_real_model_follow_its_modules():
     def ids(*modules):
         return {id(p) for m in modules for p in m.parameters()}
 
+    blocks = [m for m in model.modules() if isinstance(m, GatedCrossAttentionBlock)]
     expected = {
-        "xattn": ids(*(m for m in model.modules() if isinstance(m, GatedCrossAttentionBlock))),
+        "gates": {id(p) for b in blocks for p in (b.attn_gate, b.ff_gate)},
         "resampler": ids(media.visual_resampler, media.audio_resampler),
         "embeddings": {id(model.get_input_embeddings().weight)},
         "heads": ids(model.embed_head),
     }
+    expected["xattn"] = ids(*blocks) - expected["gates"]
     expected["media"] = ids(media) - expected["resampler"]
     taken = set().union(*expected.values())
     expected["decoder"] = ids(model.decoder) - taken
@@ -220,6 +223,28 @@ def test_parameter_groups_of_a_real_model_follow_its_modules():
         found.setdefault(group_of(name), set()).add(id(param))
     assert found == expected
     assert sum(len(v) for v in found.values()) == len(list(model.parameters()))
+
+
+def test_gates_take_xattn_s_rate_and_stage_unless_named():
+    """The gates are a group of their own: lr_scale.gates sets their rate (else xattn's), a stage training `xattn`
+    trains them too, and a stage of `gates` alone trains nothing else."""
+    from model_fixtures import tiny_model
+
+    from unified.training.config import Stage
+    from unified.training.stages import apply_stage, param_groups
+
+    model = tiny_model(fusion={"mode": "xattn"})
+    gates = {n for n, _ in model.named_parameters() if n.endswith(("attn_gate", "ff_gate"))}
+    assert gates
+    rates = {g["name"]: g["lr"] for g in param_groups(model, 1e-3, {"xattn": 10})}
+    assert rates["gates"] == rates["xattn"] == pytest.approx(1e-2) and rates["encoder"] == pytest.approx(1e-3)
+    rates = {g["name"]: g["lr"] for g in param_groups(model, 1e-3, {"xattn": 10, "gates": 100})}
+    assert rates["gates"] == pytest.approx(0.1) and rates["xattn"] == pytest.approx(1e-2)
+    apply_stage(model, Stage(train=["xattn"]))
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert gates < trained and all(".xattn." in n for n in trained)
+    apply_stage(model, Stage(train=["gates"]))
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == gates
 
 
 def test_a_stage_draws_only_its_tasks_renormalised():

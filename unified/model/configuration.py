@@ -320,8 +320,8 @@ class UnifiedConfig(PretrainedConfig):
             raise ConfigError("resampler.mode", r.mode, "expected 'global', 'per_frame' or 'pool3d'")
         if not 1 <= r.latents_per_frame <= 64:
             raise ConfigError("resampler.latents_per_frame", r.latents_per_frame, "expected 1..64")
-        if r.pool_frames < 1 or r.pool_hw < 1 or r.pool_hw > v.image_size // v.patch_size:
-            raise ConfigError("resampler.pool_hw", r.pool_hw, "expected 1..patches per side")
+        if r.mode == "pool3d" and (r.pool_frames < 1 or r.pool_hw < 1 or r.pool_hw > v.image_size // v.patch_size):
+            raise ConfigError("resampler.pool_hw", r.pool_hw, "expected 1..patches per side")  # only pool3d pools
         if a.resampler not in ("perceiver", "pool"):
             raise ConfigError("audio.resampler", a.resampler, "expected 'perceiver' or 'pool'")
         if f.mode not in ("xattn", "concat", "both"):

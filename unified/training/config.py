@@ -25,7 +25,7 @@ from unified.errors import ConfigError
 
 STRATEGIES = ("proportional", "temperature", "uniform", "weights", "annealed", "dynamic")
 TRACKERS = ("auto", "none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
-GROUPS = ("media", "resampler", "xattn", "encoder", "decoder", "embeddings", "heads", "lora")
+GROUPS = ("media", "resampler", "xattn", "gates", "encoder", "decoder", "embeddings", "heads", "lora")
 
 
 @dataclass

@@ -1,8 +1,11 @@
 """Stages and the schedule: which parameter group a parameter is in, which stage a step is in, what trains then,
 and the learning-rate factor (linear warmup, cosine decay, the stage's scale).
 
-    groups    media, resampler, xattn, encoder, decoder, embeddings, heads, lora   (`group_of`)
-    stages    [{name, steps, train: [groups], lr_scale, tasks}]                    (`stage_at`, `apply_stage`)
+    groups    media, resampler, xattn, gates, encoder, decoder, embeddings, heads, lora   (`group_of`)
+    stages    [{name, steps, train: [groups], lr_scale, tasks}]                           (`stage_at`, `apply_stage`)
+
+`gates` are the tanh gates of the gated cross-attention blocks, a group apart from the rest of `xattn` so they may
+take their own learning rate (`optim.lr_scale.gates`, else xattn's); a stage that trains `xattn` trains them too.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def group_of(name: str) -> str:
             return "heads"
         return "encoder" if ".encoder." in rest else "decoder"
     if ".xattn." in name:
-        return "xattn"
+        return "gates" if name.endswith(("attn_gate", "ff_gate")) else "xattn"
     if "resampler" in name:
         return "resampler"
     if name.startswith(("encoder.media", "encoder.time")):
@@ -52,22 +55,28 @@ def apply_stage(model, stage) -> int:
 
     frozen = {id(p) for module in model.modules() if isinstance(module, FrozenBackbone) and module.freeze
               for p in module.backbone.parameters()}
+    groups = set(stage.train) | ({"gates"} if "xattn" in stage.train else set())
     trained = 0
     for name, param in model.named_parameters():
-        param.requires_grad_(group_of(name) in stage.train and id(param) not in frozen)
+        param.requires_grad_(group_of(name) in groups and id(param) not in frozen)
         trained += param.numel() if param.requires_grad else 0
     return trained
 
 
 def param_groups(model, lr: float, scales: dict[str, float]) -> list[dict]:
     """The optimizer's parameter groups: one per parameter group with its own learning rate (`optim.lr_scale`:
-    lr x scale; 1 for groups not listed), in a fixed order so a resumed optimizer state fits."""
+    lr x scale; 1 for groups not listed, `gates` as `xattn` unless listed), in a fixed order so a resumed optimizer
+    state fits."""
     if not scales:
         return list(model.parameters())  # one group, as before per-group rates existed (resumes stay compatible)
     grouped: dict[str, list] = {}
     for name, param in model.named_parameters():
         grouped.setdefault(group_of(name), []).append(param)
-    return [{"params": grouped[g], "lr": lr * float(scales.get(g, 1.0)), "name": g} for g in sorted(grouped)]
+
+    def scale(group: str) -> float:
+        return float(scales.get(group, scales.get("xattn", 1.0) if group == "gates" else 1.0))
+
+    return [{"params": grouped[g], "lr": lr * scale(g), "name": g} for g in sorted(grouped)]
 
 
 def check_stage_groups(stages, model) -> None:
