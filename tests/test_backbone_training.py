@@ -35,15 +35,15 @@ def byte_alphabet() -> list[str]:
     return chars
 
 
-def _sentencepiece(path: Path, **pieces) -> bytes:
-    """A SentencePiece model trained on WORDS (its bytes); creates `path` for it."""
+def _sentencepiece(file: Path, **pieces) -> None:
+    """Write a SentencePiece model trained on WORDS to `file` (`pieces`: its special ids and piece names)."""
     import sentencepiece as spm
 
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter([WORDS] * 20), model_writer=model, vocab_size=120,
                                    hard_vocab_limit=False, minloglevel=2, **pieces)
-    path.mkdir(parents=True, exist_ok=True)
-    return model.getvalue()
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_bytes(model.getvalue())
 
 
 def tiny_backbone(root: Path, family: str = "t5") -> Path:
@@ -56,7 +56,7 @@ def tiny_backbone(root: Path, family: str = "t5") -> Path:
         from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
         spm_dir = root / "spm"
-        (spm_dir / "spiece.model").write_bytes(_sentencepiece(spm_dir, pad_id=0, eos_id=1, unk_id=2, bos_id=-1))
+        _sentencepiece(spm_dir / "spiece.model", pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
         tokenizer = T5Tokenizer.from_pretrained(str(spm_dir), extra_ids=0)
         lm = T5ForConditionalGeneration(T5Config(vocab_size=len(tokenizer) + 5, d_model=32, d_kv=8, d_ff=64,
                                                  num_layers=2, num_heads=4, decoder_start_token_id=0,
@@ -69,9 +69,8 @@ def tiny_backbone(root: Path, family: str = "t5") -> Path:
         )
 
         spm_dir = root / "gemma-spm"
-        (spm_dir / "tokenizer.model").write_bytes(_sentencepiece(
-            spm_dir, pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
-            bos_piece="<bos>", unk_piece="<unk>"))
+        _sentencepiece(spm_dir / "tokenizer.model", pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>",
+                       eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>")
         tokenizer = GemmaTokenizer.from_pretrained(str(spm_dir))
         text = {"vocab_size": len(tokenizer) + 4, "hidden_size": 32, "intermediate_size": 64,
                 "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,

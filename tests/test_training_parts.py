@@ -194,8 +194,9 @@ def test_parameter_groups_and_schedule():
 
 def test_parameter_groups_of_a_real_model_follow_its_modules():
     """Every parameter of a model with both fusion modes lands in the group its module says: the gates of the
-    gated cross-attention blocks, the rest of those blocks, resamplers, the rest of the media encoder, the shared embedding, the embedding head,
-    the decoder and the rest of the encoder; together they are all the parameters, each once."""
+    gated cross-attention blocks, the rest of those blocks, resamplers, the rest of the media encoder, the shared
+    embedding, the embedding head, the decoder and the rest of the encoder; together they are all the parameters,
+    each once."""
     from model_fixtures import tiny_model
 
     from unified.model.fusion import GatedCrossAttentionBlock
