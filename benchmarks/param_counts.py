@@ -80,11 +80,7 @@ def build(backbone: dict, rows: int, vision: bool, audio: bool) -> UnifiedModel:
 def split(model: UnifiedModel) -> dict[str, int]:
     count = {"language model": 0, "its own vision tower": 0, "vision encoder": 0, "audio encoder": 0,
              "media side (trained)": 0}
-    seen = set()
-    for name, p in model.named_parameters():  # tied tensors once
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
+    for name, p in model.named_parameters():  # a tied tensor is listed once
         if name.startswith("lm.") and ".vision_tower." in name:
             count["its own vision tower"] += p.numel()
         elif name.startswith("lm."):
