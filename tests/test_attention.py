@@ -115,14 +115,16 @@ def test_cross_attention_and_perceiver_go_through_the_attention_dispatch():
     from model_fixtures import media_batch, tiny_config
 
     from unified.model import UnifiedForConditionalGeneration
-    from unified.model.fusion import MaskedCrossAttention
-    from unified.model.resampler import LatentCrossAttention
+    from unified.model.fusion import GatedCrossAttentionBlock
+    from unified.model.layers import Attention
+    from unified.model.resampler import ResamplerLayer
 
     torch.manual_seed(0)
     model = UnifiedForConditionalGeneration(tiny_config(fusion={"mode": "both"},
                                                         resampler={"mode": "per_frame"})).eval()
-    ours = [m for m in model.modules() if isinstance(m, (MaskedCrossAttention, LatentCrossAttention))]
-    assert {type(m) for m in ours} == {MaskedCrossAttention, LatentCrossAttention}
+    owners = [type(m) for m in model.modules() for c in m.children() if isinstance(c, Attention)]
+    assert {GatedCrossAttentionBlock, ResamplerLayer} <= set(owners)  # one module class for all three uses
+    ours = [m for m in model.modules() if isinstance(m, Attention)]
     batch = media_batch()
     calls = []
     for name in ("sdpa", "eager"):
@@ -131,13 +133,13 @@ def test_cross_attention_and_perceiver_go_through_the_attention_dispatch():
         with torch.no_grad():
             calls.append(model(**batch).logits)
     torch.testing.assert_close(calls[0], calls[1], atol=1e-5, rtol=1e-4)
-    attn = ours[[type(m) for m in ours].index(MaskedCrossAttention)]
-    mask = torch.zeros(1, 2, 3, dtype=torch.bool)
-    mask[0, 0] = True
-    out = attn(torch.randn(1, 2, attn.to_q.in_features), torch.randn(1, 3, attn.to_kv.in_features), mask)
+    attn = next(m.attn for m in model.modules() if isinstance(m, GatedCrossAttentionBlock))
+    mask = torch.zeros(1, 1, 2, 3, dtype=torch.bool)
+    mask[0, 0, 0] = True
+    out = attn(torch.randn(1, 2, attn.q_proj.in_features), context=torch.randn(1, 3, attn.k_proj.in_features),
+               mask=mask)
     assert out[0, 1].abs().sum().item() == 0.0  # the token with no media before it
     config = tiny_config(fusion={"mode": "both"})
     config._attn_implementation = "eager"
     built = UnifiedForConditionalGeneration(config)
-    assert all(m.attn_implementation == "eager" for m in built.modules()
-               if isinstance(m, (MaskedCrossAttention, LatentCrossAttention)))
+    assert all(m.attn_implementation == "eager" for m in built.modules() if isinstance(m, Attention))

@@ -222,7 +222,7 @@ def test_every_backbone_parameter_lands_in_its_stage_group(pair):
     for name, param in ours.named_parameters():
         if param is embedding:
             assert groups[name] == "embeddings", name
-    assert groups["encoder.xattn.0.attn_gate"] == "gates" and groups["encoder.xattn.0.attn.to_q.weight"] == "xattn"
+    assert groups["encoder.xattn.0.attn_gate"] == "gates" and groups["encoder.xattn.0.attn.q_proj.weight"] == "xattn"
     assert {g for n, g in groups.items() if n.startswith("encoder.media.")} <= {"media", "resampler"}
     encoder_params = {id(p) for p in lm.get_encoder().parameters()} - {id(embedding)}
     in_encoder = [n for n, p in lm.named_parameters() if id(p) in encoder_params]

@@ -336,6 +336,9 @@ def test_the_pretrained_recipes_run_and_freeze_what_they_say(recipe, tmp_path):
             assert torch.equal(saved[: weight.shape[0]], weight), name  # the language model stays as pretrained
     ours = {k.split("vision.backbone.", 1)[1]: v for k, v in base.items() if "media.vision.backbone." in k}
     assert ours.keys() == tower.keys() and all(torch.equal(ours[k], tower[k]) for k in tower)  # the tower too
+    for adapter in (run / "final" / "adapters").glob("*/adapter_model.safetensors"):  # the LoRA recipes
+        keys = list(load_file(str(adapter)))
+        assert keys and not [k for k in keys if any(p in k for p in (".media.", "xattn", "vision_tower"))], keys
     gates = [float(v) for k, v in base.items() if k.endswith(("attn_gate", "ff_gate"))]
     assert gates and all(g != 0 for g in gates) and max(map(abs, gates)) > 0.01, gates  # the gates opened
     held_out, seen = media_gap(run / "final", run / "data" / "test"), media_gap(run / "final", run / "data" / "train")

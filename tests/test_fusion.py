@@ -8,13 +8,13 @@ import torch
 from unified.errors import InputError
 from unified.model.fusion import (
     GatedCrossAttentionBlock,
-    MaskedCrossAttention,
     build_media_mask,
     flatten_media,
     media_groups,
     placeholder_groups,
     splice_media,
 )
+from unified.model.layers import Attention
 
 P, V, A, W = 50, 51, 52, 7  # <image>, <video>, <audio>, a word
 
@@ -60,17 +60,17 @@ def test_flatten_media_groups_and_padding():
     assert lg.tolist() == [[1, 1, 1, -1, -1, -1, 0, 0, 0, 0, 0, 0]]
 
 
-def naive_masked_attention(attn: MaskedCrossAttention, x, media, mask):
+def naive_masked_attention(attn: Attention, x, media, mask):
     """Per-row loop with the softmax written out; rows with nothing allowed give 0."""
     x, media = x.detach(), media.detach()
     H = attn.num_heads
-    inner = attn.to_q.weight.shape[0]
+    inner = attn.q_proj.weight.shape[0]
     E = inner // H
     out = torch.zeros(x.shape[0], x.shape[1], inner, dtype=torch.float64)
-    Wq, Wkv = attn.to_q.weight.detach().double(), attn.to_kv.weight.detach().double()
+    Wq, Wk, Wv = (m.weight.detach().double() for m in (attn.q_proj, attn.k_proj, attn.v_proj))
     for b in range(x.shape[0]):
-        k_all = media[b].double() @ Wkv[:inner].T
-        v_all = media[b].double() @ Wkv[inner:].T
+        k_all = media[b].double() @ Wk.T
+        v_all = media[b].double() @ Wv.T
         for i in range(x.shape[1]):
             allowed = [s for s in range(media.shape[1]) if mask[b, i, s]]
             if not allowed:
@@ -84,18 +84,19 @@ def naive_masked_attention(attn: MaskedCrossAttention, x, media, mask):
                 total = sum(w)
                 out[b, i, sl] = sum(wi / total * v_all[s, sl] for wi, s in zip(w, allowed))
     has = mask.any(-1, keepdim=True)
-    return torch.where(has, out @ attn.to_out.weight.detach().double().T, torch.zeros(()).double())
+    return torch.where(has, out @ attn.o_proj.weight.detach().double().T, torch.zeros(()).double())
 
 
-def test_masked_cross_attention_matches_naive_reference():
+@pytest.mark.parametrize("impl", ["sdpa", "eager"])
+def test_masked_cross_attention_matches_naive_reference(impl):
     torch.manual_seed(0)
-    attn = MaskedCrossAttention(dim=12, media_dim=10, num_heads=3, head_dim=4)
+    attn = Attention(12, num_heads=3, head_dim=4, kv_dim=10, is_cross=True, attn_implementation=impl)
     x, media = torch.randn(2, 5, 12), torch.randn(2, 7, 10)
     mask = torch.rand(2, 5, 7) > 0.5
     mask[0, 1] = False  # a fully masked row
     mask[1, 4] = True
     with torch.no_grad():
-        got = attn(x, media, mask)
+        got = attn(x, context=media, mask=mask[:, None])
     expected = naive_masked_attention(attn, x, media, mask)
     torch.testing.assert_close(got.double(), expected, atol=1e-5, rtol=1e-5)
     assert torch.equal(got[0, 1], torch.zeros(12))

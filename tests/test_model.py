@@ -204,6 +204,57 @@ def test_save_load_identical_logits_and_safetensors_only(tmp_path):
     assert again.lm_head.weight.data_ptr() == again.shared.weight.data_ptr()  # still tied
 
 
+OLD_NAMES = [  # (new, old) weight names of the media side, from the attribute names the earlier modules had
+    (r"(resampler\.layers\.\d+)\.norm_", r"\1.0.norm_"), (r"(resampler\.layers\.\d+)\.attn\.", r"\1.0."),
+    (r"(resampler\.layers\.\d+)\.ff_norm\.", r"\1.1.0."), (r"(resampler\.layers\.\d+)\.ff\.up_proj\.", r"\1.1.1."),
+    (r"(resampler\.layers\.\d+)\.ff\.down_proj\.", r"\1.1.3."), (r"(xattn.*)\.ff\.up_proj\.", r"\1.ff.0."),
+    (r"(xattn.*)\.ff\.down_proj\.", r"\1.ff.2."), (r"\.q_proj\.", ".to_q."), (r"\.o_proj\.", ".to_out."),
+]
+
+
+def _earlier_layout(state: dict) -> dict:
+    """A state dict as the model wrote it before the gated cross-attention and the perceiver used the text layers'
+    attention and feed-forward: to_q / to_kv (keys over values) / to_out, Sequential-numbered feed-forwards."""
+    import re
+
+    old = {}
+    for key, value in state.items():
+        if "resampler" in key or "xattn" in key:
+            if key.endswith(".v_proj.weight"):
+                continue  # stacked under its key projection's to_kv
+            if key.endswith(".k_proj.weight"):
+                value = torch.cat([value, state[key.replace(".k_proj.", ".v_proj.")]])
+                key = key.replace(".k_proj.", ".to_kv.")
+            for new, then in OLD_NAMES:
+                key = re.sub(new, then, key)
+        old[key] = value
+    return old
+
+
+@pytest.mark.parametrize("fusion, resampler", [("both", "global"), ("xattn", "per_frame")])
+def test_a_model_saved_before_the_module_merge_loads_bitwise(tmp_path, fusion, resampler):
+    """A file in the earlier layout (written out here from the names the earlier modules had) loads with no missing
+    or unexpected weight and gives the same logits to the bit; saving again writes the new names."""
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model(fusion={"mode": fusion}, resampler={"mode": resampler})
+    with torch.no_grad():
+        for p in model.parameters():  # every weight away from its initial value, so a weight not loaded shows
+            p.add_(torch.randn_like(p) * 0.1)
+    model.save_pretrained(tmp_path)
+    file = tmp_path / "model.safetensors"
+    saved = load_file(file)
+    earlier = _earlier_layout(saved)
+    assert any(".to_kv." in k for k in earlier) and any(".1.3." in k for k in earlier)
+    save_file(earlier, file, metadata={"format": "pt"})
+    loaded, info = UnifiedForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    with torch.no_grad():
+        assert torch.equal(model(**media_batch()).logits, loaded.eval()(**media_batch()).logits)
+    loaded.save_pretrained(tmp_path / "again")
+    assert set(load_file(tmp_path / "again" / "model.safetensors")) == set(saved)
+
+
 def test_gradient_checkpointing_leaves_outputs_and_grads_unchanged():
     batch = media_batch()
     grads = []
@@ -241,6 +292,22 @@ def test_lora_wraps_and_trains_without_touching_base_weights():
         if "lora_" not in name:
             key = name.replace(".base_layer", "")
             assert torch.equal(param, base[key]), name
+
+
+def test_task_adapters_go_on_the_language_layers_only():
+    """The gated cross-attention and the perceiver use the text layers' Attention and FeedForward, so their
+    projections carry the same names (q_proj ... down_proj); per-task LoRA still adapts the language layers alone:
+    7 projections per encoder layer, 11 per decoder layer (self- and cross-attention)."""
+    from unified.model.adapters import TaskAdapters
+
+    model = tiny_model(fusion={"mode": "both"}, resampler={"mode": "per_frame"})
+    media_side = [n for n, _ in model.named_modules() if n.endswith(".q_proj") and ("xattn" in n or "media" in n)]
+    assert len(media_side) >= 2  # the names are there to be matched
+    TaskAdapters.attach(model, ["vqa"], r=2)
+    adapted = [n for n, m in model.named_modules() if hasattr(m, "lora_A")]
+    t = model.config.text
+    assert len(adapted) == 7 * t.num_encoder_layers + 11 * t.num_decoder_layers, adapted
+    assert not [n for n in adapted if "xattn" in n or "media" in n]
 
 
 def test_bf16_autocast_runs_on_cpu():

@@ -78,21 +78,23 @@ def test_global_mode_knows_frame_order():
 
 
 def test_latents_attend_only_real_tokens_reference():
-    # depth 1, one head: compare the first cross-attention against a hand-written softmax over real keys
+    # depth 1, one head: compare the first perceiver step against a hand-written softmax over the real keys
     torch.manual_seed(0)
     r = PerceiverResampler(dim=8, depth=1, num_latents=3, num_heads=1, head_dim=8, mode="global").eval()
-    attn = r.layers[0][0]
+    layer = r.layers[0]
+    attn = layer.attn
     x = torch.randn(1, 1, 5, 8)
     mask = torch.tensor([[[True, False, True, True, False]]])
     with torch.no_grad():
-        media = attn.norm_media(x[0, 0] + r.frame_embed[0])[mask[0, 0]]  # (3 real, 8)
-        lat = attn.norm_latents(r.latents)
+        media = layer.norm_media(x[0, 0] + r.frame_embed[0])[mask[0, 0]]  # (3 real, 8)
+        lat = layer.norm_latents(r.latents)
         kv = torch.cat([media, lat])
-        q, k, v = lat @ attn.to_q.weight.T, kv @ attn.to_kv.weight[:8].T, kv @ attn.to_kv.weight[8:].T
+        q, k, v = lat @ attn.q_proj.weight.T, kv @ attn.k_proj.weight.T, kv @ attn.v_proj.weight.T
         w = torch.exp(q @ k.T / 8**0.5)
         w = w / w.sum(-1, keepdim=True)
-        expected = attn.to_out(w @ v)
-        got = attn(x[0] + r.frame_embed[:1, None], r.latents[None], mask[0].reshape(1, 5))
+        h = r.latents + attn.o_proj(w @ v)
+        expected = h + layer.ff(layer.ff_norm(h))
+        got = layer(x[0] + r.frame_embed[:1, None], r.latents[None], mask[0].reshape(1, 5))
     torch.testing.assert_close(got[0], expected, atol=1e-5, rtol=1e-5)
 
 

@@ -97,3 +97,20 @@ def test_resume_is_deliberate(clean, tmp_path):
     summary = train(_config(tmp_path, data), progress=False, overwrite=True)  # afresh: step 0 to 2
     assert summary["steps"] == 2
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-00000002"]
+
+
+def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_by_name(clean, tmp_path):
+    """A checkpoint written for another parameter layout (here: one parameter fewer in its first optimizer group, as
+    a model from before a module change has) stops the resume with an InputError naming it and the way on."""
+    import torch
+
+    from unified.errors import InputError
+
+    data = _copy(clean, tmp_path)
+    train(_config(tmp_path, data), progress=False)
+    ckpt = tmp_path / "run" / "checkpoints" / "step-00000002"
+    state = torch.load(ckpt / "trainer.pt", weights_only=True)
+    state["optimizer"]["param_groups"][0]["params"].pop()
+    torch.save(state, ckpt / "trainer.pt")
+    with pytest.raises(InputError, match=r"trainer.pt.*optimizer state does not fit.*model.init_from="):
+        train(_config(tmp_path, data, "optim.max_steps=3"), progress=False)

@@ -178,7 +178,7 @@ def test_planner_resumes_with_the_plans_its_workers_had_not_trained(strategy, tm
 
 
 def test_parameter_groups_and_schedule():
-    assert group_of("encoder.layers.0.xattn.attn.to_q.weight") == "xattn"
+    assert group_of("encoder.layers.0.xattn.attn.q_proj.weight") == "xattn"
     assert group_of("encoder.layers.0.xattn.attn_gate") == group_of("encoder.xattn.2.ff_gate") == "gates"
     assert group_of("encoder.media.visual_resampler.latents") == "resampler"
     assert group_of("encoder.media.visual.stem.0.weight") == "media"

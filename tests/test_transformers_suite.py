@@ -159,6 +159,12 @@ class UnifiedCommonTest(common.ModelTesterMixin, unittest.TestCase):
     def test_generation_tester_mixin_inheritance(self):
         pass
 
+    @unittest.skip("our registered conversion (unified.model.legacy_keys) only reads files saved before a rename and "
+                   "saves write the current names (save_original_format=False), so no save is in the old layout; "
+                   "tested on earlier-layout files in tests/test_model.py")
+    def test_reverse_loading_mapping(self):
+        pass
+
 
 def _t5_checkpoint() -> str:
     from transformers import T5Config, T5ForConditionalGeneration

@@ -5,6 +5,7 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForSeq2SeqLM
 
+from unified.model import legacy_keys
 from unified.model.attention import ATTENTION_FUNCTIONS, register_with_transformers
 from unified.model.configuration import UnifiedConfig
 from unified.model.generation import AllowedTokensLogitsProcessor, constrained_processors
@@ -28,6 +29,7 @@ def _register() -> None:
         except ValueError:
             pass
     register_with_transformers()
+    legacy_keys.register()  # files saved before the attention / feed-forward merge still load
 
 
 _register()

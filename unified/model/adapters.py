@@ -28,6 +28,10 @@ __all__ = ["DEFAULT_TARGETS", "TaskAdapters", "load_saved_adapters", "save_model
 
 # attention and MLP projections of the encoder and decoder layers (not the media encoders, heads or embeddings)
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# LoRA adapts the language model only. The media encoders (a pretrained SigLIP's q_proj too), the perceiver and the
+# gated cross-attention (stages train those whole) and a T5Gemma 2 backbone's own vision tower share the projection
+# names, so they are excluded by where they sit (a peft `exclude_modules` regex over module paths).
+NOT_ADAPTED = r"(.*\.)?(media|xattn|vision_tower|multi_modal_projector)(\..*)?"
 INDEX = "adapters.json"
 
 
@@ -152,10 +156,11 @@ def _inject(model: nn.Module, name: str, settings: dict) -> None:
     from peft import LoraConfig, inject_adapter_in_model
 
     config = LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
-                        target_modules=list(settings["target_modules"]), bias="none")
+                        target_modules=list(settings["target_modules"]), exclude_modules=NOT_ADAPTED, bias="none")
     try:
         with warnings.catch_warnings():  # peft warns that a second adapter is being added: that is the point here
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+            warnings.filterwarnings("ignore", message="You have passed exclude_modules")  # a model without media
             inject_adapter_in_model(config, model, adapter_name=name)
     except ValueError as exc:  # peft: no module matched target_modules
         raise ConfigError("lora.target_modules", settings["target_modules"], str(exc)) from exc

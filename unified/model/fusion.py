@@ -37,11 +37,10 @@ from einops import rearrange
 from torch import nn
 
 from unified.errors import InputError
-from unified.model.attention import ATTENTION_FUNCTIONS, sdpa_attention
+from unified.model.layers import Attention, FeedForward
 
 __all__ = [
     "GatedCrossAttentionBlock",
-    "MaskedCrossAttention",
     "build_media_mask",
     "flatten_media",
     "media_groups",
@@ -52,49 +51,12 @@ __all__ = [
 MASK_MODES = ("previous", "all")
 
 
-class MaskedCrossAttention(nn.Module):
-    """Multi-head attention from text x (B, L, D) to media (B, S, Dm) under a boolean mask (B, L, S).
-
-    A row with no True position returns exactly 0 (no NaN): it attends to nothing, so it receives nothing.
-
-    Example:
-        >>> attn = MaskedCrossAttention(dim=16, media_dim=8, num_heads=2, head_dim=4)
-        >>> mask = torch.tensor([[[True, False], [False, False]]])
-        >>> out = attn(torch.randn(1, 2, 16), torch.randn(1, 2, 8), mask)
-        >>> out[0, 1].abs().sum().item()
-        0.0
-    """
-
-    def __init__(self, dim: int, media_dim: int, num_heads: int, head_dim: int, attn_implementation: str = "sdpa"):
-        super().__init__()
-        inner = num_heads * head_dim
-        self.num_heads = num_heads
-        self.attn_implementation = attn_implementation  # `unified.model.attention`; set_attn_implementation sets it
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_kv = nn.Linear(media_dim, 2 * inner, bias=False)
-        self.to_out = nn.Linear(inner, dim, bias=False)
-
-    def forward(self, x: torch.Tensor, media: torch.Tensor, media_mask: torch.Tensor) -> torch.Tensor:
-        B, L, _ = x.shape
-        S = media.shape[1]
-        if tuple(media_mask.shape) != (B, L, S):
-            raise InputError("media_mask", tuple(media_mask.shape), f"expected (B, L, S) = {(B, L, S)}")
-        if S == 0:
-            return torch.zeros_like(x)
-        media_mask = media_mask.bool()
-        has_media = media_mask.any(dim=-1)  # (B, L)
-        q = rearrange(self.to_q(x), "b l (h e) -> b h l e", h=self.num_heads)
-        k, v = (rearrange(t, "b s (h e) -> b h s e", h=self.num_heads) for t in self.to_kv(media).chunk(2, dim=-1))
-        attend = ATTENTION_FUNCTIONS.get(self.attn_implementation, sdpa_attention)
-        out = attend(q, k, v, mask=media_mask[:, None])  # (B, L, H, E); a row with no media gives zeros
-        out = self.to_out(rearrange(out, "b l h e -> b l (h e)"))  # (B, L, D)
-        return out.masked_fill(~has_media[..., None], 0.0)
-
-
 class GatedCrossAttentionBlock(nn.Module):
     """Flamingo's gated cross-attention-dense block, identity at initialisation.
 
-    x (B, L, D), media (B, S, Dm), media_mask bool (B, L, S) (True = may attend) -> (B, L, D).
+    x (B, L, D), media (B, S, Dm), media_mask bool (B, L, S) (True = may attend) -> (B, L, D). The attention and the
+    feed-forward are the text layers' own modules (`unified.model.layers.Attention`, `FeedForward` without a gate);
+    a token with no media to see receives exactly 0 from the attention.
 
     Example:
         >>> block = GatedCrossAttentionBlock(dim=16, media_dim=8, num_heads=2, head_dim=4)
@@ -108,14 +70,19 @@ class GatedCrossAttentionBlock(nn.Module):
         super().__init__()
         self.gate_init = gate_init
         self.attn_norm = nn.LayerNorm(dim)
-        self.attn = MaskedCrossAttention(dim, media_dim, num_heads, head_dim)
+        self.attn = Attention(dim, num_heads, head_dim, kv_dim=media_dim, is_cross=True)
         self.attn_gate = nn.Parameter(torch.full((1,), float(gate_init)))
         self.ff_norm = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, dim * ff_mult), nn.GELU(), nn.Linear(dim * ff_mult, dim))
+        self.ff = FeedForward(dim, dim * ff_mult, gated=False, bias=True)
         self.ff_gate = nn.Parameter(torch.full((1,), float(gate_init)))
 
     def forward(self, x: torch.Tensor, media: torch.Tensor, media_mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), media, media_mask) * self.attn_gate.tanh()
+        B, L, _ = x.shape
+        S = media.shape[1]
+        if tuple(media_mask.shape) != (B, L, S):
+            raise InputError("media_mask", tuple(media_mask.shape), f"expected (B, L, S) = {(B, L, S)}")
+        if S:  # (B, L, D); rows with no True position come back exactly 0
+            x = x + self.attn(self.attn_norm(x), context=media, mask=media_mask.bool()[:, None]) * self.attn_gate.tanh()
         return x + self.ff(self.ff_norm(x)) * self.ff_gate.tanh()
 
 

@@ -1,5 +1,6 @@
-"""Transformer building blocks: RMSNorm, rotary embeddings (with linear / YaRN scaling), a gated MLP, self- and
-cross-attention, and the pre-norm encoder and decoder layers.
+"""Transformer building blocks: RMSNorm, rotary embeddings (with linear / YaRN scaling), the one feed-forward module
+and the one attention module (used by the text layers, the gated cross-attention and the perceiver alike), and the
+pre-norm encoder and decoder layers.
 
 Axis legend: B batch, L length (Lq queries, Lk keys), D d_model, H heads, E head_dim.
 Projections are named q_proj / k_proj / v_proj / o_proj and gate_proj / up_proj / down_proj so peft's LoRA
@@ -103,39 +104,64 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos + rotated * sin
 
 
-class GatedMLP(nn.Module):
-    """SwiGLU: down(silu(gate(x)) * up(x))."""
+class FeedForward(nn.Module):
+    """The one feed-forward block: SwiGLU `down(silu(gate(x)) * up(x))` (gated, the text layers') or
+    `down(gelu(up(x)))` (the gated cross-attention's and the perceiver's). x (..., D) -> (..., D), hidden width F.
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0):
+    Example:
+        >>> FeedForward(8, 32, gated=False, bias=True)(torch.zeros(2, 3, 8)).shape
+        torch.Size([2, 3, 8])
+    """
+
+    def __init__(self, d_model: int, d_ff: int, *, gated: bool = True, bias: bool = False, dropout: float = 0.0):
         super().__init__()
-        self.gate_proj = nn.Linear(d_model, d_ff, bias=False)
-        self.up_proj = nn.Linear(d_model, d_ff, bias=False)
-        self.down_proj = nn.Linear(d_ff, d_model, bias=False)
+        self.gate_proj = nn.Linear(d_model, d_ff, bias=bias) if gated else None
+        self.up_proj = nn.Linear(d_model, d_ff, bias=bias)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=bias)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.dropout(F.silu(self.gate_proj(x)) * self.up_proj(x)))
+        h = F.silu(self.gate_proj(x)) * self.up_proj(x) if self.gate_proj is not None else F.gelu(self.up_proj(x))
+        return self.down_proj(self.dropout(h))
 
 
 class Attention(nn.Module):
-    """Multi-head attention; self-attention with RoPE, or cross-attention (no RoPE) over encoder states.
+    """The one multi-head attention module: self-attention (RoPE when given), or cross-attention from x (B, Lq, D) to
+    a `context` (B, Lk, Dk) (encoder states, media latents, or the perceiver's [media ; latents]).
 
-    Caching follows transformers' `EncoderDecoderCache`: decoder self-attention appends to the self-attention cache;
-    cross-attention computes its keys / values once and reuses them from the cross-attention cache.
+    x (B, Lq, D) -> (B, Lq, D). `mask` bool (B, 1|H, Lq|1, Lk), True = may attend; a query with no key it may attend
+    to gets exactly 0 (no bias anywhere). The kernel is `attn_implementation` (`unified.model.attention`), which
+    `set_attn_implementation` sets on every instance. Caching follows transformers' `EncoderDecoderCache` when a
+    `layer_idx` is given: decoder self-attention appends to the self-attention cache; cross-attention computes its keys
+    / values once and reuses them from the cross-attention cache.
+
+    Example (a query that may attend nowhere gets zeros):
+        >>> attn = Attention(16, num_heads=2, head_dim=4, kv_dim=8, is_cross=True)
+        >>> mask = torch.tensor([[True, False], [False, False]])[None, None]  # (B=1, 1, Lq=2, Lk=2)
+        >>> attn(torch.randn(1, 2, 16), context=torch.randn(1, 2, 8), mask=mask)[0, 1].abs().sum().item()
+        0.0
     """
 
-    def __init__(self, config: TextConfig, layer_idx: int | None = None, is_cross: bool = False,
+    def __init__(self, d_model: int, num_heads: int, head_dim: int, *, kv_dim: int | None = None,
+                 layer_idx: int | None = None, is_cross: bool = False, dropout: float = 0.0,
                  attn_implementation: str = "sdpa"):
         super().__init__()
-        d, h, e = config.d_model, config.num_heads, config.head_dim
+        h, e, kv_dim = num_heads, head_dim, kv_dim or d_model
         self.num_heads, self.head_dim, self.layer_idx, self.is_cross = h, e, layer_idx, is_cross
-        self.dropout = config.dropout
+        self.dropout = dropout
         self.attn_implementation = attn_implementation
         self.record: list | None = None  # a list while the model returns attentions: each call appends its probs
-        self.q_proj = nn.Linear(d, h * e, bias=False)
-        self.k_proj = nn.Linear(d, h * e, bias=False)
-        self.v_proj = nn.Linear(d, h * e, bias=False)
-        self.o_proj = nn.Linear(h * e, d, bias=False)
+        self.q_proj = nn.Linear(d_model, h * e, bias=False)
+        self.k_proj = nn.Linear(kv_dim, h * e, bias=False)
+        self.v_proj = nn.Linear(kv_dim, h * e, bias=False)
+        self.o_proj = nn.Linear(h * e, d_model, bias=False)
+
+    @classmethod
+    def from_config(cls, config: TextConfig, layer_idx: int | None = None, is_cross: bool = False,
+                    attn_implementation: str = "sdpa") -> Attention:
+        """A text layer's self- or cross-attention."""
+        return cls(config.d_model, config.num_heads, config.head_dim, layer_idx=layer_idx, is_cross=is_cross,
+                   dropout=config.dropout, attn_implementation=attn_implementation)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.view(*x.shape[:-1], self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, L, E)
@@ -176,9 +202,9 @@ class EncoderLayer(GradientCheckpointingLayer):
     def __init__(self, config: TextConfig, attn_implementation: str = "sdpa"):
         super().__init__()
         self.attn_norm = RMSNorm(config.d_model, config.norm_eps)
-        self.self_attn = Attention(config, attn_implementation=attn_implementation)
+        self.self_attn = Attention.from_config(config, attn_implementation=attn_implementation)
         self.mlp_norm = RMSNorm(config.d_model, config.norm_eps)
-        self.mlp = GatedMLP(config.d_model, config.d_ff, config.dropout)
+        self.mlp = FeedForward(config.d_model, config.d_ff, dropout=config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, mask, rotary):
@@ -193,11 +219,12 @@ class DecoderLayer(GradientCheckpointingLayer):
         super().__init__()
         d, eps = config.d_model, config.norm_eps
         self.attn_norm = RMSNorm(d, eps)
-        self.self_attn = Attention(config, layer_idx, attn_implementation=attn_implementation)
+        self.self_attn = Attention.from_config(config, layer_idx, attn_implementation=attn_implementation)
         self.cross_norm = RMSNorm(d, eps)
-        self.cross_attn = Attention(config, layer_idx, is_cross=True, attn_implementation=attn_implementation)
+        self.cross_attn = Attention.from_config(config, layer_idx, is_cross=True,
+                                                 attn_implementation=attn_implementation)
         self.mlp_norm = RMSNorm(d, eps)
-        self.mlp = GatedMLP(d, config.d_ff, config.dropout)
+        self.mlp = FeedForward(d, config.d_ff, dropout=config.dropout)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x, self_mask, rotary, encoder_states, encoder_mask, past_key_values=None, causal=True):

@@ -26,9 +26,8 @@ from unified.errors import ConfigError, InputError
 from unified.heads.embedding import EmbeddingHead
 from unified.model.attention import ATTENTION_FUNCTIONS
 from unified.model.configuration import UnifiedConfig
-from unified.model.fusion import MaskedCrossAttention
+from unified.model.layers import Attention
 from unified.model.ordinal import token_cross_entropy
-from unified.model.resampler import LatentCrossAttention
 from unified.model.stacks import (
     AttentionRecorder,
     BackboneEncoder,
@@ -67,8 +66,8 @@ class EncoderDecoderStack:
     def _use_attn_implementation(self) -> None:
         impl = self.config._attn_implementation
         impl = impl if impl in ATTENTION_FUNCTIONS else "sdpa"
-        for module in self.modules():  # our own cross-attention and perceiver: the same dispatch as the layers
-            if isinstance(module, (MaskedCrossAttention, LatentCrossAttention)):
+        for module in self.modules():  # every attention of ours: text layers, gated cross-attention, perceiver
+            if isinstance(module, Attention):
                 module.attn_implementation = impl
 
     def get_expanded_tied_weights_keys(self, all_submodels: bool = False) -> dict:

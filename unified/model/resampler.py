@@ -30,47 +30,33 @@ from einops import rearrange
 from torch import nn
 
 from unified.errors import ConfigError, InputError
-from unified.model.attention import ATTENTION_FUNCTIONS, sdpa_attention
+from unified.model.layers import Attention, FeedForward
 
-__all__ = ["FeedForward", "PerceiverResampler", "Pool3d", "masked_adaptive_avg_pool3d"]
+__all__ = ["PerceiverResampler", "Pool3d", "ResamplerLayer", "masked_adaptive_avg_pool3d"]
 
 MODES = ("global", "per_frame")
 
 
-class FeedForward(nn.Sequential):
-    """LayerNorm -> Linear(D, mult D) -> GELU -> Linear(mult D, D): the block after each attention."""
+class ResamplerLayer(nn.Module):
+    """One perceiver step: the latents attend to [LN(media) ; LN(latents)] (padding keys masked out), then a
+    feed-forward; both residual. The attention and feed-forward are the text layers' own modules
+    (`unified.model.layers`). media (N, S_m, D), latents (N, K, D), media_mask bool (N, S_m) -> (N, K, D)."""
 
-    def __init__(self, dim: int, mult: int = 4):
-        super().__init__(nn.LayerNorm(dim), nn.Linear(dim, dim * mult), nn.GELU(), nn.Linear(dim * mult, dim))
-
-
-class LatentCrossAttention(nn.Module):
-    """Latents (queries) attend to [LN(media) ; LN(latents)] with padding keys masked out."""
-
-    def __init__(self, dim: int, num_heads: int, head_dim: int, attn_implementation: str = "sdpa"):
+    def __init__(self, dim: int, num_heads: int, head_dim: int, ff_mult: int = 4):
         super().__init__()
-        inner = num_heads * head_dim
-        self.num_heads = num_heads
-        self.attn_implementation = attn_implementation  # `unified.model.attention`; set_attn_implementation sets it
         self.norm_media = nn.LayerNorm(dim)
         self.norm_latents = nn.LayerNorm(dim)
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_kv = nn.Linear(dim, 2 * inner, bias=False)
-        self.to_out = nn.Linear(inner, dim, bias=False)
+        self.attn = Attention(dim, num_heads, head_dim, is_cross=True)
+        self.ff_norm = nn.LayerNorm(dim)
+        self.ff = FeedForward(dim, dim * ff_mult, gated=False, bias=True)
 
     def forward(self, media: torch.Tensor, latents: torch.Tensor, media_mask: torch.Tensor) -> torch.Tensor:
-        # media (N, S_m, D), latents (N, K, D), media_mask bool (N, S_m) -> (N, K, D)
         n, k = latents.shape[:2]
-        media = self.norm_media(media)
-        latents = self.norm_latents(latents)
-        q = self.to_q(latents)  # (N, K, H E)
-        kv_in = torch.cat([media, latents], dim=1)  # (N, S_m + K, D)
-        key_v, val = self.to_kv(kv_in).chunk(2, dim=-1)  # (N, S, H E) each
-        q, key_v, val = (rearrange(t, "n s (h e) -> n h s e", h=self.num_heads) for t in (q, key_v, val))
+        normed = self.norm_latents(latents)
+        keys = torch.cat([self.norm_media(media), normed], dim=1)  # (N, S_m + K, D)
         keep = torch.cat([media_mask, media_mask.new_ones(n, k)], dim=1)  # (N, S): latents are always valid keys
-        attend = ATTENTION_FUNCTIONS.get(self.attn_implementation, sdpa_attention)
-        out = attend(q, key_v, val, mask=keep[:, None, None, :])  # (N, K, H, E)
-        return self.to_out(rearrange(out, "n k h e -> n k (h e)"))
+        latents = latents + self.attn(normed, context=keys, mask=keep[:, None, None, :])
+        return latents + self.ff(self.ff_norm(latents))
 
 
 class PerceiverResampler(nn.Module):
@@ -111,19 +97,15 @@ class PerceiverResampler(nn.Module):
         # Only "global" flattens frames and so needs to know which frame a token came from; "per_frame" keeps frames
         # apart (timestamps go between them as tokens) and has no such table, so every parameter is used.
         self.frame_embed = nn.Parameter(torch.randn(max_frames, dim) * 0.02) if mode == "global" else None
-        self.layers = nn.ModuleList(
-            nn.ModuleList([LatentCrossAttention(dim, num_heads, head_dim), FeedForward(dim, ff_mult)])
-            for _ in range(depth)
-        )
+        self.layers = nn.ModuleList(ResamplerLayer(dim, num_heads, head_dim, ff_mult) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 
     def _resample(self, media: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         # media (n, S_m, D), mask (n, S_m) -> (n, K, D)
         media = media.masked_fill(~mask[..., None], 0.0)  # padding may hold anything (even NaN); 0 * NaN is NaN
         latents = self.latents.to(media.dtype).expand(media.shape[0], -1, -1)  # (n, K, D)
-        for attn, ff in self.layers:
-            latents = latents + attn(media, latents, mask)
-            latents = latents + ff(latents)
+        for layer in self.layers:
+            latents = layer(media, latents, mask)
         return self.norm(latents)
 
     def forward(

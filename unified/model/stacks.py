@@ -130,6 +130,12 @@ class UnifiedPreTrainedModel(PreTrainedModel):
     _supports_sdpa = True
     _supports_flash_attn = False
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # transformers writes a registered conversion back to the old layout by default; ours are only for reading
+        # files saved before the attention / feed-forward merge (`unified.model.legacy_keys`)
+        kwargs.setdefault("save_original_format", False)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def _init_weights(self, module):
         super()._init_weights(module)
         t = self.config.text

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from unified.errors import ConfigError, UnifiedError
+from unified.errors import ConfigError, InputError, UnifiedError
 from unified.model.adapters import TaskAdapters
 from unified.saving import write_servable
 from unified.training.batches import PlannedBatches, Planner, Prepared, batch_loader
@@ -135,7 +135,12 @@ class Run:
         self.start, self.best, self.bad_in_row, self.skipped, self.history = 0, -1.0, 0, 0, []
         if resume is not None:
             state = load_trainer_state(resume)
-            self.optimizer.load_state_dict(state["optimizer"])
+            try:
+                self.optimizer.load_state_dict(state["optimizer"])
+            except ValueError as err:  # another parameter layout: a checkpoint from before a model change
+                raise InputError(str(resume), "trainer.pt", f"its optimizer state does not fit this model's "
+                                 f"parameters ({err}); start from its weights instead: model.init_from={resume} "
+                                 f"in a new output_dir") from None
             self.scheduler.load_state_dict(state["scheduler"])
             self.sampler.load_state_dict(state["sampler"])
             self.stream.load_state_dict(state["stream"])
