@@ -1,6 +1,8 @@
 """Numbers on real tables: held-out MAE of the `regress` task (Gato-style inputs) against always predicting the
-training mean and against linear regression, on scikit-learn's bundled diabetes table (442 rows, 10 features,
-targets 25..346) and its Linnerud table (20 rows, 3 exercises -> weight).
+training mean and against linear regression, on scikit-learn's bundled tables: diabetes (442 rows, 10 features,
+targets 25..346), Linnerud (20 rows, 3 exercises -> weight), and two of its classification tables read as
+regression on one measured column: iris (150 rows, sepal length and width and petal length -> petal width, 0.1..2.5 cm)
+and wine (178 rows, the 12 other chemical measurements -> alcohol, 11.0..14.8 %).
 
     python benchmarks/regress_tables.py [--steps 1500] [--tables diabetes linnerud] [--variants ...] [--seed 0]
                                         [--early-stop]
@@ -34,6 +36,10 @@ def table(name: str) -> tuple[np.ndarray, np.ndarray]:
     elif name == "linnerud":
         data = datasets.load_linnerud()
         x, y = data.data, data.target[:, 0]  # exercises -> weight
+    elif name in ("iris", "wine"):
+        data = (datasets.load_iris if name == "iris" else datasets.load_wine)().data
+        target = 3 if name == "iris" else 0  # petal width; alcohol
+        x, y = np.delete(data, target, axis=1), data[:, target]
     else:
         raise SystemExit(f"unknown table {name!r}")
     return x.astype(float), y.astype(float)
@@ -122,7 +128,8 @@ def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--tables", nargs="+", default=["diabetes", "linnerud"])
+    parser.add_argument("--tables", nargs="+", default=["diabetes", "linnerud"],
+                        choices=["diabetes", "linnerud", "iris", "wine"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--early-stop", action="store_true", help="pick the checkpoint best on a validation split")
