@@ -106,10 +106,11 @@ def load_trainer_state(path: str | Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ fingerprints
 FINGERPRINT = "fingerprint.json"
-# what may change between a run and its resume: how long it runs, how often it logs, evaluates and checkpoints
+# what may change between a run and its resume: how long it runs, how often it logs, evaluates and checkpoints,
+# how its batches are prepared and how its ranks share the model (DDP or FSDP: the same checkpoint files)
 RESUMABLE_CHANGES = ("output_dir", "optim.max_steps", "log_every", "log_with", "eval.", "checkpoint.",
                      "data.media_cache_mb", "data.check_media",
-                     "data.num_workers", "data.prefetch", "model.init_from")
+                     "data.num_workers", "data.prefetch", "model.init_from", "fsdp.", "ddp_find_unused_parameters")
 
 
 def fingerprint(cfg: Any, train_rows: dict[str, list], eval_rows: dict[str, list]) -> dict[str, Any]:

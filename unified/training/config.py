@@ -25,6 +25,7 @@ from unified.errors import ConfigError
 
 STRATEGIES = ("proportional", "temperature", "uniform", "weights", "annealed", "dynamic")
 TRACKERS = ("auto", "none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
+FSDP_STRATEGIES = ("full_shard", "shard_grad_op")
 GROUPS = ("media", "resampler", "xattn", "gates", "encoder", "decoder", "embeddings", "heads", "lora")
 
 
@@ -127,6 +128,14 @@ class LoraSection:
 
 
 @dataclass
+class FsdpSection:
+    # shard the model over the ranks with FSDP2 (`unified.training.sharding`); accelerate's FSDP launch config
+    # sets it too (training/accelerate/fsdp.yaml)
+    enabled: bool = False
+    strategy: str = "full_shard"  # or "shard_grad_op": parameters stay gathered from forward to backward
+
+
+@dataclass
 class EvalSection:
     every: int = 0  # 0: only at the end
     max_rows: int = 32
@@ -155,6 +164,7 @@ class TrainConfig:
     lora: LoraSection = field(default_factory=LoraSection)  # per-task adapters (peft); "lora" is their stage group
     task_options: dict = field(default_factory=dict)  # e.g. {video_mcqa: {mode: rank, labels: [P, Q, R, S]}}
     ddp_find_unused_parameters: bool | None = None  # None: on only when some task leaves parameters unused
+    fsdp: FsdpSection = field(default_factory=FsdpSection)
     budgets: dict = field(default_factory=dict)  # per task: {video_fps, max_frames, num_frames, max_audio_seconds, ...}
     log_every: int = 10
     log_with: str = "auto"  # accelerate trackers: "auto" (TensorBoard when installed), "none", or a tracker name
@@ -192,6 +202,8 @@ class TrainConfig:
         if self.mixture.mixed_batches and self.lora.enabled:
             raise ConfigError("mixture.mixed_batches", True, "per-task LoRA switches adapters per batch; use one task "
                               "per batch (mixed_batches: false) with lora.enabled")
+        if self.fsdp.strategy not in FSDP_STRATEGIES:
+            raise ConfigError("fsdp.strategy", self.fsdp.strategy, f"expected one of {FSDP_STRATEGIES}")
         if self.log_with not in TRACKERS:
             raise ConfigError("log_with", self.log_with, f"expected one of {TRACKERS}")
         if self.lora.enabled and self.lora.r < 1:
@@ -278,6 +290,8 @@ RESAMPLER_FIELDS = {  # visual resampler mode -> the resampler fields it uses
 def inert_settings(cfg: TrainConfig) -> list[tuple[str, Any, str]]:
     """(dotted key, value, why it would do nothing) for each setting this config gives that cannot act."""
     found = []
+    if not cfg.fsdp.enabled and cfg.fsdp.strategy != FsdpSection.strategy:
+        found.append(("fsdp.strategy", cfg.fsdp.strategy, "fsdp.enabled is false: nothing is sharded"))
     m = cfg.model
     if m.init_from:
         why = f"model.init_from={m.init_from!r} brings its own architecture, vocabulary and processor"

@@ -59,6 +59,7 @@ from unified.training.report import (
     trackers,
     write_rank_report,
 )
+from unified.training.sharding import Sharding, param_checksum
 from unified.training.stages import apply_stage, check_stage_groups, lr_factor, param_groups, stage_at
 
 
@@ -83,7 +84,7 @@ class Run:
         self.ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # decided before prepare()
         self.accelerator = Accelerator(mixed_precision=cfg.optim.mixed_precision, log_with=trackers(cfg.log_with),
                                        project_dir=str(self.out), kwargs_handlers=[self.ddp])
-        _check_world(self.accelerator)
+        fsdp = _fsdp_strategy(cfg, self.accelerator)
         self.main = self.accelerator.is_main_process
         self.log = (lambda msg: tqdm.write(f"[train] {msg}")) if self.main else (lambda msg: None)
         random.seed(cfg.seed)
@@ -129,6 +130,14 @@ class Run:
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         self.stream = self._row_stream(world)
         self.planner = Planner(cfg, self.sampler, self.stream, self.tasks, rank, world)
+        self.sharding, self.full, self.stale = None, None, True
+        if fsdp and world == 1:
+            self.log("fsdp.enabled with one process: nothing to shard, the model trains whole")
+        elif fsdp:  # before the optimizer: it must hold the shards
+            _check_fsdp(cfg)
+            self.sharding = Sharding.apply(model, fsdp, self.accelerator.device, keep_copy=self.main)
+            self.log(f"FSDP ({fsdp}): {self.sharding.units} layers and the rest of the model sharded over {world} "
+                     "ranks")
         self.optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.lr, cfg.optim.lr_scale), lr=cfg.optim.lr,
                                            weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(cfg, step))
@@ -136,8 +145,11 @@ class Run:
         if resume is not None:
             state = load_trainer_state(resume)
             try:
-                self.optimizer.load_state_dict(state["optimizer"])
-            except ValueError as err:  # another parameter layout: a checkpoint from before a model change
+                if self.sharding is not None:
+                    self.sharding.load_optimizer_state(model, self.optimizer, state["optimizer"])
+                else:
+                    self.optimizer.load_state_dict(state["optimizer"])
+            except (ValueError, KeyError, IndexError) as err:  # another parameter layout: a checkpoint from before a model change
                 raise InputError(str(resume), "trainer.pt", f"its optimizer state does not fit this model's "
                                  f"parameters ({err}); start from its weights instead: model.init_from={resume} "
                                  f"in a new output_dir") from None
@@ -148,11 +160,14 @@ class Run:
             self.start, self.best, self.skipped = state["step"], state["best"], state["skipped"]
             self.planner.load_state_dict(state.get("planner", {"next": [self.start, 0], "pending": []}))
             self.history = state["history"]
-        if world > 1:
+        if world > 1 and self.sharding is None:
             self.ddp.find_unused_parameters = self._find_unused(model)
         if cfg.model.compile:
             model = torch.compile(model)
-        self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        if self.sharding is None:
+            self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
+        else:  # sharded already: accelerate would wrap it again (in DDP on a CPU or plain multi-GPU launch)
+            self.model = model
         self.core = self.accelerator.unwrap_model(self.model)
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -218,6 +233,8 @@ class Run:
                     self._next_batch(step, rest)
                 break
             last = micro == cfg.optim.grad_accum - 1
+            if self.sharding is not None:  # FSDP reduce-scatters the gradients on the last micro-batch only
+                self.model.set_requires_gradient_sync(last)
             with contextlib.nullcontext() if last else accelerator.no_sync(self.model):  # DDP syncs on the last
                 accelerator.backward(loss / cfg.optim.grad_accum)
             done_micro.extend(parts.items())
@@ -226,8 +243,13 @@ class Run:
             return False
         self.bad_in_row = 0
         if cfg.optim.clip:
-            accelerator.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], cfg.optim.clip)
+            trained = [p for p in self.model.parameters() if p.requires_grad]
+            if self.sharding is not None:  # the norm over every rank's shards
+                torch.nn.utils.clip_grad_norm_(trained, cfg.optim.clip)
+            else:
+                accelerator.clip_grad_norm_(trained, cfg.optim.clip)
         self.optimizer.step()
+        self.stale = True
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         for name, value in done_micro:
@@ -269,13 +291,22 @@ class Run:
     # ------------------------------------------------------------------------------------------------ evaluate
     def evaluate(self, step: int) -> float | None:
         """Held-out metrics and the integral score (main process); the best model so far goes to `best/`."""
-        if not self.eval_rows or not self.main:
+        if not self.eval_rows:
+            return None
+        model = self.servable()
+        if not self.main:
             return None
         from unified.task_zoo.evaluation import evaluate
 
         cfg = self.cfg
-        result = evaluate(self.core, self.processor, self.eval_rows, max_rows=cfg.eval.max_rows,
-                          batch_size=cfg.eval.batch_size, task_options=self.served, progress=False)
+        if self.sharding is not None:  # the main process's unsharded copy evaluates on the accelerator
+            model.to(self.accelerator.device)
+        try:
+            result = evaluate(model, self.processor, self.eval_rows, max_rows=cfg.eval.max_rows,
+                              batch_size=cfg.eval.batch_size, task_options=self.served, progress=False)
+        finally:
+            if self.sharding is not None:
+                model.cpu()
         for name in result.metrics:
             if name in self.sampler.losses and cfg.mixture.strategy == "dynamic":
                 self.sampler.observe(name, 1.0 - result.scores[name])  # low held-out score -> sampled more
@@ -288,7 +319,7 @@ class Run:
             f.write(json.dumps({"step": step, "integral": result.integral, "metrics": result.metrics}) + "\n")
         if result.integral > self.best:
             self.best = result.integral
-            save_checkpoint(self.out, step, self.core, self.processor, {}, name="best", task_options=self.served)
+            save_checkpoint(self.out, step, model, self.processor, {}, name="best", task_options=self.served)
         self.model.train()
         return result.integral
 
@@ -321,16 +352,29 @@ class Run:
         return path
 
     # ------------------------------------------------------------------------------------------------ checkpoint
-    def trainer_state(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+    def servable(self):
+        """The model to evaluate and save: the one training, or under FSDP the main process's unsharded copy holding
+        the current weights (None on the other ranks). Under FSDP a collective: every rank calls it."""
+        if self.sharding is None:
+            return self.core
+        if self.stale:
+            self.full, self.stale = self.sharding.full_model(self.model), False
+        return self.full
+
+    def trainer_state(self, optimizer: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What a checkpoint holds beside the weights; `optimizer`: the optimizer state gathered under FSDP."""
+        return {"optimizer": self.optimizer.state_dict() if optimizer is None else optimizer, "scheduler": self.scheduler.state_dict(),
                 "sampler": self.sampler.state_dict(), "stream": self.stream.state_dict(), "rng": rng_state(),
                 "planner": self.planner.state_dict(),
                 "best": self.best, "skipped": self.skipped, "history": self.history}
 
     def checkpoint(self, step: int) -> None:
-        """An atomic, resumable checkpoint `checkpoints/step-N` (main process; every rank waits for it)."""
+        """An atomic, resumable checkpoint `checkpoints/step-N` (main process; every rank waits for it). Under FSDP
+        the weights and the optimizer state are gathered whole first, so it is the file an unsharded run writes."""
+        model = self.servable()
+        optimizer = self.sharding.optimizer_state(self.model, self.optimizer) if self.sharding else None
         if self.main:
-            save_checkpoint(self.ckpt_root, step, self.core, self.processor, self.trainer_state(),
+            save_checkpoint(self.ckpt_root, step, model, self.processor, self.trainer_state(optimizer),
                             keep=self.cfg.checkpoint.keep, task_options=self.served,
                             extra={FINGERPRINT: json.dumps(self.fingerprint, indent=1, sort_keys=True)})
         self.accelerator.wait_for_everyone()
@@ -343,10 +387,12 @@ class Run:
         end = self.cfg.optim.max_steps
         final = self.evaluate(end)
         self.checkpoint(end)
+        model = self.servable()
         if self.main:
-            write_servable(self.out / "final", self.core, self.processor, self.served)
-        write_rank_report(self.out, self.accelerator, self.core, self.seen,
-                          find_unused_parameters=self.ddp.find_unused_parameters)
+            write_servable(self.out / "final", model, self.processor, self.served)
+        write_rank_report(self.out, self.accelerator, param_checksum(self.core), self.seen,
+                          find_unused_parameters=self.sharding is None and self.ddp.find_unused_parameters,
+                          fsdp=self.sharding.strategy if self.sharding else None)
         summary = summarise(self.history, self.sampler, self.skipped, time.perf_counter() - self.started, final,
                             self.best)
         summary["fitted"] = dict(self.processor.fitted)  # media items fitted to their task's budget, this process
@@ -402,14 +448,58 @@ def _check_packing(cfg: TrainConfig, model) -> None:
                           "block-diagonal mask here")
 
 
-def _check_world(accelerator) -> None:
+def _check_fsdp(cfg: TrainConfig) -> None:
+    """Under FSDP every rank must run the same modules each step (the shards are gathered module by module)."""
+    if cfg.mixture.strategy == "dynamic":
+        raise ConfigError("mixture.strategy", "dynamic", "under FSDP every rank must draw the same tasks, and a "
+                          "dynamic mixture reads each rank's own losses; use another strategy, or DDP")
+    if cfg.lora.enabled:
+        raise ConfigError("lora.enabled", True, "per-task LoRA adapters are not trained under FSDP; train them "
+                          "with DDP")
+
+
+def _fsdp_strategy(cfg: TrainConfig, accelerator) -> str | None:
+    """How this run shards the model: `fsdp.strategy` when `fsdp.enabled`, what an accelerate FSDP launch config
+    says (its settings this loop does not carry out are refused, not ignored), or None (whole, DDP across ranks).
+    Stops a DeepSpeed or Megatron launch, and a launch whose processes each think they are alone."""
     engine = accelerator.distributed_type.value
-    if engine in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
-        raise TrainingError(f"accelerate launched this run with {engine}, which this training loop does not drive "
-                            "yet: it evaluates and writes checkpoints on the main process alone, which with sharded "
-                            "parameters would deadlock the other ranks. Launch with DDP "
-                            "(training/accelerate/ddp.yaml); the model itself shards with FSDP2 (README: Several "
-                            "processes)")
+    if engine in ("DEEPSPEED", "MEGATRON_LM"):
+        raise TrainingError(f"accelerate launched this run with {engine}, which this training loop does not drive: "
+                            "launch with DDP (training/accelerate/ddp.yaml) or FSDP (training/accelerate/fsdp.yaml)")
+    _check_world(accelerator)
+    if engine != "FSDP":
+        return cfg.fsdp.strategy if cfg.fsdp.enabled else None
+    plugin = accelerator.state.fsdp_plugin
+    strategy = launched_strategy(plugin)
+    if cfg.fsdp.enabled and cfg.fsdp.strategy != strategy:
+        raise ConfigError("fsdp.strategy", cfg.fsdp.strategy, f"the accelerate launch config asks for {strategy!r}")
+    return strategy
+
+
+def launched_strategy(plugin) -> str:
+    """An accelerate `FullyShardedDataParallelPlugin` -> "full_shard" or "shard_grad_op"; a setting this loop does
+    not carry out raises `TrainingError` naming it and what to use instead."""
+    from torch.distributed.fsdp import CPUOffloadPolicy
+
+    refused = []
+    if plugin.fsdp_version != 2:
+        refused.append(f"fsdp_version {plugin.fsdp_version} (this loop shards with FSDP2: fsdp_version: 2)")
+    if isinstance(plugin.cpu_offload, CPUOffloadPolicy) or getattr(plugin.cpu_offload, "offload_params", False):
+        refused.append("fsdp_offload_params (parameters stay on the accelerator)")
+    if plugin.activation_checkpointing:
+        refused.append("fsdp_activation_checkpointing (use model.gradient_checkpointing: true)")
+    if getattr(plugin.auto_wrap_policy, "__name__", "") == "size_based_auto_wrap_policy":
+        refused.append("fsdp_auto_wrap_policy SIZE_BASED_WRAP (the model is sharded by its _no_split_modules)")
+    if plugin.transformer_cls_names_to_wrap:
+        refused.append(f"fsdp_transformer_layer_cls_to_wrap {plugin.transformer_cls_names_to_wrap} (the model is "
+                       "sharded by its _no_split_modules)")
+    if refused:
+        raise TrainingError("the accelerate FSDP launch config asks for what this training loop does not do: "
+                            + "; ".join(refused))
+    return "full_shard" if plugin.reshard_after_forward else "shard_grad_op"
+
+
+def _check_world(accelerator) -> None:
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise TrainingError(f"the launcher started {launched} processes but this one sees a world of "

@@ -9,8 +9,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def trackers(log_with: str) -> list[str] | None:
     """The accelerate trackers for `log_with`: "auto" = TensorBoard when it is installed, "none" = none."""
@@ -64,14 +62,12 @@ def plot_losses(history: list[dict], path: Path) -> bool:
     return True
 
 
-def write_rank_report(out: Path, accelerator, model, seen: list[str], **extra: Any) -> None:
-    """OUTPUT/ranks/rank-R.json: the world size, the rows this rank trained on and a parameter checksum, so a
-    multi-process run can be checked (ranks saw different rows and ended with the same weights); `extra` adds
-    fields (how DDP was set up)."""
+def write_rank_report(out: Path, accelerator, checksum: float, seen: list[str], **extra: Any) -> None:
+    """OUTPUT/ranks/rank-R.json: the world size, the rows this rank trained on and the model's parameter checksum
+    (`unified.training.sharding.param_checksum`), so a multi-process run can be checked (ranks saw different rows
+    and ended with the same weights); `extra` adds fields (how DDP or FSDP was set up)."""
     folder = out / "ranks"
     folder.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        checksum = float(sum(p.double().abs().sum() for p in model.parameters()))
     report = {"rank": accelerator.process_index, "world_size": accelerator.num_processes, "rows": seen,
               "param_checksum": checksum, **extra}
     (folder / f"rank-{accelerator.process_index}.json").write_text(json.dumps(report))
