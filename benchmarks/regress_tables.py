@@ -11,8 +11,10 @@ Each table is split 80 / 20 (seeded); features are min-max scaled on the trainin
 `input_range: [-1, 1]`, targets carry `value_range` = the training targets' range widened by 10 % (so held-out
 targets outside it are clamped into it, counted). Variants, each trained from scratch on the tiny preset with the
 same seed and steps (`VARIANTS`): `range` (regress scale: range), `+ HL-Gauss` (text.ordinal_loss_sigma 0.75),
-`+ value feature` (text.value_feature) and both; each read with argmax and with `decode: mean`. Prints one table;
-the README's numbers rows come from it.
+`+ value feature` (text.value_feature) and both; each read with argmax and with `decode: mean`. Beside them, on the
+same split, five standard regressors as references (`REFERENCES`: linear regression, gradient boosting, a random
+forest, 15 nearest neighbours and an RBF support-vector regressor on standardised features); `--variants` with no
+name prints only those. Prints one table; the README's numbers rows come from it.
 """
 
 from __future__ import annotations
@@ -59,14 +61,29 @@ VARIANTS = {  # label -> config overrides on top of the smoke preset
 }
 
 
+def references(name: str, x: np.ndarray, y: np.ndarray) -> dict:
+    """Standard scikit-learn regressors, default settings except where named (SVR's C: the diabetes targets span
+    hundreds, the others single units)."""
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
+    from sklearn.linear_model import LinearRegression
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVR
+
+    return {"linear regression": LinearRegression(),
+            "gradient boosting": GradientBoostingRegressor(random_state=0),
+            "random forest (300 trees)": RandomForestRegressor(300, random_state=0),
+            "15 nearest neighbours": make_pipeline(StandardScaler(), KNeighborsRegressor(15)),
+            "SVR (RBF)": make_pipeline(StandardScaler(), SVR(C=100.0 if name == "diabetes" else 1.0))}
+
+
 def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(VARIANTS),
         early_stop: bool = False, ensemble: int = 1) -> dict[str, float]:
     """With `early_stop`, a fifth of the training rows is held back as a validation split, evaluated every 50
     steps (`decode: mean`), and the checkpoint best on it (`best/`) is scored on the test split. With `ensemble`
     K > 1, each variant also trains K - 1 more models (training seeds `seed` * 100 + k: other initialisations and
     row orders, the same split) and the mean of the K models' `decode: mean` answers is scored as well."""
-    from sklearn.linear_model import LinearRegression
-
     from unified import Model
     from unified.task_zoo import build_tasks
     from unified.task_zoo.decoding import predict
@@ -80,9 +97,9 @@ def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(
     span = y[train_i].max() - y[train_i].min()
     bounds = (float(y[train_i].min() - 0.1 * span), float(y[train_i].max() + 0.1 * span))
     result = {"rows": len(y), "clamped held-out targets": int(((y[test_i] < bounds[0]) | (y[test_i] > bounds[1])).sum()),
-              "training mean": float(np.abs(y[test_i] - y[train_i].mean()).mean()),
-              "linear regression": float(np.abs(LinearRegression().fit(x[train_i], y[train_i]).predict(x[test_i])
-                                                - y[test_i]).mean())}
+              "training mean": float(np.abs(y[test_i] - y[train_i].mean()).mean())}
+    for label, reference in references(name, x, y).items():
+        result[label] = float(np.abs(reference.fit(x[train_i], y[train_i]).predict(x[test_i]) - y[test_i]).mean())
     test_rows = rows(x[test_i], y[test_i], low, high, bounds)
     val_cut = len(train_i) // 5 if early_stop else 0
     fit_i, val_i = train_i[val_cut:], train_i[:val_cut]
@@ -130,7 +147,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--tables", nargs="+", default=["diabetes", "linnerud"],
                         choices=["diabetes", "linnerud", "iris", "wine"])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="none: only the reference regressors")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--early-stop", action="store_true", help="pick the checkpoint best on a validation split")
     parser.add_argument("--ensemble", type=int, default=1, help="also score the mean answer of this many models")
@@ -138,8 +156,9 @@ def main() -> None:
     for name in args.tables:
         result = run(name, args.steps, args.seed, tuple(args.variants), args.early_stop, args.ensemble)
         base = result["training mean"]
+        trained = f"; {args.steps} steps" if args.variants else ""
         print(f"\n{name}: {result.pop('rows')} rows, {result.pop('clamped held-out targets')} held-out targets "
-              f"clamped into the value range; {args.steps} steps")
+              f"clamped into the value range{trained}")
         print(f"{'predictor':<32} {'held-out MAE':>12} {'vs mean':>8}")
         for label, mae in result.items():
             print(f"{label:<32} {mae:>12.2f} {mae / base:>8.2f}")
