@@ -78,6 +78,24 @@ def test_fsdp_settings_are_checked(overrides, field):
     assert caught.value.field == field
 
 
+@pytest.mark.parametrize("overrides, field", [
+    (["mixture.strategy=dynamic", "data.synthetic={n_train: 10, n_eval: 0}"], "mixture.strategy"),
+    (["optim.mixed_precision=fp16"], "optim.mixed_precision"),
+    (["lora.enabled=true", "stages=[{name: lora, train: [lora]}]"], "lora.enabled"),
+])
+def test_what_fsdp_cannot_keep_in_step_across_ranks_is_refused(overrides, field):
+    """Every rank must run the same modules at each step: a dynamic mixture draws from each rank's own losses, and
+    per-task adapters are not sharded; fp16's gradient scaler does not reach sharded gradients here."""
+    from unified.errors import ConfigError
+    from unified.training import load_config
+    from unified.training.loop import _check_fsdp
+
+    _check_fsdp(load_config(ROOT / "training" / "configs" / "tiny-smoke.yaml", ["fsdp.enabled=true"]))
+    with pytest.raises(ConfigError) as caught:
+        _check_fsdp(load_config(ROOT / "training" / "configs" / "tiny-smoke.yaml", ["fsdp.enabled=true", *overrides]))
+    assert caught.value.field == field
+
+
 def test_the_optimizer_state_by_name_is_torchs_own_by_index_and_back():
     """torch's `state_dict()` numbers the parameters over its groups; keyed by name, each entry's moments have the
     shape of the parameter of that name, and converting back gives torch's dict again."""

@@ -149,7 +149,7 @@ class Run:
                     self.sharding.load_optimizer_state(model, self.optimizer, state["optimizer"])
                 else:
                     self.optimizer.load_state_dict(state["optimizer"])
-            except (ValueError, KeyError, IndexError) as err:  # another parameter layout: a checkpoint from before a model change
+            except (ValueError, KeyError, IndexError) as err:  # another parameter layout: from before a model change
                 raise InputError(str(resume), "trainer.pt", f"its optimizer state does not fit this model's "
                                  f"parameters ({err}); start from its weights instead: model.init_from={resume} "
                                  f"in a new output_dir") from None
@@ -363,7 +363,8 @@ class Run:
 
     def trainer_state(self, optimizer: dict[str, Any] | None = None) -> dict[str, Any]:
         """What a checkpoint holds beside the weights; `optimizer`: the optimizer state gathered under FSDP."""
-        return {"optimizer": self.optimizer.state_dict() if optimizer is None else optimizer, "scheduler": self.scheduler.state_dict(),
+        return {"optimizer": self.optimizer.state_dict() if optimizer is None else optimizer,
+                "scheduler": self.scheduler.state_dict(),
                 "sampler": self.sampler.state_dict(), "stream": self.stream.state_dict(), "rng": rng_state(),
                 "planner": self.planner.state_dict(),
                 "best": self.best, "skipped": self.skipped, "history": self.history}
@@ -453,6 +454,9 @@ def _check_fsdp(cfg: TrainConfig) -> None:
     if cfg.mixture.strategy == "dynamic":
         raise ConfigError("mixture.strategy", "dynamic", "under FSDP every rank must draw the same tasks, and a "
                           "dynamic mixture reads each rank's own losses; use another strategy, or DDP")
+    if cfg.optim.mixed_precision == "fp16":
+        raise ConfigError("optim.mixed_precision", "fp16", "under FSDP use bf16: fp16's gradient scaler is not "
+                          "applied to sharded gradients here")
     if cfg.lora.enabled:
         raise ConfigError("lora.enabled", True, "per-task LoRA adapters are not trained under FSDP; train them "
                           "with DDP")
