@@ -1,12 +1,12 @@
 """The built-in default model, called on the class as the design card shows it, on clips generated here with a seed
 it never saw.
 
-Of the issue's goals checked here, the shipped model reaches the captions' (METEOR >= 0.5) and the boxes' (>= 0.8 at
-IoU 0.5) on these 30 clips, not multiple choice's (>= 0.9: 0.91 and 0.90 on the model card's 100-clip test split,
-0.91 and 0.86 on 200 more clips). On these clips it scored: caption METEOR 0.631 with 24 distinct captions, video
-multiple choice 0.87 on 76 questions (chance 0.25), the beep questions 0.82 on 38 (chance 0.50), boxes 0.87 at IoU
-0.5 (mean IoU 0.72; a fixed 18 px box in the middle of the frame: 0.108). The tests hold it to the goals it meets,
-to the other measurements with a margin, and to the typed, well-formed answers the API promises.
+The shipped model reaches each goal checked here on these 30 clips: captions (METEOR >= 0.5), multiple choice
+(>= 0.9) and boxes (>= 0.8 at IoU 0.5). On these clips it scored: caption METEOR 0.628 with 28 distinct captions
+(0.270 against another clip's references), video multiple choice 0.96 on 76 questions (chance 0.25), the beep
+questions 1.00 on 38 (chance 0.50), boxes 0.90 at IoU 0.5 (mean IoU 0.75; a fixed 18 px box in the middle of the
+frame: 0.108). The tests hold it to the goals, to the other measurements with a margin, and to the typed,
+well-formed answers the API promises.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_captions_are_sentences_about_shapes(clips):
     for caption in captions:
         words = caption.replace(",", " ").replace(".", " ").split()
         assert set(words) & set(COLOURS) and set(words) & set(KINDS), caption
-    assert len(set(captions)) >= 18  # it describes clips, not one sentence for all (measured 24 of 30)
+    assert len(set(captions)) >= 18  # it describes clips, not one sentence for all (measured 28 of 30)
 
 
 def test_captions_score_against_the_clips_own_references(clips):
@@ -60,12 +60,12 @@ def test_captions_score_against_the_clips_own_references(clips):
     with CaptionScorer(("meteor",)) as scorer:
         own = scorer.score(captions, [r["captions"] for r in rows])["meteor"]
         shifted = scorer.score(captions, [r["captions"] for r in rows[1:] + rows[:1]])["meteor"]  # another clip's
-    assert own >= 0.5 and own > shifted + 0.1, (own, shifted)  # the issue's goal; measured 0.631
+    assert own >= 0.5 and own > shifted + 0.1, (own, shifted)  # the issue's goal; measured 0.628 / 0.270
 
 
-@pytest.mark.parametrize("task, margin", [("video_mcqa", 0.5), ("audio_video_mcqa", 0.25)])
-def test_multiple_choice_beats_chance_on_fresh_clips(clips, task, margin):
-    """video_mcqa measured 0.87 (76 questions, chance 0.25); the beep questions 0.82 (38, chance 0.50)."""
+@pytest.mark.parametrize("task", ["video_mcqa", "audio_video_mcqa"])
+def test_multiple_choice_meets_the_goal_on_fresh_clips(clips, task):
+    """video_mcqa measured 0.96 (76 questions, chance 0.25); the beep questions 1.00 (38, chance 0.50)."""
     data, _ = clips
     rows = data[task]
     audio = {"audio": [r["audio"] for r in rows]} if task == "audio_video_mcqa" else {}
@@ -73,7 +73,7 @@ def test_multiple_choice_beats_chance_on_fresh_clips(clips, task, margin):
                             options=[r["options"] for r in rows], **audio)
     right = sum(p == r["options"][r["answer_index"]] for p, r in zip(picked, rows)) / len(rows)
     chance = sum(1 / len(r["options"]) for r in rows) / len(rows)
-    assert right >= chance + margin, (right, chance)
+    assert right >= 0.9 and right >= chance + 0.4, (right, chance)  # the issue's goal
 
 
 def test_boxes_lie_in_the_frame_and_meet_the_goal(clips):
@@ -87,5 +87,5 @@ def test_boxes_lie_in_the_frame_and_meet_the_goal(clips):
     # where the shape is, better than a prior: a fixed 18 px box in the middle of the 64 px frame
     ious = [box.iou(Box(*row["box"])) for box, row in zip(boxes, rows)]
     centre = [Box(23, 23, 41, 41).iou(Box(*row["box"])) for row in rows]
-    assert sum(ious) / len(ious) > sum(centre) / len(centre) + 0.5, (ious, centre)  # measured 0.716 vs 0.108
-    assert sum(iou >= 0.5 for iou in ious) / len(ious) >= 0.8, ious  # the issue's goal; measured 0.87
+    assert sum(ious) / len(ious) > sum(centre) / len(centre) + 0.5, (ious, centre)  # measured 0.754 vs 0.108
+    assert sum(iou >= 0.5 for iou in ious) / len(ious) >= 0.8, ious  # the issue's goal; measured 0.90

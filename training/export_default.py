@@ -2,7 +2,8 @@
 
     python training/export_default.py runs/shapes-small/best [--out unified/default_model]
 
-Writes config.json, model.safetensors (bf16), the vocabulary, processor and task_options.json files next to the model card
+Writes what `unified.saving.write_servable` writes (config.json, model.safetensors in bf16, the vocabulary, the
+processor, task_options.json and the shim transformers' Auto classes load it through) next to the model card
 (README.md, written by hand from `unified eval` numbers), and the run's provenance beside them: its resolved training
 config (`training_config.json`), its run summary (`run_summary.json`) and its held-out evaluations during training
 (`eval_history.jsonl`), read from the run directory (the parent of `best/` or `final/`). `Model.default()` loads it
@@ -12,6 +13,7 @@ back in fp32.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -24,6 +26,7 @@ PROVENANCE = {"config.json": "training_config.json", "summary.json": "run_summar
 def main() -> None:
     from unified.model import UnifiedModel
     from unified.processing import UnifiedProcessor
+    from unified.saving import write_servable
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", help="a saved model directory (OUTPUT/best or OUTPUT/final)")
@@ -32,11 +35,9 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model = UnifiedModel.from_pretrained(args.run).to(torch.bfloat16)
-    model.save_pretrained(out, safe_serialization=True)
-    UnifiedProcessor.from_pretrained(args.run).save_pretrained(out)
     options = Path(args.run) / "task_options.json"  # how the model answers (e.g. multiple choice by ranking)
-    if options.is_file():
-        (out / options.name).write_text(options.read_text())
+    write_servable(out, model, UnifiedProcessor.from_pretrained(args.run),
+                   json.loads(options.read_text()) if options.is_file() else None, safe_serialization=True)
     run_dir = Path(args.run).resolve().parent
     for name, target in PROVENANCE.items():
         if (run_dir / name).is_file():

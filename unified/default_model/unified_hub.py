@@ -2,6 +2,7 @@
 
 from unified.hub import (  # noqa: F401  (re-exported for transformers' auto_map)
     AutoTokenizerEntry,
+    UnifiedBaseModel,
     UnifiedConfig,
     UnifiedForConditionalGeneration,
     UnifiedProcessorEntry,
