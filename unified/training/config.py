@@ -25,7 +25,7 @@ from unified.errors import ConfigError
 
 STRATEGIES = ("proportional", "temperature", "uniform", "weights", "annealed", "dynamic")
 TRACKERS = ("auto", "none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
-FSDP_STRATEGIES = ("full_shard", "shard_grad_op")
+FSDP_STRATEGIES = ("full_shard", "shard_grad_op")  # resharded after each forward, or kept gathered until backward
 GROUPS = ("media", "resampler", "xattn", "gates", "encoder", "decoder", "embeddings", "heads", "lora")
 
 

@@ -130,7 +130,7 @@ class Run:
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         self.stream = self._row_stream(world)
         self.planner = Planner(cfg, self.sampler, self.stream, self.tasks, rank, world)
-        self.sharding, self.full, self.stale = None, None, True
+        self.sharding, self.stale = None, True  # stale: the main process's unsharded copy lags the shards
         if fsdp and world == 1:
             self.log("fsdp.enabled with one process: nothing to shard, the model trains whole")
         elif fsdp:  # before the optimizer: it must hold the shards
@@ -358,8 +358,9 @@ class Run:
         if self.sharding is None:
             return self.core
         if self.stale:
-            self.full, self.stale = self.sharding.full_model(self.model), False
-        return self.full
+            self.sharding.full_model(self.model)
+            self.stale = False
+        return self.sharding.whole
 
     def trainer_state(self, optimizer: dict[str, Any] | None = None) -> dict[str, Any]:
         """What a checkpoint holds beside the weights; `optimizer`: the optimizer state gathered under FSDP."""

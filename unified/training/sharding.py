@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-STRATEGIES = ("full_shard", "shard_grad_op")  # parameters resharded after forward, or kept gathered until backward
+from unified.training.config import FSDP_STRATEGIES
 
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
@@ -36,7 +36,7 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
 class Sharding:
     strategy: str
     units: int  # submodules sharded as units (the root holds the rest)
-    copy: nn.Module | None  # the main process's unsharded copy, for evaluating and saving
+    whole: nn.Module | None  # the main process's unsharded copy, for evaluating and saving
 
     @classmethod
     def apply(cls, model: nn.Module, strategy: str, device: torch.device, *, keep_copy: bool) -> Sharding:
@@ -46,8 +46,8 @@ class Sharding:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        if strategy not in STRATEGIES:
-            raise ValueError(f"strategy {strategy!r}: expected one of {STRATEGIES}")
+        if strategy not in FSDP_STRATEGIES:
+            raise ValueError(f"strategy {strategy!r}: expected one of {FSDP_STRATEGIES}")
         kept = copy.deepcopy(model).cpu().eval() if keep_copy else None
         model.to(device)
         mesh = init_device_mesh(device.type, (get_world_size(),))
@@ -62,26 +62,26 @@ class Sharding:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        if self.copy is None:
+        if self.whole is None:
             return None
-        self.copy.load_state_dict(state)
-        return self.copy
+        self.whole.load_state_dict(state)
+        return self.whole
 
     def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any] | None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         state = get_optimizer_state_dict(model, optimizer,
                                          options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        return by_index(state, parameter_names(model, optimizer)) if self.copy is not None else None
+        return by_index(state, parameter_names(model, optimizer)) if self.whole is not None else None
 
     def load_optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                              state: dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         names = parameter_names(model, optimizer)
-        if len(names) != sum(len(g["params"]) for g in state["param_groups"]):
-            raise ValueError(f"the state holds {sum(len(g['params']) for g in state['param_groups'])} parameters, "
-                             f"the optimizer {len(names)}")
+        held = sum(len(g["params"]) for g in state["param_groups"])
+        if held != len(names):
+            raise ValueError(f"the state holds {held} parameters, the optimizer {len(names)}")
         # strict=False: a parameter no batch has reached yet (the audio encoder of a video-only run) has no state
         set_optimizer_state_dict(model, optimizer, by_name(state, names),
                                  options=StateDictOptions(full_state_dict=True, strict=False))
