@@ -264,6 +264,25 @@ def test_fsdp_trains_as_ddp_does_and_its_checkpoints_resume_under_either_engine(
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.parametrize("engine", [[], ["fsdp.enabled=true"]], ids=["ddp", "fsdp"])
+def test_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(data, tmp_path, engine):
+    """Rank 1's loss is NaN at step 2 (`tests/nonfinite_worker.py`), rank 0's is finite: both skip the step and the
+    run goes on to the end with the ranks identical. Before, rank 0 waited in its gradient reduction for a rank that
+    had skipped its backward, and the run hung."""
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(ROOT / "tests" / "nonfinite_worker.py"), str(SMOKE), f"output_dir={tmp_path}",
+           f"data.train_dir={data / 'train'}", "data.synthetic=null", "optim.max_steps=6", "optim.batch_size=4",
+           "checkpoint.every=100", "tokenizer.text_vocab_size=200", "data.tasks=[vqa, video_mcqa]", "log_with=none",
+           *engine]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT, check=False)
+    r0, r1 = _rank_reports(tmp_path, run)
+    assert r0["param_checksum"] == pytest.approx(r1["param_checksum"], rel=1e-12)
+    assert json.loads((tmp_path / "summary.json").read_text())["skipped_steps"] == 1
+    assert "step 2: non-finite loss on another rank's batch" in run.stdout + run.stderr
+
+
 def test_per_task_lora_adapters_train_alone_save_load_and_merge(data, tmp_path):
     """lora-per-task.yaml: the base stays exactly as initialised, each adapter changes only when its tasks train,
     the saved adapters load into a plain model and are chosen by task, and merging one equals running it."""

@@ -227,8 +227,9 @@ class Run:
             self.seen.extend(prepared.sources)
             with accelerator.autocast():
                 loss, parts = batch_loss(cfg, self.tasks, prepared, self.model, accelerator.device)
-            if not math.isfinite(float(loss.detach())):
-                bad = ", ".join(parts)
+            finite = math.isfinite(float(loss.detach()))
+            if not self._all_finite(finite):  # every rank skips together, or the others wait in backward forever
+                bad = ", ".join(parts) if not finite else "another rank's batch"
                 for rest in range(micro + 1, cfg.optim.grad_accum):  # the step's other micro-batches are passed over
                     self._next_batch(step, rest)
                 break
@@ -263,6 +264,13 @@ class Run:
         if (step + 1) % max(1, cfg.log_every) == 0:
             self.bar.set_postfix_str(" ".join(f"{t[:8]} {v:.2f}" for t, v in sorted(self.recent.items())))
         return True
+
+    def _all_finite(self, finite: bool) -> bool:
+        """Whether every rank's loss is finite (with several ranks: one small all-reduce per micro-batch)."""
+        if self.accelerator.num_processes == 1:
+            return finite
+        flag = torch.tensor([0.0 if finite else 1.0], device=self.accelerator.device)
+        return float(self.accelerator.reduce(flag, reduction="sum")) == 0.0
 
     def _next_batch(self, step: int, micro: int) -> Prepared:
         prepared = next(self.batches)  # prepared by a worker (or here, with data.num_workers: 0)
