@@ -382,7 +382,7 @@ class Run:
         """An atomic, resumable checkpoint `checkpoints/step-N` (main process; every rank waits for it). Under FSDP
         the weights and the optimizer state are gathered whole first, so it is the file an unsharded run writes."""
         model = self.servable()
-        optimizer = self.sharding.optimizer_state(self.model, self.optimizer) if self.sharding else None
+        optimizer = None if self.sharding is None else self.sharding.optimizer_state(self.model, self.optimizer)
         if self.main:
             save_checkpoint(self.ckpt_root, step, model, self.processor, self.trainer_state(optimizer),
                             keep=self.cfg.checkpoint.keep, task_options=self.served,
@@ -402,7 +402,7 @@ class Run:
             write_servable(self.out / "final", model, self.processor, self.served)
         write_rank_report(self.out, self.accelerator, param_checksum(self.core), self.seen,
                           find_unused_parameters=self.sharding is None and self.ddp.find_unused_parameters,
-                          fsdp=self.sharding.strategy if self.sharding else None)
+                          fsdp=None if self.sharding is None else self.sharding.strategy)
         summary = summarise(self.history, self.sampler, self.skipped, time.perf_counter() - self.started, final,
                             self.best)
         summary["fitted"] = dict(self.processor.fitted)  # media items fitted to their task's budget, this process
