@@ -12,7 +12,7 @@ Each table is split 80 / 20 (seeded); features are min-max scaled on the trainin
 targets outside it are clamped into it, counted). Variants, each trained from scratch on the tiny preset with the
 same seed and steps (`VARIANTS`): `range` (regress scale: range), `+ HL-Gauss` (text.ordinal_loss_sigma 0.75),
 `+ value feature` (text.value_feature) and both; each read with argmax and with `decode: mean`. Beside them, on the
-same split, five standard regressors as references (`REFERENCES`: linear regression, gradient boosting, a random
+same split, five standard regressors as references (`references`: linear regression, gradient boosting, a random
 forest, 15 nearest neighbours and an RBF support-vector regressor on standardised features); `--variants` with no
 name prints only those. Prints one table; the README's numbers rows come from it.
 """
@@ -61,7 +61,7 @@ VARIANTS = {  # label -> config overrides on top of the smoke preset
 }
 
 
-def references(name: str, x: np.ndarray, y: np.ndarray) -> dict:
+def references(name: str) -> dict:
     """Standard scikit-learn regressors, default settings except where named (SVR's C: the diabetes targets span
     hundreds, the others single units)."""
     from sklearn.ensemble import GradientBoostingRegressor, RandomForestRegressor
@@ -98,7 +98,7 @@ def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(
     bounds = (float(y[train_i].min() - 0.1 * span), float(y[train_i].max() + 0.1 * span))
     result = {"rows": len(y), "clamped held-out targets": int(((y[test_i] < bounds[0]) | (y[test_i] > bounds[1])).sum()),
               "training mean": float(np.abs(y[test_i] - y[train_i].mean()).mean())}
-    for label, reference in references(name, x, y).items():
+    for label, reference in references(name).items():
         result[label] = float(np.abs(reference.fit(x[train_i], y[train_i]).predict(x[test_i]) - y[test_i]).mean())
     test_rows = rows(x[test_i], y[test_i], low, high, bounds)
     val_cut = len(train_i) // 5 if early_stop else 0

@@ -1,7 +1,7 @@
 """One rank of the two-rank non-finite-loss check (`tests/test_training_run.py`): the training CLI, with rank 1's
 batch loss made NaN at step 2, so one rank sees a non-finite loss and the other a finite one.
 
-    accelerate launch --multi_gpu --num_processes 2 tests/nonfinite_worker.py CONFIG key=value ...
+    accelerate launch --multi_gpu --num_processes 2 tests/nonfinite_worker.py --config CONFIG key=value ...
 """
 
 import os

@@ -187,13 +187,14 @@ def test_learning_is_real(tmp_path):
     assert silent < chance + 0.1 and full > silent + 0.2, (full, silent, chance)
 
 
-def _two_ranks(out: Path, data: Path, *overrides: str) -> subprocess.CompletedProcess:
+def _two_ranks(out: Path, data: Path, *overrides: str,
+               script: Path = ROOT / "training" / "multitask.py") -> subprocess.CompletedProcess:
     """A real two-rank gloo run of the smoke config: 6 steps of 4 rows per rank on vqa and video_mcqa, a fifth of
     the rows held out and evaluated at steps 3 and 6, checkpoints at both."""
     env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
     cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(ROOT / "training" / "multitask.py"), "--config", str(SMOKE), f"output_dir={out}",
+           str(script), "--config", str(SMOKE), f"output_dir={out}",
            f"data.train_dir={data / 'train'}", "data.synthetic=null", "optim.max_steps=6", "optim.batch_size=4",
            "checkpoint.every=3", "checkpoint.keep=5", "eval.every=3", "data.validation_split=0.2",
            "tokenizer.text_vocab_size=200", "data.tasks=[vqa, video_mcqa]", "log_with=none", *overrides]
@@ -269,14 +270,7 @@ def test_a_non_finite_loss_on_one_rank_skips_the_step_on_every_rank(data, tmp_pa
     """Rank 1's loss is NaN at step 2 (`tests/nonfinite_worker.py`), rank 0's is finite: both skip the step and the
     run goes on to the end with the ranks identical. Before, rank 0 waited in its gradient reduction for a rank that
     had skipped its backward, and the run hung."""
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(ROOT / "tests" / "nonfinite_worker.py"), str(SMOKE), f"output_dir={tmp_path}",
-           f"data.train_dir={data / 'train'}", "data.synthetic=null", "optim.max_steps=6", "optim.batch_size=4",
-           "checkpoint.every=100", "tokenizer.text_vocab_size=200", "data.tasks=[vqa, video_mcqa]", "log_with=none",
-           *engine]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT, check=False)
+    run = _two_ranks(tmp_path, data, *engine, script=ROOT / "tests" / "nonfinite_worker.py")
     r0, r1 = _rank_reports(tmp_path, run)
     assert r0["param_checksum"] == pytest.approx(r1["param_checksum"], rel=1e-12)
     assert json.loads((tmp_path / "summary.json").read_text())["skipped_steps"] == 1
