@@ -11,10 +11,12 @@ Each table is split 80 / 20 (seeded); features are min-max scaled on the trainin
 `input_range: [-1, 1]`, targets carry `value_range` = the training targets' range widened by 10 % (so held-out
 targets outside it are clamped into it, counted). Variants, each trained from scratch on the tiny preset with the
 same seed and steps (`VARIANTS`): `range` (regress scale: range), `+ HL-Gauss` (text.ordinal_loss_sigma 0.75),
-`+ value feature` (text.value_feature) and both; each read with argmax and with `decode: mean`. Beside them, on the
+`+ value feature` (text.value_feature), `+ input noise s` (the regress option input_noise), `uniform` (the regress
+option spacing: uniform) and combinations; each read with argmax and with `decode: mean`. Beside them, on the
 same split, five standard regressors as references (`references`: linear regression, gradient boosting, a random
 forest, 15 nearest neighbours and an RBF support-vector regressor on standardised features); `--variants` with no
-name prints only those. Prints one table; the README's numbers rows come from it.
+name prints only those. Prints one table per table (MAE, and its ratio to the training mean's and to linear
+regression's); the README's numbers rows come from it.
 """
 
 from __future__ import annotations
@@ -53,11 +55,18 @@ def rows(x: np.ndarray, y: np.ndarray, low: np.ndarray, high: np.ndarray, bounds
              "value_range": list(bounds), "input_range": [-1, 1]} for features, t in zip(scaled, y)]
 
 
-VARIANTS = {  # label -> config overrides on top of the smoke preset
-    "range": [],
-    "range + HL-Gauss 0.75": ["model.text={ordinal_loss_sigma: 0.75}"],
-    "range + value feature": ["model.text={value_feature: true}"],
-    "range + value feature + HL-Gauss": ["model.text={value_feature: true, ordinal_loss_sigma: 0.75}"],
+VARIANTS = {  # label -> (config overrides on top of the smoke preset, regress task options)
+    "range": ([], {}),
+    "range + HL-Gauss 0.75": (["model.text={ordinal_loss_sigma: 0.75}"], {}),
+    "range + value feature": (["model.text={value_feature: true}"], {}),
+    "range + value feature + HL-Gauss": (["model.text={value_feature: true, ordinal_loss_sigma: 0.75}"], {}),
+    "uniform + value feature": (["model.text={value_feature: true}"], {"spacing": "uniform"}),
+    "range + value feature + input noise 0.15": (["model.text={value_feature: true}"], {"input_noise": 0.15}),
+    "range + value feature + input noise 0.3": (["model.text={value_feature: true}"], {"input_noise": 0.3}),
+    "range + value feature + HL-Gauss + input noise 0.15": (
+        ["model.text={value_feature: true, ordinal_loss_sigma: 0.75}"], {"input_noise": 0.15}),
+    "uniform + value feature + HL-Gauss 25 + input noise 0.15": (
+        ["model.text={value_feature: true, ordinal_loss_sigma: 25}"], {"spacing": "uniform", "input_noise": 0.15}),
 }
 
 
@@ -112,14 +121,18 @@ def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(
             (folder / "regress.jsonl").write_text("".join(json.dumps(r) + "\n" for r in
                                                           rows(x[index], y[index], low, high, bounds)))
         for label in variants:
-            extra = VARIANTS[label]
+            extra, options = VARIANTS[label]
             answers = []
             for k in range(ensemble):
                 out = Path(tmp) / f"{label.replace(' ', '_')}-{k}"
                 random.seed(seed)
-                selection = ([f"data.eval_dir={Path(tmp) / 'val'}", "eval.every=50", f"eval.max_rows={len(val_i)}",
-                              "task_options={regress: {decode: mean}}"] if early_stop else
+                chosen = {**options, "decode": "mean"} if early_stop else options
+                selection = ([f"data.eval_dir={Path(tmp) / 'val'}", "eval.every=50", f"eval.max_rows={len(val_i)}"]
+                             if early_stop else
                              [f"data.eval_dir={Path(tmp) / 'test'}", "eval.every=0", "eval.max_rows=8"])
+                if chosen:
+                    options_text = ", ".join(f"{k}: {v}" for k, v in chosen.items())
+                    selection.append(f"task_options={{regress: {{{options_text}}}}}")
                 cfg = load_config(SMOKE, [f"output_dir={out}", f"data.train_dir={Path(tmp) / 'train'}",
                                           "data.synthetic=null", "data.tasks=[regress]", f"optim.max_steps={steps}",
                                           "optim.warmup_steps=50", "checkpoint.every=0", "log_with=none",
@@ -129,12 +142,12 @@ def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(
                 model = Model.from_pretrained(out / ("best" if early_stop else "final"))
                 if k == 0:
                     for decode in ("argmax", "mean"):
-                        model.task_options["regress"] = {"scale": "range", "decode": decode}
+                        model.task_options["regress"] = {**options, "scale": "range", "decode": decode}
                         metrics = model.evaluate({"regress": test_rows}, progress=False).metrics["regress"]
                         result[f"{label}, {decode}"] = float(metrics["mae"])
                 if ensemble > 1:
-                    options = {"regress": {"scale": "range", "decode": "mean"}}
-                    task = build_tasks(["regress"], options, model.processor.tokenizer.layout)["regress"]
+                    chosen = {"regress": {**options, "scale": "range", "decode": "mean"}}
+                    task = build_tasks(["regress"], chosen, model.processor.tokenizer.layout)["regress"]
                     answers.append([float(a[0]) for a in predict(task, model.network, model.processor, test_rows)])
             if ensemble > 1:
                 mean_answer = np.mean(np.array(answers), axis=0)  # (test rows,)
@@ -159,9 +172,10 @@ def main() -> None:
         trained = f"; {args.steps} steps" if args.variants else ""
         print(f"\n{name}: {result.pop('rows')} rows, {result.pop('clamped held-out targets')} held-out targets "
               f"clamped into the value range{trained}")
-        print(f"{'predictor':<32} {'held-out MAE':>12} {'vs mean':>8}")
+        linear = result["linear regression"]
+        print(f"{'predictor':<40} {'held-out MAE':>12} {'vs mean':>8} {'vs linear':>9}")
         for label, mae in result.items():
-            print(f"{label:<32} {mae:>12.2f} {mae / base:>8.2f}")
+            print(f"{label:<40} {mae:>12.3f} {mae / base:>8.3f} {mae / linear:>9.3f}")
 
 
 if __name__ == "__main__":

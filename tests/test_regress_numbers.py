@@ -168,3 +168,73 @@ def test_training_fits_the_scaler_and_the_saved_model_reads_numbers_with_it(tmp_
     model = Model.from_pretrained(tmp_path / "run" / "final")
     (answer,) = model.generate(task="regress", inputs=[3.0, 1150.0])  # one value
     assert 1930.0 <= answer <= 2770.0  # an answer inside the fitted range, in the targets' own units
+
+
+# ---------------------------------------------------------------------------------------------- spacing: uniform
+def _uniform_bin(x: float, low: float, high: float, n: int = 1024) -> int:
+    """Bin of x with [low, high] spread evenly over n bins: floor((x - low) / (high - low) * n), the last closed."""
+    return min(n - 1, math.floor((x - low) / (high - low) * n))
+
+
+def test_uniform_spacing_spreads_the_range_evenly_over_the_bins():
+    task = get_task("regress", spacing="uniform")
+    row = {"question": "q?", "values": [75.0], "value_range": [0, 100]}
+    assert task.target(row) == "<val_768>"  # 75 is three quarters of [0, 100]: bin 0.75 * 1024
+    for x in (0.0, 3.3, 12.34, 49.9, 50.0, 61.7, 99.95, 100.0):
+        assert task.target({**row, "values": [x]}) == f"<val_{_uniform_bin(x, 0, 100)}>"
+    # an answer is its bin's centre: bin 768 covers [75, 75 + 100/1024)
+    assert task.parse("<val_768>", row) == pytest.approx([75 + 50 / 1024])
+    assert task.allowed_bins(row) == range(1024)
+    # inputs too: 0.5 on [-1, 1] is three quarters of the range
+    assert "<val_768>" in task.to_example({"inputs": [0.5], "values": [1.0], "value_range": [0, 2],
+                                           "input_range": [-1, 1]}, rng=None).text
+
+
+def test_mu_law_spacing_crowds_the_middle_of_a_range_which_uniform_does_not():
+    """Why the option exists: with a range laid linearly onto [-256, 256] and then companded, the middle tenth of
+    the range (45..55 of [0, 100], i.e. |y| <= 25.6) takes 2 * 1024 * log(2561) / log(25601) / 2 = 791 bins."""
+    row = {"question": "q?", "values": [50.0], "value_range": [0, 100]}
+    bins = {s: [int(get_task("regress", spacing=s).target({**row, "values": [x]})[5:-1]) for x in (45.0, 55.0)]
+            for s in ("mu_law", "uniform")}
+    assert bins["mu_law"][1] - bins["mu_law"][0] == pytest.approx(2 * 512 * math.log(2561) / math.log(25601), abs=1)
+    assert bins["uniform"] == [_uniform_bin(45, 0, 100), _uniform_bin(55, 0, 100)] == [460, 563]
+
+
+def test_uniform_spacing_reads_the_distribution_in_the_rows_units():
+    row = {"question": "q?", "num_values": 1, "value_range": [0, 100]}
+    probs = torch.zeros(1, 1024)
+    probs[0, 700], probs[0, 800] = 0.5, 0.5
+    centre = [50 + (-1 + (2 * k + 1) / 1024) * 50 for k in (700, 800)]  # each bin's centre, evenly spaced
+    mean = get_task("regress", decode="mean", spacing="uniform").parse_distribution("", probs, row)
+    assert mean == pytest.approx([sum(centre) / 2])
+    with pytest.raises(InputError, match="regress spacing='uniform'.*scale: none"):
+        get_task("regress", scale="none", spacing="uniform")
+    with pytest.raises(InputError, match="regress spacing='log'"):
+        get_task("regress", spacing="log")
+
+
+def test_input_noise_jitters_training_prompts_by_a_share_of_the_range():
+    import random
+    import re
+    import statistics
+
+    task = get_task("regress", spacing="uniform", input_noise=0.1)
+    row = {"inputs": [0.0, 1.0], "values": [1.0], "value_range": [0, 2], "input_range": [-1, 1]}
+    assert re.findall(r"<val_(\d+)>", task.to_example(row, rng=None).text) == ["512", "1023"]  # evaluation: exact
+    rng = random.Random(0)
+    draws = [[int(b) for b in re.findall(r"<val_(\d+)>", task.to_example(row, rng=rng).text)] for _ in range(2000)]
+    middle, end = zip(*draws)
+    # 0 moves by N(0, 0.1 * 1): on 1,024 even bins over [-1, 1] that is 51.2 bins of standard deviation around 512
+    assert statistics.mean(middle) == pytest.approx(512, abs=4)
+    assert statistics.stdev(middle) == pytest.approx(51.2, rel=0.06)
+    # the range's end stays inside it: about half the draws clamp back to the last bin, none leave
+    assert max(end) == 1023 and 0.4 < end.count(1023) / len(end) < 0.6
+    with pytest.raises(InputError, match="regress input_noise=0.1: .*scale: none"):
+        get_task("regress", scale="none", input_noise=0.1)
+    with pytest.raises(InputError, match="regress input_noise=1.5"):
+        get_task("regress", input_noise=1.5)
+    with pytest.raises(InputError, match="this row's inputs have none"):
+        task.check_row({"inputs": [3.0], "values": [1.0]})
+    with pytest.raises(InputError, match="none of the 2 training rows has inputs"):
+        task.fit([{"question": "q?", "values": [1.0], "value_range": [0, 2]}] * 2)
+    assert task.fit([row]) == {}

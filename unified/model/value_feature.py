@@ -10,7 +10,8 @@ forget it. `ValueFeature` adds, at every value token of the encoder's input,
 with ``c = -1 + (2k + 1) / n`` the bin's centre in Gato's companded domain and ``v = F^-1(c) / M`` the value it
 decodes to, as a fraction of the domain's end (M = 256). With the `regress` task's range scaling, ``v`` is linear
 in the user's own number (-1 and 1 are the ends of its range), so a linear function of a feature is one step of W
-away; ``c`` resolves the small values of unscaled rows, which the mu-law packs near 0.
+away; ``c`` resolves the small values of unscaled rows, which the mu-law packs near 0, and is the linear one under
+`regress`'s ``spacing: uniform``.
 
 phi is a continuous function of the bin's value, so two values' features differ by at most ``|phi'| * |dv|``: nearby
 values get nearby embeddings whatever the table rows learn. It reads the bin, not the exact number: a bin is at most

@@ -16,12 +16,23 @@ by `FIT_MARGIN` of its width on both sides; the ranges are saved with the model 
 `Model.generate` and `unified eval` read numbers as training did. A row's own `value_range` / `input_range` still
 wins. An input outside its fitted range at inference is clamped to it with a warning naming it (held-out data may
 lie past the training rows' extremes; refusing it would make a fitted model unusable on them).
+
+``spacing`` says how a scaled range lies on the 1,024 bins. ``"mu_law"`` (the default, how every model before this
+option was trained) maps it linearly onto [-256, 256] and then through Gato's companding, so the middle tenth of the
+range takes 791 bins and the outer nine tenths 233. ``"uniform"`` maps it to the value whose companded position is
+linear in it: every bin is 1/1,024 of the range wide.
+
+``input_noise`` s > 0 (training only: prompts built with an rng) moves each Gato-style input by a Gaussian of s times
+its range's half-width before it is written, kept inside the range. This is noise injection, a smoothness prior
+(for a linear model it equals ridge regularisation). A few hundred table rows are otherwise memorised: each
+input's bin is its own embedding row.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import random
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -33,9 +44,10 @@ from unified.task_zoo.base import Task
 from unified.task_zoo.registry import register_task
 from unified.tokenizers import tokens_to_values, values_to_tokens
 from unified.tokenizers.grammar import check_real
-from unified.tokenizers.values import MU_LAW_M, bin_to_value, value_to_bin
+from unified.tokenizers.values import MU_LAW_M, bin_to_value, inverse_mu_law, mu_law, value_to_bin
 
 SCALES = ("range", "fit", "none")
+SPACINGS = ("mu_law", "uniform")  # how a scaled range is laid over the value bins (module docstring)
 FIT_MARGIN = 0.1  # a fitted range is the training [min, max] widened by this share of its width on each side
 DECODES = ("argmax", "mean", "median")  # a value from the greedy bin, or the mean / median of the bin distribution
 
@@ -86,14 +98,25 @@ class Regress(Task):
     example_row = {"video": "clips/train_00001.mp4", "question": "how many pixels does the circle move per frame?",
                    "values": [1.5], "value_range": [0, 4]}
 
-    def __init__(self, scale: str = "range", decode: str = "argmax", fitted: Mapping[str, Any] | None = None):
+    def __init__(self, scale: str = "range", decode: str = "argmax", fitted: Mapping[str, Any] | None = None,
+                 spacing: str = "mu_law", input_noise: float = 0.0):
         if scale not in SCALES:
             raise InputError("regress scale", scale, f"expected one of {SCALES}")
+        if spacing not in SPACINGS:
+            raise InputError("regress spacing", spacing, f"expected one of {SPACINGS}")
+        if spacing == "uniform" and scale == "none":
+            raise InputError("regress spacing", spacing, "lays a range evenly over the bins, and scale: none maps no "
+                             "range (use scale: range or fit)")
         if decode not in DECODES:
             raise InputError("regress decode", decode, f"expected one of {DECODES}")
         if fitted is not None and scale != "fit":
             raise InputError("regress fitted", dict(fitted), f"a fitted scaler needs scale: fit (this task: {scale!r})")
-        self.scale, self.decode = scale, decode
+        if not (isinstance(input_noise, (int, float)) and not isinstance(input_noise, bool) and 0 <= input_noise < 1):
+            raise InputError("regress input_noise", input_noise, "expected a share of the input range in [0, 1)")
+        if input_noise and scale == "none":
+            raise InputError("regress input_noise", input_noise, "is a share of each input's range, and scale: none "
+                             "maps no range (use scale: range or fit)")
+        self.scale, self.decode, self.spacing, self.input_noise = scale, decode, spacing, float(input_noise)
         self.fitted = self._check_fitted(fitted) if fitted is not None else None
 
     @staticmethod
@@ -113,7 +136,12 @@ class Regress(Task):
         return out
 
     def fit(self, rows) -> dict[str, Any]:
-        """With scale: fit, the scaler's ranges from the training rows: {"fitted": {value_range, input_range}}."""
+        """With scale: fit, the scaler's ranges from the training rows: {"fitted": {value_range, input_range}}.
+        `input_noise` on rows none of which has `inputs` would do nothing, and is refused."""
+        rows = list(rows)
+        if self.input_noise and rows and all(row.get("inputs") is None for row in rows):
+            raise InputError("regress input_noise", self.input_noise, f"jitters Gato-style inputs, and none of the "
+                             f"{len(rows)} training rows has inputs")
         if self.scale != "fit":
             return {}
         targets, inputs = [], []
@@ -136,16 +164,28 @@ class Regress(Task):
         """Each value as the mean (or median) of the value its bins decode to, weighted by the step's bin
         probabilities (`probs`: (steps, bins)); then mapped back from the row's range."""
         wanted = self.answer_length(row)
-        centres = bin_values(self.layout.num_value_bins)  # (bins,) the value each bin decodes to
+        centres = self._bin_answers(row)  # (bins,) the number each bin means for this row
         out = []
         for step in probs[:wanted]:
             p = step.double() / step.double().sum()
             if self.decode == "mean":
-                y = float((p * centres).sum())
+                out.append(float((p * centres).sum()))
             else:  # median: the first bin where the cumulative probability reaches one half
-                y = float(centres[int(torch.searchsorted(p.cumsum(0), torch.tensor(0.5, dtype=torch.float64)))])
-            out.append(self._from_tokens_domain(y, row))
+                out.append(float(centres[int(torch.searchsorted(p.cumsum(0), torch.tensor(0.5, dtype=torch.float64)))]))
         return out if len(out) == wanted else self.parse(text, row)
+
+    def _bin_answers(self, row: Mapping[str, Any]) -> torch.Tensor:
+        """(bins,) float64: the answer each value bin stands for in the row's own units."""
+        n = self.layout.num_value_bins
+        bounds = self._value_bounds(row)
+        if bounds is None:
+            return bin_values(n)  # (bins,) the value each bin decodes to
+        low, high = bounds
+        if self.spacing == "uniform":  # the bin's companded centre is its place in the row's range
+            fraction = -1.0 + (2.0 * torch.arange(n, dtype=torch.float64) + 1.0) / n
+        else:
+            fraction = bin_values(n) / MU_LAW_M
+        return (low + high) / 2 + fraction * (high - low) / 2
 
     def answer_length(self, row: Mapping[str, Any]) -> int:
         """How many values the answer has."""
@@ -159,6 +199,9 @@ class Regress(Task):
         super().check_row(row, with_target)
         if row.get("question") is None and row.get("inputs") is None:
             raise InputError("regress row", sorted(row), "needs a 'question' or Gato-style 'inputs'")
+        if (self.input_noise and self.scale == "range" and row.get("inputs") is not None
+                and _bounds(row, "input_range") is None and _bounds(row, "value_range") is None):
+            raise self._rangeless_noise()
         for field, what in (("value_range", "values"), ("input_range", "inputs")):
             declared = _bounds(row, field)  # checked even where unused
             numbers = row.get(what) if with_target or what == "inputs" else None
@@ -216,24 +259,38 @@ class Regress(Task):
                              f"rows of {len(fitted)} inputs (give the row an input_range to map them)")
         return [tuple(b) for b in fitted]
 
-    @staticmethod
-    def _to_tokens_domain(x: float, bounds: tuple[float, float] | None) -> float:
+    def _rangeless_noise(self) -> InputError:
+        return InputError("regress input_noise", self.input_noise, "is a share of each input's range, and this row's "
+                          "inputs have none (give it an input_range or a value_range)")
+
+    def _to_tokens_domain(self, x: float, bounds: tuple[float, float] | None) -> float:
+        """A number in [low, high] -> the value tokens' domain: linearly onto [-M, M] (`mu_law` spacing), or to the
+        value whose companded position is linear in it (`uniform`: the range spread evenly over the bins)."""
         if bounds is None:
             return float(x)
         low, high = bounds
-        return (float(x) - (low + high) / 2) / ((high - low) / 2) * MU_LAW_M  # [low, high] -> [-M, M]
+        fraction = (float(x) - (low + high) / 2) / ((high - low) / 2)  # [low, high] -> [-1, 1]
+        return inverse_mu_law(fraction) if self.spacing == "uniform" else fraction * MU_LAW_M
 
     def _from_tokens_domain(self, y: float, row: Mapping[str, Any]) -> float:
         bounds = self._value_bounds(row)
         if bounds is None:
             return y
         low, high = bounds
-        return (low + high) / 2 + y / MU_LAW_M * (high - low) / 2
+        fraction = mu_law(y) if self.spacing == "uniform" else y / MU_LAW_M
+        return (low + high) / 2 + fraction * (high - low) / 2
 
-    def _scaled_inputs(self, row: Mapping[str, Any]) -> list[float]:
-        """The row's inputs in the tokens' domain; one past its fitted range is clamped to it, with a warning."""
+    def _scaled_inputs(self, row: Mapping[str, Any], rng: random.Random | None = None) -> list[float]:
+        """The row's inputs in the tokens' domain; one past its fitted range is clamped to it, with a warning. In
+        training (`rng` given) with `input_noise` s, each input first moves by a Gaussian of s times its range's
+        half-width, kept inside the range."""
         numbers = [float(v) for v in row["inputs"]]
         bounds = self._input_bounds(row, len(numbers))
+        if self.input_noise and isinstance(rng, random.Random):
+            if None in bounds:
+                raise self._rangeless_noise()
+            numbers = [min(max(v + rng.gauss(0.0, self.input_noise * (b[1] - b[0]) / 2), b[0]), b[1])
+                       for v, b in zip(numbers, bounds)]
         if self.fitted is not None and _bounds(row, "input_range") is None:
             outside = [(i, v) for i, (v, b) in enumerate(zip(numbers, bounds)) if b and not b[0] <= v <= b[1]]
             if outside:
@@ -244,7 +301,7 @@ class Regress(Task):
 
     def prompt(self, row, media, rng):
         if row.get("inputs") is not None:
-            text = self.sequence_prompt.format(inputs=self._tokens(self._scaled_inputs(row)),
+            text = self.sequence_prompt.format(inputs=self._tokens(self._scaled_inputs(row, rng)),
                                                count=self.answer_length(row))
             placeholders = "".join(f"<{m}>" * len(v) for m, v in media.items())
             return f"{placeholders} {text}" if placeholders else text
