@@ -61,6 +61,7 @@ VARIANTS = {  # label -> (config overrides on top of the smoke preset, regress t
     "range + value feature": (["model.text={value_feature: true}"], {}),
     "range + value feature + HL-Gauss": (["model.text={value_feature: true, ordinal_loss_sigma: 0.75}"], {}),
     "uniform + value feature": (["model.text={value_feature: true}"], {"spacing": "uniform"}),
+    "range + value feature + input noise 0.1": (["model.text={value_feature: true}"], {"input_noise": 0.1}),
     "range + value feature + input noise 0.15": (["model.text={value_feature: true}"], {"input_noise": 0.15}),
     "range + value feature + input noise 0.3": (["model.text={value_feature: true}"], {"input_noise": 0.3}),
     "range + value feature + HL-Gauss + input noise 0.15": (
@@ -146,8 +147,8 @@ def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(
                         metrics = model.evaluate({"regress": test_rows}, progress=False).metrics["regress"]
                         result[f"{label}, {decode}"] = float(metrics["mae"])
                 if ensemble > 1:
-                    chosen = {"regress": {**options, "scale": "range", "decode": "mean"}}
-                    task = build_tasks(["regress"], chosen, model.processor.tokenizer.layout)["regress"]
+                    served = {"regress": {**options, "scale": "range", "decode": "mean"}}
+                    task = build_tasks(["regress"], served, model.processor.tokenizer.layout)["regress"]
                     answers.append([float(a[0]) for a in predict(task, model.network, model.processor, test_rows)])
             if ensemble > 1:
                 mean_answer = np.mean(np.array(answers), axis=0)  # (test rows,)
@@ -172,10 +173,10 @@ def main() -> None:
         trained = f"; {args.steps} steps" if args.variants else ""
         print(f"\n{name}: {result.pop('rows')} rows, {result.pop('clamped held-out targets')} held-out targets "
               f"clamped into the value range{trained}")
-        linear = result["linear regression"]
-        print(f"{'predictor':<40} {'held-out MAE':>12} {'vs mean':>8} {'vs linear':>9}")
+        linear, width = result["linear regression"], max(map(len, result))
+        print(f"{'predictor':<{width}} {'held-out MAE':>12} {'vs mean':>8} {'vs linear':>9}")
         for label, mae in result.items():
-            print(f"{label:<40} {mae:>12.3f} {mae / base:>8.3f} {mae / linear:>9.3f}")
+            print(f"{label:<{width}} {mae:>12.3f} {mae / base:>8.3f} {mae / linear:>9.3f}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """regress never clips a number silently: a row's `value_range` is mapped onto the value tokens' domain [-256, 256]
-and answers are mapped back (hand-computed values below); numbers beyond the domain without a range are refused."""
+(or, with spacing: uniform, evenly over the bins) and answers are mapped back (hand-computed values below); numbers
+beyond the domain without a range are refused. Training-only input noise is checked by its statistics."""
 
 from __future__ import annotations
 
@@ -192,11 +193,12 @@ def test_uniform_spacing_spreads_the_range_evenly_over_the_bins():
 
 def test_mu_law_spacing_crowds_the_middle_of_a_range_which_uniform_does_not():
     """Why the option exists: with a range laid linearly onto [-256, 256] and then companded, the middle tenth of
-    the range (45..55 of [0, 100], i.e. |y| <= 25.6) takes 2 * 1024 * log(2561) / log(25601) / 2 = 791 bins."""
+    the range (45..55 of [0, 100], i.e. |y| <= 25.6) is |F| <= log(2561) / log(25601) of the companded [-1, 1], so
+    1024 * log(2561) / log(25601) = 791 bins."""
     row = {"question": "q?", "values": [50.0], "value_range": [0, 100]}
     bins = {s: [int(get_task("regress", spacing=s).target({**row, "values": [x]})[5:-1]) for x in (45.0, 55.0)]
             for s in ("mu_law", "uniform")}
-    assert bins["mu_law"][1] - bins["mu_law"][0] == pytest.approx(2 * 512 * math.log(2561) / math.log(25601), abs=1)
+    assert bins["mu_law"][1] - bins["mu_law"][0] == pytest.approx(1024 * math.log(2561) / math.log(25601), abs=1)
     assert bins["uniform"] == [_uniform_bin(45, 0, 100), _uniform_bin(55, 0, 100)] == [460, 563]
 
 
