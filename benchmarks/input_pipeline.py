@@ -129,7 +129,8 @@ def main() -> None:
         runs["0 workers, cached"] = ["data.num_workers=0", "data.media_cache_mb=2048"]
         rate = {label: steps_per_second(tmp / "train", tmp / f"run{i}", o, args.steps, args.warm)
                 for i, (label, o) in enumerate(runs.items())}
-        from unified.data.shards import processor_settings, write_shards
+        from unified.data.shards import write_shards
+        from unified.training.build import processor_settings
 
         write_shards(tmp / "train", tmp / "decoded", progress=False, decode=processor_settings(SHAPES, tmp / "train"))
         rate["decoded shards, 0 workers, no cache"] = steps_per_second(

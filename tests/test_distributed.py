@@ -30,7 +30,7 @@ def test_shipped_accelerate_configs_load_and_ask_for_what_the_loop_does(path, mo
     from accelerate.utils import FullyShardedDataParallelPlugin
     from accelerate.utils.launch import prepare_multi_gpu_env
 
-    from unified.training.loop import launched_strategy
+    from unified.training.launch import launched_strategy
 
     assert set(STRATEGY) == {p.name for p in CONFIGS}
     config = load_config_from_file(str(path))
@@ -50,7 +50,7 @@ def test_an_fsdp_launch_config_the_loop_does_not_carry_out_is_refused_naming_eac
     from accelerate.utils import FullyShardedDataParallelPlugin as Plugin
 
     from unified.training import TrainingError
-    from unified.training.loop import launched_strategy
+    from unified.training.launch import launched_strategy
 
     with pytest.raises(TrainingError) as caught:
         launched_strategy(Plugin(fsdp_version=2, cpu_offload=True, activation_checkpointing=True,
@@ -88,7 +88,7 @@ def test_what_fsdp_cannot_keep_in_step_across_ranks_is_refused(overrides, field)
     per-task adapters are not sharded; fp16's gradient scaler does not reach sharded gradients here."""
     from unified.errors import ConfigError
     from unified.training import load_config
-    from unified.training.loop import _check_fsdp
+    from unified.training.launch import check_fsdp as _check_fsdp
 
     _check_fsdp(load_config(ROOT / "training" / "configs" / "tiny-smoke.yaml", ["fsdp.enabled=true"]))
     with pytest.raises(ConfigError) as caught:

@@ -113,7 +113,7 @@ def test_retrieval_counts_identical_texts_as_one_candidate(monkeypatch):
     """Four clips, two of which share the caption "a red circle moves left.". An oracle embedding (each clip and
     each text mapped to a one-hot of its caption) must score recall@1 = 1: the shared caption is one candidate and
     right for both clips. Listing it twice would tie the two and count only the first clip (3/4)."""
-    from unified.task_zoo import evaluation, get_task
+    from unified.task_zoo import decoding, get_task
 
     captions = ["a red circle moves left.", "a blue square moves up.", "a red circle moves left.", "a green dot."]
     rows = [{"video": f"clip{i}.mp4", "text": t, "group": f"clip{i}"} for i, t in enumerate(captions)]
@@ -122,6 +122,6 @@ def test_retrieval_counts_identical_texts_as_one_candidate(monkeypatch):
     def oracle(task, model, processor, rows, *, batch_size=16, text_side=False):
         return torch.nn.functional.one_hot(torch.tensor([code[r["text"]] for r in rows]), len(code)).float()
 
-    monkeypatch.setattr(evaluation, "embed_rows", oracle)
-    scores = evaluation.pair_metrics(get_task("retrieval"), None, None, rows, batch_size=4)
+    monkeypatch.setattr(decoding, "embed_rows", oracle)
+    scores = decoding.pair_metrics(get_task("retrieval"), None, None, rows, batch_size=4)
     assert scores == {"recall_at_1": 1.0, "recall_at_5": 1.0}

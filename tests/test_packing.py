@@ -14,11 +14,12 @@ from task_rows import task_rows, tiny_stack, write_media
 
 from unified.errors import ConfigError, InputError
 from unified.model import UnifiedConfig, UnifiedModel
-from unified.packing import pack_items, segment_mask, shift_right_segments
+from unified.model.segments import segment_mask, shift_right_segments
 from unified.task_zoo import build_tasks
 from unified.task_zoo.batching import process_row
 from unified.training.batches import prepare
 from unified.training.loss import prepared_mixed_loss
+from unified.training.packing import pack_items
 
 SMOKE = Path(__file__).parents[1] / "training" / "configs" / "tiny-smoke.yaml"
 TASKS = ("vqa", "caption", "audio_video_mcqa", "text2text", "video_mcqa", "grounding")

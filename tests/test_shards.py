@@ -126,8 +126,8 @@ TRAINED = ["vqa", "caption", "retrieval", "audio_video_mcqa", "grounding"]
 
 def test_decoded_shards_hold_the_processors_frames_and_refuse_other_settings(packed, tmp_path):
     from unified.api import DEFAULT_MODEL_DIR
-    from unified.data.shards import processor_settings
     from unified.processing import UnifiedProcessor
+    from unified.training.build import processor_settings
 
     write_shards(packed / "files", tmp_path / "decoded", tasks=["audio_video_mcqa"], progress=False,
                  decode=processor_settings(DEFAULT_MODEL_DIR, packed / "files"))

@@ -31,9 +31,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from unified.data import load_data_dir
+from unified.data.files import SUFFIXES
 from unified.errors import InputError
+from unified.media.video import Frames
+from unified.model import UnifiedModel
+from unified.model.adapters import load_saved_adapters
+from unified.model.modeling import DEFAULT_MAX_NEW_TOKENS
+from unified.processing import UnifiedProcessor
 from unified.saving import read_task_options, require_safetensors, write_servable
+from unified.task_zoo import build_tasks, list_tasks
 from unified.task_zoo.base import MODALITIES
+from unified.task_zoo.decoding import embed_rows, predict
+from unified.task_zoo.evaluation import evaluate
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 _default: Model | None = None
@@ -64,10 +74,6 @@ class Model:
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None) -> Model:
         """A directory written by `save_pretrained` (or by training): config + safetensors + vocabulary + processor."""
-        from unified.model import UnifiedModel
-        from unified.model.adapters import load_saved_adapters
-        from unified.processing import UnifiedProcessor
-
         path = Path(path)
         if not (path / "config.json").is_file():
             raise InputError("model", str(path), "not a saved model: no config.json there")
@@ -75,7 +81,6 @@ class Model:
         network = UnifiedModel.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
         load_saved_adapters(network, path)  # per-task LoRA adapters, chosen by task in generate/evaluate
         if network.generation_config.max_new_tokens is None:  # saved before the default existed
-            from unified.model.modeling import DEFAULT_MAX_NEW_TOKENS
 
             network.generation_config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
         if device is not None:
@@ -129,16 +134,12 @@ class Model:
         tensor; a list of videos is a batch): required for those, refused for files. Keyword arguments the task does not take
         (a typo, a target field) raise `InputError` naming them. `max_new_tokens` caps a free-text answer; None
         takes the task's (`task_options: {task: {max_new_tokens: n}}` in training, saved with the model; 32 if unset)."""
-        from unified.task_zoo import build_tasks
-        from unified.task_zoo.decoding import predict
-
         task_obj = build_tasks([task], {task: self.task_options.get(task, {})}, self.processor.tokenizer.layout)[task]
         rows, batched = self._rows(task_obj, {"image": image, "video": video, "audio": audio, "question": question,
                                               "text": text, **fields}, source_fps)
         for row in rows:
             task_obj.check_row(row, with_target=False)
         if task_obj.answer_mode == "embed" and not any(m in rows[0] for m in MODALITIES):  # the pair side alone
-            from unified.task_zoo.decoding import embed_rows
 
             answers = list(embed_rows(task_obj, self.network, self.processor, rows, batch_size=batch_size,
                                       text_side=True))
@@ -152,8 +153,6 @@ class Model:
     def evaluate(self, data: Mapping[str, Sequence[Mapping[str, Any]]] | str | Path, **kwargs: Any):
         """`unified.task_zoo.evaluation.evaluate` on this model; `data` is {task: rows} or a data directory
         (read by `evaluation_data`)."""
-        from unified.task_zoo.evaluation import evaluate
-
         if isinstance(data, (str, Path)):
             data, _ = self.evaluation_data(data, kwargs.pop("tasks", None), kwargs.pop("skip_bad_rows", False))
         kwargs.setdefault("task_options", self.task_options)
@@ -166,13 +165,8 @@ class Model:
         """({task: rows}, reports) of a data directory, rows checked by the tasks as this model was trained. Without
         `tasks`, the tasks the model was trained on (its `task_options.json` lists them); files of other tasks are
         left out with a warning naming them."""
-        from unified.data import load_data_dir
-
         folder = Path(directory)
         if tasks is None and self.task_options and folder.is_dir():
-            from unified.data.files import SUFFIXES
-            from unified.task_zoo import list_tasks
-
             files = {p.stem for p in folder.iterdir() if p.suffix in SUFFIXES} & set(list_tasks())  # files named after a registered task, as load_data_dir reads them
             tasks = [t for t in self.task_options if t in files]
             others = sorted(files - set(self.task_options))
@@ -221,8 +215,6 @@ def with_rate(video: Any, source_fps: float | None) -> Any:
     """Videos given as frames in memory ([T, H, W, 3] uint8 arrays or tensors) wrapped with their rate
     (`unified.media.video.Frames`); files and bytes as given. Frames without a rate raise: taking them as 1 fps
     would misplace every moment in time."""
-    from unified.media.video import Frames
-
     items = list(video) if isinstance(video, (list, tuple)) else [video]
     arrays = [isinstance(v, (np.ndarray, torch.Tensor)) for v in items]
     if source_fps is not None and not any(arrays):

@@ -97,7 +97,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _shard(args: argparse.Namespace) -> int:
-    from unified.data.shards import processor_settings, write_shards
+    from unified.data.shards import write_shards
+    from unified.training.build import processor_settings
 
     decode = None if args.decode is None else processor_settings(args.decode, args.dir, args.tasks)
     index = write_shards(args.dir, args.out, tasks=args.tasks, rows_per_shard=args.rows_per_shard,

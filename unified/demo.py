@@ -21,18 +21,23 @@ from typing import Any
 
 import numpy as np
 
+from unified.api import DEFAULT_MODEL_DIR, Model
+from unified.data import load_data_dir
+from unified.data.scene import FPS
+from unified.data.synthetic import write_split
+from unified.media import load_image, load_video
+from unified.task_zoo import build_tasks, list_tasks
+from unified.training import load_config, train
+
 TRAIN_STEPS = 300
 SCALE, PAD = 2, 6  # the picture: each frame shown at 2x, 6 px apart
 
 
 def _model(model_path: str | Path | None, out: Path, train_steps: int, log) -> tuple[Any, str]:
-    from unified.api import DEFAULT_MODEL_DIR, Model
-
     if model_path is not None:
         return Model.from_pretrained(model_path), f"model from {model_path}"
     if (DEFAULT_MODEL_DIR / "config.json").is_file():
         return Model.default(), "the built-in default model"
-    from unified.training import load_config, train
 
     config = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny-smoke.yaml"
     overrides = [f"output_dir={out / 'model'}", "data.synthetic={n_train: 200, n_eval: 0, seed: 0}",
@@ -51,10 +56,6 @@ def _model(model_path: str | Path | None, out: Path, train_steps: int, log) -> t
 def run_demo(out_dir: str | Path | None = None, model_path: str | Path | None = None, seed: int = 7,
              train_steps: int = TRAIN_STEPS, log=print) -> dict[str, Any]:
     """Run the demo; returns {"rows": [(task, question, answer, truth)], "png": path, "model": description}."""
-    from unified.data import load_data_dir
-    from unified.data.synthetic import write_split
-    from unified.task_zoo import build_tasks, list_tasks
-
     out = Path(out_dir or tempfile.mkdtemp(prefix="unified-demo-"))
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -90,9 +91,6 @@ def _picture(out: Path, answers: dict[str, tuple]) -> Path:
     under them the answer and truth of the first task that describes the clip unasked (grammar "text", every
     field a target)."""
     from PIL import Image, ImageDraw
-
-    from unified.data.scene import FPS
-    from unified.media import load_image, load_video
 
     clip = next((out / "clip" / "clips").glob("*.mp4"))
     frames = load_video(clip, fps=FPS).frames.numpy()  # (T, H, W, 3), every frame the clip has

@@ -3,7 +3,8 @@
     UnifiedError
     ├── InputError          bad user input (a path, a value, a token, a row)
     │   └── MediaDecodeError    a media file or buffer that could not be decoded
-    └── ConfigError         an inconsistent or unknown configuration field
+    ├── ConfigError         an inconsistent or unknown configuration field
+    └── TrainingError       a training run that cannot go on (non-finite losses, a mis-launched run)
 
 Example:
     >>> raise InputError("box", (10, 5, 3, 8), "x2 must be greater than x1")
@@ -52,3 +53,7 @@ class ConfigError(UnifiedError, ValueError):
 
     def __reduce__(self):
         return type(self), (self.field, self.value, self.reason)
+
+
+class TrainingError(UnifiedError):
+    """The run cannot go on (non-finite losses, a mis-launched multi-process run); the message says why."""

@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from unified.errors import InputError
+from unified.model import UnifiedBaseModel, UnifiedConfig, UnifiedForConditionalGeneration
+from unified.processing import UnifiedProcessor
+from unified.tokenizers.backbone import load_tokenizer
+
+__all__ = ["AutoTokenizerEntry", "UnifiedBaseModel", "UnifiedConfig", "UnifiedForConditionalGeneration",
+           "UnifiedProcessorEntry", "write_auto_map"]
 
 SHIM = "unified_hub.py"
 SHIM_TEXT = '''"""Written by unified: loads this directory with the installed `unified` package (see unified.hub)."""
@@ -53,8 +59,6 @@ class AutoTokenizerEntry(_Entry):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *args: Any, **kwargs: Any) -> Any:
-        from unified.tokenizers.backbone import load_tokenizer
-
         return load_tokenizer(_local(path, kwargs))
 
 
@@ -63,8 +67,6 @@ class UnifiedProcessorEntry(_Entry):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *args: Any, **kwargs: Any) -> Any:
-        from unified.processing import UnifiedProcessor
-
         return UnifiedProcessor.from_pretrained(_local(path, kwargs))
 
 
@@ -94,12 +96,3 @@ def _merge(path: Path, entries: dict[str, Any]) -> None:
     data = json.loads(path.read_text()) if path.is_file() else {}
     data.update(entries)
     path.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def __getattr__(name: str) -> Any:
-    # the model classes come from unified.model on first use, so importing the shim's tokenizer entry stays light
-    if name in ("UnifiedConfig", "UnifiedBaseModel", "UnifiedForConditionalGeneration"):
-        import unified.model
-
-        return getattr(unified.model, name)
-    raise AttributeError(name)

@@ -38,6 +38,7 @@ from unified.media import Video, load_audio, load_image, load_video, log_mel
 from unified.media.cache import MediaCache
 from unified.media.video import sample_times
 from unified.tokenizers import UnifiedTokenizer, time_to_token
+from unified.tokenizers.backbone import load_tokenizer
 
 PROCESSOR_CONFIG = "processor_config.json"
 _MEDIA_KEYS = ("image", "video", "audio")
@@ -262,7 +263,7 @@ class UnifiedProcessor:
             if not all("labels" in it for it in items):
                 raise InputError("target", "missing in some examples", "give a target for every example or none")
             batch["labels"], _ = _pad_1d([it["labels"] for it in items], -100)
-        if any("segment_ids" in it for it in items):  # packed examples (`unified.packing.pack_items`)
+        if any("segment_ids" in it for it in items):  # packed examples (`unified.training.packing.pack_items`)
             for key in ("segment_ids", "decoder_segment_ids"):
                 batch[key], _ = _pad_1d([it[key] for it in items], 0)
         n_vis = max(len(it["pixel_values"]) for it in items)
@@ -320,7 +321,6 @@ class UnifiedProcessor:
             raise InputError(str(path), "<json>", f"not valid JSON ({err.msg} at line {err.lineno})") from None
         if isinstance(data, dict):
             data.pop("auto_map", None)  # transformers' AutoProcessor entry (unified.hub), not a setting
-        from unified.tokenizers.backbone import load_tokenizer
 
         return cls(load_tokenizer(directory), ProcessorConfig.from_dict(data))
 

@@ -25,7 +25,10 @@ import numpy as np
 
 from unified.data.files import MEDIA_COLUMNS, BadRow
 from unified.errors import InputError
+from unified.media.audio import load_audio
+from unified.media.image import load_image
 from unified.media.member import Member
+from unified.media.video import load_video
 
 CACHE_NAME = ".unified_check.json"
 
@@ -33,10 +36,6 @@ CACHE_NAME = ".unified_check.json"
 def decode_file(kind: str, path: Any) -> str | None:
     """None when `path` (a file, or a `Member` of a tar shard) decodes as `kind` ("image", "video" or "audio"),
     else the reason it does not."""
-    from unified.media.audio import load_audio
-    from unified.media.image import load_image
-    from unified.media.video import load_video
-
     if isinstance(path, Member) and path.decoded is not None:  # stored decoded (`unified data shard --decode`)
         try:
             np.load(io.BytesIO(path.read()), allow_pickle=False)

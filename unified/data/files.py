@@ -30,7 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unified.data.shard_rows import is_shard_dir, load_shards
 from unified.errors import InputError
+from unified.task_zoo import build_tasks, get_task, list_tasks
 
 MEDIA_COLUMNS = ("image", "video", "audio")
 SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
@@ -155,7 +157,6 @@ def _check_rows(raw: Iterable[Mapping[str, Any]], name: str, base: Path | None, 
 def _task(task: Any) -> Any:
     if task is None or not isinstance(task, str):
         return task
-    from unified.task_zoo import get_task
 
     return get_task(task)
 
@@ -182,9 +183,6 @@ def load_data_dir(directory: str | Path, tasks: Iterable[str] | None = None, *, 
     Rows are checked by each task built with its `task_options` (e.g. the labels multiple choice allows). A
     directory written by `unified data shard` (it holds `shards.json`) gives `ShardedRows`, read lazily.
     """
-    from unified.data.shards import is_shard_dir, load_shards
-    from unified.task_zoo import build_tasks, list_tasks
-
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError("data directory", str(directory), "does not exist")

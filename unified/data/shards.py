@@ -26,6 +26,8 @@ rate as float32 .npy), so a corpus is decoded once, not every epoch. A processor
 
 from __future__ import annotations
 
+__all__ = ["ShardedRows", "decode_settings", "is_shard_dir", "load_shards", "write_shards", "write_shards_from"]
+
 import hashlib
 import io
 import itertools
@@ -38,12 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from unified.data.files import MEDIA_COLUMNS, BadRow
+from unified.data.check import check_media, decode_file, drop_rows, media_items
+from unified.data.files import MEDIA_COLUMNS, BadRow, RowReport, iter_checked_rows, load_data_dir
+from unified.data.shard_rows import FORMAT, INDEX, ShardedRows, is_shard_dir, load_shards
 from unified.errors import InputError
-from unified.media.member import Member
-
-INDEX = "shards.json"
-FORMAT = 1
+from unified.media import load_audio, load_video
+from unified.task_zoo import build_tasks
 
 
 def write_shards(data_dir: str | Path, out: str | Path, *, tasks: Sequence[str] | None = None,
@@ -54,13 +56,9 @@ def write_shards(data_dir: str | Path, out: str | Path, *, tasks: Sequence[str] 
     Every media file is decoded first (`check_media`): a row whose media do not decode stops the packing, or with
     `skip_bad_rows` is left out (`check=False` skips the decoding). `decode`: a `ProcessorConfig` whose sampling
     (each task's budget applied) videos and audio are stored already decoded at, so training decodes nothing."""
-    from unified.data.files import load_data_dir
-
     out = _fresh(out, rows_per_shard)
     data, _ = load_data_dir(data_dir, tasks, skip_bad_rows=skip_bad_rows, task_options=task_options)
     if check:
-        from unified.data.check import check_media, drop_rows
-
         bad = check_media(data, cache_dir=data_dir, progress=progress)
         if bad and not skip_bad_rows:
             shown = "; ".join(f"{b.source}: {b.reason}" for b in bad[:5])
@@ -78,10 +76,6 @@ def write_shards_from(sources: Mapping[str, Iterable[Mapping[str, Any]]], out: s
     """Tar shards from streams of rows, {task: any iterable of mappings}, e.g. a `datasets.IterableDataset`
     streamed from disk: rows are checked, their media decoded (`check`), and written one at a time, so a corpus
     larger than memory is packed without being held (media paths relative to `base_dir`)."""
-    from unified.data.check import decode_file, media_items
-    from unified.data.files import RowReport, iter_checked_rows
-    from unified.task_zoo import build_tasks
-
     out = _fresh(out, rows_per_shard)
     built = build_tasks(list(sources), {n: o for n, o in (task_options or {}).items() if n in sources})
     base = None if base_dir is None else Path(base_dir)
@@ -160,8 +154,6 @@ def decode_settings(config: Any, task: str) -> dict[str, dict[str, Any]]:
 
 
 def _decoded(column: str, item: str, sampling: dict[str, dict[str, Any]]) -> tuple[bytes, dict[str, Any]]:
-    from unified.media import load_audio, load_video
-
     buffer = io.BytesIO()
     if column == "video":
         video = load_video(item, **sampling["video"])
@@ -212,80 +204,3 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> tarfile.TarInfo:
     tar.addfile(info, io.BytesIO(data))
     info.offset, info.offset_data = start, start + header  # where the member's bytes start in the tar
     return info
-
-
-def is_shard_dir(directory: str | Path) -> bool:
-    return (Path(directory) / INDEX).is_file()
-
-
-def load_shards(directory: str | Path, tasks: Sequence[str] | None = None) -> dict[str, ShardedRows]:
-    """{task: ShardedRows} of a `write_shards` directory (`tasks`: which; default all)."""
-    directory = Path(directory)
-    try:
-        index = json.loads((directory / INDEX).read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError("shard index", str(directory / INDEX), f"cannot be read ({exc})") from exc
-    if index.get("format") != FORMAT:
-        raise InputError("shard index", str(directory / INDEX), f"format {index.get('format')!r}, expected {FORMAT}")
-    known = index["tasks"]
-    wanted = list(tasks) if tasks is not None else list(known)
-    missing = [t for t in wanted if t not in known]
-    if missing:
-        raise InputError("tasks", missing, f"not in the shards of {directory}; they hold {sorted(known)}")
-    return {task: ShardedRows(directory, task, known[task]) for task in wanted}
-
-
-class ShardedRows(Sequence):
-    """One task's rows in tar shards: `rows[i]` reads row i (a dict, media as `Member`s); `len(rows)` is free."""
-
-    def __init__(self, directory: Path, task: str, entry: Mapping[str, Any]):
-        self.directory, self.task, self.sha256 = Path(directory), task, entry["sha256"]
-        self._where = [(str(self.directory.absolute() / s["file"]), int(o), int(n))
-                       for s in entry["shards"] for o, n in s["rows"]]
-        if len(self._where) != entry["rows"]:
-            raise InputError("shard index", task, f"lists {len(self._where)} rows, says {entry['rows']}")
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-    def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        shard, offset, size = self._where[i]
-        row = json.loads(Member(shard, offset, size, f"row {i}").read())
-        for column in MEDIA_COLUMNS:
-            value = row.get(column)
-            if value is not None:
-                members = [Member(shard, m["offset"], m["size"], m["member"], m.get("decoded"))
-                           for m in (value if isinstance(value, list) else [value])]
-                row[column] = members if isinstance(value, list) else members[0]
-        return row
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return (self[i] for i in range(len(self)))
-
-    def digest(self) -> str:
-        """What a resume compares: the rows as packed (their sha256, from the index)."""
-        return f"{len(self)} rows, sha256 {self.sha256}"
-
-
-def processor_settings(source: str | Path, data_dir: str | Path, tasks: Sequence[str] | None = None) -> Any:
-    """The `ProcessorConfig` that `--decode` samples with: a saved model's or processor's directory, or a training
-    YAML (its `processor` section and media budgets over the data's tasks, as training builds it)."""
-    from unified.processing import PROCESSOR_CONFIG, ProcessorConfig, UnifiedProcessor
-
-    source = Path(source)
-    if source.is_dir():
-        if not (source / PROCESSOR_CONFIG).is_file():
-            raise InputError("--decode", str(source), f"no {PROCESSOR_CONFIG} in this directory")
-        return UnifiedProcessor.from_pretrained(source).config
-    from unified.data.files import SUFFIXES
-    from unified.training.build import media_budgets
-    from unified.training.config import load_config
-
-    cfg = load_config(source)
-    names = list(tasks) if tasks is not None else sorted(p.stem for p in Path(data_dir).iterdir()
-                                                         if p.suffix in SUFFIXES)
-    p = cfg.processor
-    return ProcessorConfig(image_size=p.image_size, video_fps=p.video_fps, max_frames=p.max_frames, fit=p.fit,
-                           budgets=media_budgets(cfg, {n: [] for n in names})).validate()

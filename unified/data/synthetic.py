@@ -19,8 +19,21 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from unified.data.scene import DIRECTIONS, DURATION, FPS, FRAMES, SIZE, Scene, render, sample_scene
+from unified.data.scene import (
+    COLOURS,
+    DIRECTIONS,
+    DURATION,
+    FPS,
+    FRAMES,
+    KINDS,
+    SIZE,
+    Scene,
+    render,
+    sample_scene,
+)
 from unified.errors import InputError
+from unified.media.writer import write_clip, write_image
+from unified.task_zoo import get_task, list_tasks
 
 SPLITS = {"train": 0, "test": 1, "compositional": 2}
 TASKS = ("caption", "vqa", "video_mcqa", "audio_video_mcqa", "grounding", "temporal_grounding", "classify",
@@ -72,8 +85,6 @@ def _mc(question: str, answer: str, distractors: list[str], rng: np.random.Gener
 
 def _names(scene: Scene, rng: np.random.Generator) -> list[str]:
     """The clip's shape names plus a few that are not in it (distractors)."""
-    from unified.data.scene import COLOURS, KINDS
-
     others = [f"{c} {k}" for c in COLOURS for k in KINDS]
     return [x.name for x in scene.shapes] + [others[i] for i in rng.permutation(len(others))[:3]]
 
@@ -153,8 +164,6 @@ def scene_rows(scene: Scene, rng: np.random.Generator) -> dict[str, list[dict[st
 
 def plugin_rows(scene: Scene) -> dict[str, list[dict[str, Any]]]:
     """Rows of every other registered task that describes synthetic scenes (`Task.synthetic_rows`)."""
-    from unified.task_zoo import get_task, list_tasks
-
     rows = {}
     for name in list_tasks():
         if name not in TASKS:
@@ -191,8 +200,6 @@ def write_split(out_dir: str | Path, n: int, seed: int = 0, split: str = "train"
                 ) -> dict[str, Path]:
     """Write `n` clips as `clips/*.mp4` (+ a PNG for grounding), one `{task}.jsonl` per task and `scenes.jsonl`.
     Returns {task: path of its JSONL}."""
-    from unified.media.writer import write_clip, write_image
-
     if not isinstance(n, int) or n < 1:
         raise InputError("n", n, "expected a positive number of clips")
     out = Path(out_dir)

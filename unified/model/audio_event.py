@@ -24,6 +24,7 @@ from torch import nn
 
 from unified.errors import ConfigError
 from unified.model.encoders import FrozenBackbone, mel_windows
+from unified.model.pretrained import build_config, build_module
 
 MODEL_TYPE = "audio-spectrogram-transformer"
 
@@ -38,7 +39,6 @@ class AudioEventEncoder(FrozenBackbone):
 
     def __init__(self, backbone: dict, hidden_size: int, freeze: bool = True):
         super().__init__()
-        from unified.model.pretrained import build_config, build_module
 
         cfg = build_config(backbone, "audio.backbone")
         if backbone.get("model_type") != MODEL_TYPE:

@@ -21,6 +21,10 @@ import torch
 from torch import nn
 
 from unified.errors import ConfigError, InputError
+from unified.local_dirs import vocab_size_of
+from unified.model.adapters import DEFAULT_TARGETS
+from unified.model.ordinal import ordinal_rows
+from unified.model.pretrained import build_config, load_local
 
 FAMILIES = ("t5", "mt5", "umt5", "bart", "t5gemma", "t5gemma2")  # model_type values tested against transformers'
 _GEMMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -35,8 +39,6 @@ LORA_TARGETS = {  # each family's attention and MLP projections, by the module n
 def lora_targets(config) -> list[str]:
     """The LoRA target modules of a model's language side: the backbone family's projections for a model on a
     pretrained text backbone, else our own layers' (`unified.model.adapters.DEFAULT_TARGETS`)."""
-    from unified.model.adapters import DEFAULT_TARGETS
-
     backbone = config.text.backbone
     return list(LORA_TARGETS[backbone["model_type"]] if backbone else DEFAULT_TARGETS)
 
@@ -53,8 +55,6 @@ def _encoder_config(cfg):
 
 def text_fields(backbone: dict[str, Any]) -> dict[str, Any]:
     """The `TextConfig` fields the backbone fixes: width, heads, layers, special ids and its vocabulary size."""
-    from unified.model.pretrained import build_config
-
     kind = backbone.get("model_type")
     if kind not in FAMILIES:
         raise ConfigError("text.backbone", kind, f"expected an encoder-decoder of {list(FAMILIES)}")
@@ -82,15 +82,8 @@ def text_fields(backbone: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def vocab_size_of(cfg) -> int:
-    """The output vocabulary: T5Gemma's decoder sub-config's, else the config's own."""
-    return int(getattr(getattr(cfg, "decoder", None), "vocab_size", None) or cfg.vocab_size)
-
-
 def build_backbone_config(backbone: dict[str, Any], vocab_size: int):
     """The backbone's transformers config with its vocabulary grown to `vocab_size`."""
-    from unified.model.pretrained import build_config
-
     cfg = build_config(backbone, "text.backbone")
     encoder = getattr(cfg, "encoder", None)
     for part in (cfg, encoder, getattr(encoder, "text_config", None), getattr(cfg, "decoder", None)):
@@ -140,9 +133,6 @@ def copy_lm_weights(lm: nn.Module, path, ordinal: list | None = None, width: flo
     (`ordinal`: [[start, stop], ...], location / value / time) as smooth functions of the bin at that scale.
     Returns the names of the tensors whose vocabulary grew."""
     from transformers import AutoModelForSeq2SeqLM
-
-    from unified.model.ordinal import ordinal_rows
-    from unified.model.pretrained import load_local
 
     source = load_local(path, "text.pretrained_path",
                         lambda p: AutoModelForSeq2SeqLM.from_pretrained(p, local_files_only=True, dtype=torch.float32,

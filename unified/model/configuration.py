@@ -18,6 +18,8 @@ from typing import Any
 from transformers import PretrainedConfig
 
 from unified.errors import ConfigError
+from unified.model.backbone import build_backbone_config, text_fields
+from unified.model.pretrained import read_backbone_config
 
 
 @dataclass
@@ -172,7 +174,6 @@ class UnifiedConfig(PretrainedConfig):
         self.fusion = _build("fusion", FusionConfig, fusion)
         # A pretrained part's own config is read from its directory once and stored in ours: a saved model then
         # builds that part without the directory (weights come from our safetensors).
-        from unified.model.pretrained import read_backbone_config
 
         if self.vision.pretrained_path and self.vision.backbone is None:
             self.vision.backbone = read_backbone_config(self.vision.pretrained_path, "vision.pretrained_path",
@@ -183,8 +184,6 @@ class UnifiedConfig(PretrainedConfig):
         if t.pretrained_path and t.backbone is None:
             t.backbone = read_backbone_config(t.pretrained_path, "text.pretrained_path")
         if t.backbone:
-            from unified.model.backbone import text_fields
-
             fixed = text_fields(t.backbone)
             fixed["vocab_size"] = max(fixed["vocab_size"], t.vocab_size if t.vocab_size != TextConfig.vocab_size
                                       else 0)  # a pretrained row is never dropped
@@ -208,8 +207,6 @@ class UnifiedConfig(PretrainedConfig):
     def backbone_config(self):
         """The pretrained text backbone's transformers config (vocabulary grown to ours), built once: generation
         asks for it at every step."""
-        from unified.model.backbone import build_backbone_config
-
         key = (id(self.text.backbone), self.text.vocab_size)
         cached = self.__dict__.get("_backbone_cache")
         if cached is None or cached[0] != key:

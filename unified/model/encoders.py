@@ -39,6 +39,13 @@ from einops import rearrange
 from torch import nn
 
 from unified.errors import ConfigError, InputError
+from unified.model.pretrained import (
+    build_config,
+    build_module,
+    copy_weights,
+    read_backbone_config,
+    vision_tower,
+)
 
 __all__ = [
     "AudioEncoder",
@@ -299,16 +306,12 @@ class FrozenBackbone(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path, hidden_size: int, freeze: bool = True, **kwargs):
         """Build from the config saved at `path` and copy its weights in."""
-        from unified.model.pretrained import read_backbone_config
-
         encoder = cls(read_backbone_config(path, cls.FIELD, cls.PART), hidden_size, freeze, **kwargs)
         encoder.load_backbone_weights(path)
         return encoder
 
     def load_backbone_weights(self, path: str | Path) -> None:
         """Copy the backbone of the local checkpoint at `path` in (every tensor checked by name and shape)."""
-        from unified.model.pretrained import copy_weights
-
         copy_weights(self.backbone, path, self.pick, self.FIELD)
         self._set_frozen()
 
@@ -342,7 +345,6 @@ class PretrainedVisionEncoder(FrozenBackbone):
 
     def __init__(self, backbone: dict, hidden_size: int, freeze: bool = True, num_time_frequencies: int = 16):
         super().__init__()
-        from unified.model.pretrained import build_config, build_module, vision_tower
 
         cfg = build_config(backbone, "vision.backbone")
         if not hasattr(cfg, "image_size") or not hasattr(cfg, "patch_size") or not hasattr(cfg, "hidden_size"):
@@ -359,8 +361,6 @@ class PretrainedVisionEncoder(FrozenBackbone):
 
     @staticmethod
     def pick(model: nn.Module) -> nn.Module:
-        from unified.model.pretrained import vision_tower
-
         return vision_tower(model)
 
     def _stem(self, frames: torch.Tensor) -> torch.Tensor:
@@ -432,7 +432,6 @@ class PretrainedAudioEncoder(FrozenBackbone):
 
     def __init__(self, backbone: dict, hidden_size: int, freeze: bool = True):
         super().__init__()
-        from unified.model.pretrained import build_config, build_module
 
         cfg = build_config(backbone, "audio.backbone")
         if not hasattr(cfg, "max_source_positions") or not hasattr(cfg, "num_mel_bins"):

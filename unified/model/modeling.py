@@ -25,9 +25,11 @@ from transformers.modeling_outputs import BaseModelOutput, Seq2SeqLMOutput, Seq2
 from unified.errors import ConfigError, InputError
 from unified.heads.embedding import EmbeddingHead
 from unified.model.attention import ATTENTION_FUNCTIONS
+from unified.model.backbone import build_lm, copy_lm_weights
 from unified.model.configuration import UnifiedConfig
 from unified.model.layers import Attention
 from unified.model.ordinal import token_cross_entropy
+from unified.model.segments import shift_right_segments
 from unified.model.stacks import (
     AttentionRecorder,
     BackboneEncoder,
@@ -38,7 +40,6 @@ from unified.model.stacks import (
     _inner,
     output_flags,
 )
-from unified.packing import shift_right_segments
 
 DEFAULT_MAX_NEW_TOKENS = 32  # generate()'s default answer length (a task's grammar sets its own)
 
@@ -51,7 +52,6 @@ class EncoderDecoderStack:
     def _build_stack(self, config: UnifiedConfig) -> None:
         t = config.text
         if t.backbone:  # a pretrained encoder-decoder (unified.model.backbone), kept whole under `lm.`
-            from unified.model.backbone import build_lm
 
             self.lm = build_lm(t.backbone, t.vocab_size, config._attn_implementation)
             self.encoder = BackboneEncoder(config, self.lm)
@@ -94,8 +94,6 @@ class EncoderDecoderStack:
         read = []
         t = self.config.text
         if t.pretrained_path and self.lm is not None:
-            from unified.model.backbone import copy_lm_weights
-
             copy_lm_weights(self.lm, t.pretrained_path, t.ordinal_ranges, t.ordinal_width, t.ordinal_noise)
             read.append("text.pretrained_path")
         media = self.encoder.media
@@ -294,7 +292,7 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
         if (segment_ids is None) != (decoder_segment_ids is None) or (segment_ids is not None and (
                 return_embeddings or labels is None or decoder_input_ids is not None)):
             raise InputError("segment_ids", "packed examples", "packing takes segment_ids with decoder_segment_ids "
-                             "and labels (training), not embeddings or given decoder inputs (`unified.packing`)")
+                             "and labels (training), not embeddings or given decoder inputs (`unified.model.segments`)")
         if return_embeddings:  # the embedding head (retrieval), through forward so DDP/accelerate wrappers see it
             return self.embed(input_ids=input_ids, attention_mask=attention_mask, pixel_values=pixel_values,
                               pixel_mask=pixel_mask, frame_times=frame_times, frame_time_ids=frame_time_ids,

@@ -23,17 +23,10 @@ from typing import Any
 from torch import nn
 
 from unified.errors import ConfigError, InputError
+from unified.local_dirs import local_dir, require_safetensors
 
 __all__ = ["build_config", "build_module", "copy_weights", "image_processor_settings", "load_local",
            "local_dir", "read_backbone_config", "vision_tower"]
-
-
-def local_dir(path: str | Path, field: str) -> Path:
-    """`path` as a directory holding a saved transformers model; `InputError` naming `field` and the path if not."""
-    p = Path(path)
-    if not p.is_dir() or not (p / "config.json").is_file():
-        raise InputError(field, str(path), "not a local directory holding a saved transformers model (config.json)")
-    return p
 
 
 def read_backbone_config(path: str | Path, field: str, part: str | None = None) -> dict[str, Any]:
@@ -79,8 +72,6 @@ def build_module(backbone: Mapping[str, Any], field: str, builder: Callable | No
 def load_local(path: str | Path, field: str, loader: Callable | None = None) -> nn.Module:
     """`loader(path)` (default `AutoModel.from_pretrained(path, local_files_only=True)`); never the network."""
     from transformers import AutoModel
-
-    from unified.saving import require_safetensors
 
     p = local_dir(path, field)
     require_safetensors(p, field)

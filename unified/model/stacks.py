@@ -23,6 +23,7 @@ from transformers.cache_utils import EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from unified.errors import InputError
+from unified.model.backbone import MediaHooks, encoder_layers
 from unified.model.configuration import UnifiedConfig
 from unified.model.encoders import TimeEmbedding
 from unified.model.fusion import GatedCrossAttentionBlock
@@ -30,8 +31,8 @@ from unified.model.layers import DecoderLayer, EncoderLayer, RMSNorm, RotaryEmbe
 from unified.model.media import MediaEncoder, cross_attention_memory, splice_latents
 from unified.model.media import media_mask as media_mask_for
 from unified.model.ordinal import ordinal_rows
+from unified.model.segments import segment_mask
 from unified.model.value_feature import ValueFeature
-from unified.packing import segment_mask
 
 
 @dataclass
@@ -42,7 +43,7 @@ class UnifiedEncoderOutput(BaseModelOutput):
     attention_mask: torch.Tensor | None = None  # (B, L') after splicing
     media: torch.Tensor | None = None  # (B, S, D)
     media_keep: torch.Tensor | None = None  # (B, S) bool: real latents
-    segment_ids: torch.Tensor | None = None  # (B, L') packed examples (`unified.packing`), 0 = padding
+    segment_ids: torch.Tensor | None = None  # (B, L') packed examples (`unified.model.segments`), 0 = padding
 
 
 
@@ -212,7 +213,7 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
         x = self.dropout(embeds)
         positions = torch.arange(x.shape[1], device=x.device)
         rotary = self.rotary(positions, x.dtype)
-        segments = fused.segments  # packed examples: block-diagonal attention (`unified.packing`)
+        segments = fused.segments  # packed examples: block-diagonal attention (`unified.model.segments`)
         mask = _key_mask(attention_mask) if segments is None else segment_mask(segments, segments)
         hidden = [x] if output_hidden_states else None
         for layer in self.layers:
@@ -293,7 +294,6 @@ class BackboneEncoder(nn.Module):
 
     def __init__(self, config: UnifiedConfig, lm: nn.Module):
         super().__init__()
-        from unified.model.backbone import MediaHooks, encoder_layers
 
         f = config.fusion
         self.config = config

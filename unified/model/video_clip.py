@@ -24,6 +24,7 @@ from torch import nn
 
 from unified.errors import ConfigError, InputError
 from unified.model.encoders import FrozenBackbone, TimeEmbedding
+from unified.model.pretrained import build_config, build_module
 
 MODEL_TYPES = ("videomae",)
 
@@ -33,7 +34,6 @@ class ClipVideoEncoder(FrozenBackbone):
 
     def __init__(self, backbone: dict, hidden_size: int, freeze: bool = True, num_time_frequencies: int = 16):
         super().__init__()
-        from unified.model.pretrained import build_config, build_module
 
         if backbone.get("model_type") not in MODEL_TYPES:
             raise ConfigError("vision.backbone", backbone.get("model_type"), f"expected one of {MODEL_TYPES}")

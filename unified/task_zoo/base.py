@@ -70,13 +70,13 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from unified.errors import ConfigError, InputError
+from unified.task_zoo.decoding import pair_metrics, predict
+from unified.task_zoo.metrics import METRICS, get_metric
+from unified.task_zoo.protocol import ANSWER_MODES, FIXED_LENGTH, GRAMMARS, MAX_INT_TOKENS, MODALITIES
 from unified.tokenizers.layout import VocabLayout
 
-MODALITIES = ("image", "video", "audio")
-GRAMMARS = ("text", "loc", "time", "val", "int", "options", "embedding")
-FIXED_LENGTH = ("loc", "time", "val")  # grammars whose answer has an exact number of tokens (`answer_length`)
-ANSWER_MODES = ("generate", "rank", "embed")
-MAX_INT_TOKENS = 4  # the "int" grammar's default length limit (`answer_length`)
+__all__ = ["ANSWER_MODES", "FIXED_LENGTH", "GRAMMARS", "MAX_INT_TOKENS", "MODALITIES", "Example", "NthPrompt", "Task",
+           "validate_task_class"]
 
 
 @dataclass
@@ -262,10 +262,7 @@ class Task:
                  max_new_tokens: int | None = None, progress: Any = None
                  ) -> tuple[dict[str, float], dict[str, Any]]:
         """(metrics, details) on `rows`: each row answered (`unified.task_zoo.decoding.predict`) and scored;
-        an "embed" task ranks the split's pair texts for each row (`unified.task_zoo.evaluation.pair_metrics`)."""
-        from unified.task_zoo.decoding import predict
-        from unified.task_zoo.evaluation import pair_metrics
-
+        an "embed" task ranks the split's pair texts for each row (`unified.task_zoo.decoding.pair_metrics`)."""
         if self.answer_mode == "embed":
             metrics = pair_metrics(self, model, processor, rows, batch_size)
             if progress is not None:
@@ -279,8 +276,6 @@ class Task:
 
     def score(self, predictions: list[Any], truths: list[Any]) -> dict[str, float]:
         """The task's metrics over parsed predictions and truths."""
-        from unified.task_zoo.metrics import get_metric
-
         return {name: float(get_metric(name)(predictions, truths)) for name in self.metrics}
 
     def details(self, predictions: list[Any], truths: list[Any], rows: Sequence[Mapping[str, Any]]
@@ -368,8 +363,6 @@ class NthPrompt(random.Random):
 
 def validate_task_class(cls: type[Task]) -> None:
     """Everything knowable about a task before it runs, checked once at registration; `ConfigError` naming it."""
-    from unified.task_zoo.metrics import METRICS
-
     name = cls.name
 
     def fail(what: str, value: Any, reason: str) -> None:

@@ -33,14 +33,16 @@ from typing import Any
 import torch
 
 from unified.errors import InputError
+from unified.heads.multiple_choice import score_options
 from unified.model.adapters import select_adapter
 from unified.model.generation import (
     AllowedTokensLogitsProcessor,
     BinsLogitsProcessor,
     TextOnlyLogitsProcessor,
 )
-from unified.task_zoo.base import ANSWER_MODES, FIXED_LENGTH
 from unified.task_zoo.batching import task_batch, text_batch, to_device
+from unified.task_zoo.metrics import get_metric, rank_candidates
+from unified.task_zoo.protocol import ANSWER_MODES, FIXED_LENGTH
 
 
 def bin_ids(grammar: str, tokenizer: Any) -> range:
@@ -132,8 +134,6 @@ def generate_texts(task: Any, model: Any, processor: Any, rows: Sequence[Mapping
 def rank_options(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
                  on_batch: Callable[[int], None] | None = None) -> list[str]:
     """Multiple choice by likelihood: each option text scored as the target (mean log-probability per token)."""
-    from unified.heads.multiple_choice import score_options
-
     device = next(model.parameters()).device
     select_adapter(model, task.name)
     answers = []
@@ -183,3 +183,26 @@ def predict(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, A
     else:
         texts = generate_texts(task, model, processor, rows, **kwargs)
     return [task.parse(text, row) for text, row in zip(texts, rows)]
+
+
+def pair_metrics(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]],
+                 batch_size: int) -> dict[str, float]:
+    """An "embed" task's metrics: each row ranks every distinct pair text of the split (`task.pair_example`); it is
+    right when the top candidates include its own pair or one of a row with the same `task.truth` (retrieval: the
+    same `group`). Identical texts are one candidate: two clips captioned "a red circle moves left." have the same
+    right answer, and listing the text twice would tie the two and score only the first."""
+    candidates, index, keys = [], {}, []  # one row per distinct pair text
+    for row in rows:
+        key = task.pair_example(row).text
+        keys.append(key)
+        if key not in index:
+            index[key] = len(candidates)
+            candidates.append(row)
+    in_group: dict[Any, set[int]] = {}
+    for row, key in zip(rows, keys):
+        in_group.setdefault(task.truth(row), set()).add(index[key])
+    media = embed_rows(task, model, processor, rows, batch_size=batch_size)  # (N, E)
+    texts = embed_rows(task, model, processor, candidates, batch_size=batch_size, text_side=True)  # (C, E)
+    ranked = rank_candidates(media @ texts.T)
+    truths = [in_group[task.truth(row)] for row in rows]
+    return {name: float(get_metric(name)(ranked, truths)) for name in task.metrics}

@@ -28,8 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unified.errors import InputError
-from unified.media import Video, load_audio
-from unified.task_zoo.decoding import embed_rows
+from unified.media import Video, load_audio, load_image
 from unified.task_zoo.registry import build_tasks
 
 ABLATIONS = ("full", "one_frame", "no_audio", "no_media")
@@ -92,8 +91,6 @@ def ablate_row(row: Mapping[str, Any], mode: str, processor: Any, task: str | No
 
         row["video"] = each(row["video"], cut)
     if row.get("image") is not None and mode == "no_media":
-        from unified.media import load_image
-
         row["image"] = each(row["image"], lambda s: torch.zeros_like(load_image(s)).numpy())
     if row.get("audio") is not None and mode in ("no_audio", "no_media"):
         rate = processor.config.sampling_rate
@@ -102,31 +99,6 @@ def ablate_row(row: Mapping[str, Any], mode: str, processor: Any, task: str | No
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-def pair_metrics(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]],
-                 batch_size: int) -> dict[str, float]:
-    """An "embed" task's metrics: each row ranks every distinct pair text of the split (`task.pair_example`); it is
-    right when the top candidates include its own pair or one of a row with the same `task.truth` (retrieval: the
-    same `group`). Identical texts are one candidate: two clips captioned "a red circle moves left." have the same
-    right answer, and listing the text twice would tie the two and score only the first."""
-    from unified.task_zoo.metrics import get_metric, rank_candidates
-
-    candidates, index, keys = [], {}, []  # one row per distinct pair text
-    for row in rows:
-        key = task.pair_example(row).text
-        keys.append(key)
-        if key not in index:
-            index[key] = len(candidates)
-            candidates.append(row)
-    in_group: dict[Any, set[int]] = {}
-    for row, key in zip(rows, keys):
-        in_group.setdefault(task.truth(row), set()).add(index[key])
-    media = embed_rows(task, model, processor, rows, batch_size=batch_size)  # (N, E)
-    texts = embed_rows(task, model, processor, candidates, batch_size=batch_size, text_side=True)  # (C, E)
-    ranked = rank_candidates(media @ texts.T)
-    truths = [in_group[task.truth(row)] for row in rows]
-    return {name: float(get_metric(name)(ranked, truths)) for name in task.metrics}
-
-
 def evaluate_task(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
                   batch_size: int = 16, max_new_tokens: int | None = None, progress: Any = None
                   ) -> tuple[dict[str, float], dict[str, Any]]:

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from unified.errors import ConfigError, InputError
-
-if TYPE_CHECKING:
-    from unified.task_zoo.base import Task
-    from unified.tokenizers.layout import VocabLayout
+from unified.task_zoo.base import Task, validate_task_class
+from unified.tokenizers.layout import VocabLayout
 
 ENTRY_POINT_GROUP = "unified.tasks"
 TASKS: dict[str, type[Task]] = {}
@@ -34,8 +32,6 @@ def register_task(name: str) -> Callable[[type[Task]], type[Task]]:
     """Class decorator: register `cls` under `name`; a name already taken raises `ConfigError`."""
 
     def add(cls: type[Task]) -> type[Task]:
-        from unified.task_zoo.base import validate_task_class
-
         if not isinstance(name, str) or not name.isidentifier():
             raise ConfigError("task name", name, "expected an identifier (letters, digits, underscores)")
         if name in TASKS and TASKS[name] is not cls:

@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from unified.errors import InputError
+from unified.local_dirs import local_dir, vocab_size_of
 from unified.tokenizers.grammar import MEDIA_TOKENS, TOKEN_RE, format_token
 from unified.tokenizers.layout import VocabLayout
 from unified.tokenizers.ranges import NumberedRanges
+from unified.tokenizers.vocabulary import UnifiedTokenizer
 
 CONFIG_FILE = "unified_tokenizer.json"
 KIND = "backbone"
@@ -82,9 +84,6 @@ class BackboneTokenizer(NumberedRanges):
         """The tokenizer in `tokenizer_path` (default: the backbone's own directory `path`), its ranges appended
         after max(its ids, the backbone's embedding rows)."""
         from transformers import AutoConfig
-
-        from unified.model.backbone import vocab_size_of
-        from unified.model.pretrained import local_dir
 
         backbone = local_dir(path, "text.pretrained_path")
         rows = vocab_size_of(AutoConfig.from_pretrained(backbone))
@@ -207,8 +206,6 @@ def _load_hf(directory: Path) -> Any:
 def load_tokenizer(directory: str | Path) -> Any:
     """The vocabulary saved in `directory`: a `BackboneTokenizer` or a `UnifiedTokenizer`, as its
     ``unified_tokenizer.json`` says."""
-    from unified.tokenizers.vocabulary import UnifiedTokenizer
-
     if is_backbone_tokenizer_dir(directory):
         return BackboneTokenizer.from_pretrained(directory)
     return UnifiedTokenizer.from_pretrained(directory)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from unified.errors import InputError
 from unified.tokenizers import boxes as _boxes
 from unified.tokenizers import times as _times
 from unified.tokenizers import values as _values
@@ -120,8 +121,6 @@ class NumberedRanges:
         """transformers' name for `decode_batch` (a (B, L) tensor or lists of ids -> B strings). Other transformers
         options (`clean_up_tokenization_spaces`) do not apply to this vocabulary and raise rather than be ignored."""
         if kwargs:
-            from unified.errors import InputError
-
             raise InputError("batch_decode options", sorted(kwargs), "not supported; this vocabulary takes "
                              "skip_special_tokens only")
         return self.decode_batch(sequences, skip_special_tokens=skip_special_tokens)

@@ -29,8 +29,9 @@ from typing import Any
 import torch
 
 from unified.errors import UnifiedError
-from unified.packing import pack_items
 from unified.task_zoo.batching import contrastive_batch, process_row
+from unified.training.packing import pack_items
+from unified.training.stages import stage_at
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ class Failed:
 def prepare(tasks: Mapping[str, Any], processor: Any, named_rows: Sequence[tuple[str, Mapping[str, Any]]],
             rng: random.Random | None, plan: Plan | None = None, pack: bool = False) -> Prepared:
     """Rows of one or several tasks -> a `Prepared` batch: generative rows through the processor together (with
-    `pack`, packed several to a row: `unified.packing`), each contrastive task's rows with their pairs (prompts
+    `pack`, packed several to a row: `unified.training.packing`), each contrastive task's rows with their pairs (prompts
     drawn from `rng` in that order)."""
     names = [n for n, _ in named_rows]
     generative = [(n, r) for n, r in named_rows if not tasks[n].contrastive]
@@ -123,8 +124,6 @@ class Planner:
 
     def __init__(self, cfg: Any, sampler: Any, stream: Any, tasks: Mapping[str, Any], rank: int = 0, world: int = 1,
                  start: int = 0):
-        from unified.training.stages import stage_at
-
         self.cfg, self.sampler, self.stream, self.rank, self.world = cfg, sampler, stream, rank, world
         self.stage_at = stage_at
         self.whole = [name for name, task in tasks.items() if task.contrastive]  # InfoNCE needs a whole batch

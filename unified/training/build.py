@@ -4,33 +4,44 @@ checks that need them before step 0 (`preflight`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from unified.data.files import SUFFIXES
 from unified.errors import ConfigError, InputError
+from unified.model import UnifiedConfig, UnifiedModel
 from unified.model.adapters import load_saved_adapters
-from unified.training.config import TrainConfig
+from unified.model.pretrained import image_processor_settings
+from unified.processing import PROCESSOR_CONFIG, ProcessorConfig, UnifiedProcessor
+from unified.task_zoo import fit_tasks
+from unified.task_zoo.base import NthPrompt
+from unified.task_zoo.decoding import constraint
+from unified.tokenizers import UnifiedTokenizer, VocabLayout
+from unified.tokenizers.backbone import BackboneTokenizer, load_tokenizer
+from unified.training.batches import Plan, prepare
+from unified.training.checkpoint import rng_state, set_rng_state
+from unified.training.config import TrainConfig, load_config
 from unified.training.data import tokenizer_corpus
+from unified.training.loss import batch_loss
+from unified.training.stages import group_of
 
 
-def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
-    """(tokenizer, processor, model) from `model.init_from` or built fresh (vocabulary trained on the rows)."""
-    from unified.model import UnifiedConfig, UnifiedModel
-    from unified.processing import UnifiedProcessor
-    from unified.task_zoo import fit_tasks
-    from unified.tokenizers import UnifiedTokenizer, VocabLayout
-    from unified.tokenizers.backbone import BackboneTokenizer, load_tokenizer
-
+def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print, weights_from: str | Path | None = None):
+    """(tokenizer, processor, model) from `weights_from` (a checkpoint being resumed), else `model.init_from`, else
+    built fresh (vocabulary trained on the rows). The config is read, never changed."""
     budgets = media_budgets(cfg, train_rows)
-    if cfg.model.init_from:
-        processor = UnifiedProcessor.from_pretrained(cfg.model.init_from)
+    source = weights_from or cfg.model.init_from
+    if source:
+        processor = UnifiedProcessor.from_pretrained(source)
         if budgets:  # the run's budgets replace the saved ones (a fine-tune may sample differently)
             processor.config = replace(processor.config, budgets=budgets).validate()
         # float32 master weights whatever the saved dtype (the shipped model is bf16); autocast does the rest
-        model = UnifiedModel.from_pretrained(cfg.model.init_from, dtype=torch.float32)
-        load_saved_adapters(model, cfg.model.init_from)
+        model = UnifiedModel.from_pretrained(source, dtype=torch.float32)
+        load_saved_adapters(model, source)
         return processor.tokenizer, processor, model
     backbone = cfg.model.text.get("pretrained_path")
     if cfg.model.text.get("backbone") and not backbone:
@@ -70,8 +81,6 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print):
 def media_budgets(cfg: TrainConfig, train_rows: dict[str, list]) -> dict[str, dict[str, Any]]:
     """{task: its media budget}: `data.budget` for every task of the data, each task's `budgets` entry on top.
     A budget for a task the run does not train raises `ConfigError`; field values are checked by the processor."""
-    from unified.processing import ProcessorConfig
-
     stray = sorted(set(cfg.budgets) - set(train_rows))
     if stray:
         raise ConfigError("budgets", stray, f"budgets for tasks this run does not have; it has {sorted(train_rows)}")
@@ -99,8 +108,6 @@ def _budget_frames(budgets: dict[str, dict[str, Any]]) -> list[int]:
 def vision_processor_settings(config, image_size: int, log=print) -> dict[str, Any]:
     """A pretrained vision encoder's own normalisation (its `preprocessor_config.json`), for the processor; a
     processor frame size the encoder does not take raises `ConfigError` before anything trains."""
-    from unified.model.pretrained import image_processor_settings
-
     v = config.vision
     if not v.backbone:
         return {}
@@ -121,9 +128,6 @@ def preflight(tasks, rows: dict[str, list], processor) -> None:
     - every row of a task answered under its grammar gets a decoding constraint from this vocabulary (two options
       that encode alike raise);
     - under a `max_length` budget (prompt tokens; text is never cut), every row's longest prompt fits it."""
-    from unified.task_zoo.base import NthPrompt
-    from unified.task_zoo.decoding import constraint
-
     tokenizer = processor.tokenizer
     for name, task in tasks.items():
         limit = processor.settings(name).max_length
@@ -149,10 +153,6 @@ def unused_parameters(cfg: TrainConfig, model: torch.nn.Module, tasks: dict[str,
     one row of each task (the media a task has not, the contrastive head under a generative task...). DDP must
     look for unused parameters every step when any task leaves some out; when none does it need not. The global
     RNG, the gradients and the processor's counters are as they were afterwards."""
-    from unified.training.batches import Plan, prepare
-    from unified.training.checkpoint import rng_state, set_rng_state
-    from unified.training.loss import batch_loss
-
     device = next(model.parameters()).device
     state, fitted = rng_state(), processor.fitted.copy()  # every generator, the GPU's too
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
@@ -171,3 +171,43 @@ def unused_parameters(cfg: TrainConfig, model: torch.nn.Module, tasks: dict[str,
         processor.fitted.clear()
         processor.fitted.update(fitted)
     return unused
+
+
+def processor_settings(source: str | Path, data_dir: str | Path, tasks: Sequence[str] | None = None) -> Any:
+    """The `ProcessorConfig` that `--decode` samples with: a saved model's or processor's directory, or a training
+    YAML (its `processor` section and media budgets over the data's tasks, as training builds it)."""
+    source = Path(source)
+    if source.is_dir():
+        if not (source / PROCESSOR_CONFIG).is_file():
+            raise InputError("--decode", str(source), f"no {PROCESSOR_CONFIG} in this directory")
+        return UnifiedProcessor.from_pretrained(source).config
+    cfg = load_config(source)
+    names = list(tasks) if tasks is not None else sorted(p.stem for p in Path(data_dir).iterdir()
+                                                         if p.suffix in SUFFIXES)
+    p = cfg.processor
+    return ProcessorConfig(image_size=p.image_size, video_fps=p.video_fps, max_frames=p.max_frames, fit=p.fit,
+                           budgets=media_budgets(cfg, {n: [] for n in names})).validate()
+
+
+def check_run_settings(cfg: TrainConfig, model: Any, tasks: dict[str, Any]) -> None:
+    """Settings that would be accepted and do nothing in this run, found once the model and the tasks are known:
+    `ConfigError` naming each, before step 0."""
+    unknown = sorted(set(cfg.mixture.loss_weights) - set(tasks))
+    if unknown:
+        raise ConfigError("mixture.loss_weights", unknown, f"names no task of this run; it trains {sorted(tasks)}")
+    present = {group_of(name) for name, _ in model.named_parameters()}
+    empty = sorted(set(cfg.optim.lr_scale) - present)
+    if empty:
+        raise ConfigError("optim.lr_scale", empty, f"the model has no parameters in these groups (it has "
+                          f"{sorted(present)}): the rate would apply to nothing")
+    for i, stage in enumerate(cfg.stages):
+        unknown = sorted(set(stage.tasks or []) - set(tasks))
+        if unknown or stage.tasks == []:
+            raise ConfigError(f"stages[{i}].tasks", stage.tasks, f"not in the training data's tasks {sorted(tasks)}")
+    f = model.config.fusion
+    if cfg.data.pack and (model.lm is not None or f.mode != "concat" or f.in_decoder):
+        what = "a pretrained text backbone" if model.lm is not None else f"fusion.mode {f.mode!r}" + (
+            " with in_decoder" if f.in_decoder else "")
+        raise ConfigError("data.pack", True, f"packing needs the model's own backbone with fusion.mode 'concat' "
+                          f"(this model: {what}): gated cross-attention and a backbone's attention take no "
+                          "block-diagonal mask here")

@@ -24,6 +24,8 @@ import torch
 
 from unified.errors import InputError
 from unified.saving import write_servable
+from unified.training.config import to_dict
+from unified.training.report import flat_config
 
 PREFIX = "step-"
 
@@ -115,9 +117,6 @@ RESUMABLE_CHANGES = ("output_dir", "optim.max_steps", "log_every", "log_with", "
 
 def fingerprint(cfg: Any, train_rows: dict[str, list], eval_rows: dict[str, list]) -> dict[str, Any]:
     """{"config": dotted key -> value, "data": {split/task: "rows, sha256"}}: what a resume must match."""
-    from unified.training.config import to_dict
-    from unified.training.report import flat_config
-
     flat = {k: v for k, v in flat_config(to_dict(cfg)).items() if not k.startswith(RESUMABLE_CHANGES)}
 
     def digest(rows: list) -> str:

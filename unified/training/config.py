@@ -22,6 +22,8 @@ from typing import Any
 import yaml
 
 from unified.errors import ConfigError
+from unified.model.configuration import PRESETS
+from unified.tokenizers.layout import VocabLayout
 
 STRATEGIES = ("proportional", "temperature", "uniform", "weights", "annealed", "dynamic")
 TRACKERS = ("auto", "none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
@@ -106,6 +108,7 @@ class OptimSection:
     mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
     max_bad_steps: int = 5  # non-finite losses in a row before the run stops
     lr_scale: dict = field(default_factory=dict)  # parameter group -> lr multiplier, e.g. {encoder: 0.1, decoder: 0.1}
+    ema: float = 0.0  # decay of an average of the weights served by evaluation, best/ and final/ (0 = off)
 
 
 @dataclass
@@ -220,7 +223,6 @@ class TrainConfig:
                               + "): use one or the other")
         if self.data.train_dir is None and self.data.synthetic is None and self.model.init_from is None:
             raise ConfigError("data", "train_dir/synthetic", "give data.train_dir or a data.synthetic section")
-        from unified.tokenizers.layout import VocabLayout
 
         try:
             VocabLayout.from_dict(self.tokenizer.layout)
@@ -243,6 +245,7 @@ def number_rules(cfg: TrainConfig) -> list[tuple[str, Any, Any, str]]:
         ("optim.warmup_steps", o.warmup_steps, at_least_0, "expected steps >= 0"),
         ("optim.clip", o.clip, at_least_0, "expected a gradient-norm limit >= 0 (0 = no clipping)"),
         ("optim.max_bad_steps", o.max_bad_steps, at_least_1, "expected >= 1"),
+        ("optim.ema", o.ema, lambda x: _real(x) and 0 <= x < 1, "expected a decay in [0, 1) (0 = no average)"),
         ("processor.image_size", p.image_size, at_least_1, "expected pixels >= 1"),
         ("processor.video_fps", p.video_fps, positive, "expected frames per second > 0"),
         ("processor.max_frames", p.max_frames, at_least_1, "expected >= 1"),
@@ -304,7 +307,6 @@ def inert_settings(cfg: TrainConfig) -> list[tuple[str, Any, str]]:
                 if (section != "model" or f.name not in acting) and value != getattr(default, f.name):
                     found.append((f"{section}.{f.name}", value, f"{why}; remove it (or drop init_from)"))
         return found
-    from unified.model.configuration import PRESETS
 
     preset = PRESETS.get(m.preset, {})
     fusion = {**preset.get("fusion", {}), **m.fusion}

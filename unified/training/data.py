@@ -16,11 +16,13 @@ from typing import Any
 import numpy as np
 
 from unified.data import load_data_dir
+from unified.data.check import check_media, drop_rows
+from unified.data.shards import ShardedRows
+from unified.data.synthetic import write_split
+from unified.errors import ConfigError, MediaDecodeError
 
 
 def _synthetic(out: Path, n: int, seed: int, split: str, log) -> Path:
-    from unified.data.synthetic import write_split
-
     done = out / ".complete"
     if not done.is_file():
         log(f"writing {n} synthetic {split} clips to {out}")
@@ -62,9 +64,6 @@ def load_training_data(cfg: Any, log=print) -> tuple[dict[str, list], dict[str, 
 def hold_out(rows: dict[str, list], fraction: float, seed: int, log=print) -> tuple[dict[str, list], dict[str, list]]:
     """({task: training rows}, {task: validation rows}): round(fraction * n) of each task's rows, at least 1 of a task
     with two or more, drawn with `random.Random(f"{seed}:{task}")`; both parts keep the files' order."""
-    from unified.data.shards import ShardedRows
-    from unified.errors import ConfigError
-
     kept, held = {}, {}
     for task, task_rows in rows.items():
         if isinstance(task_rows, ShardedRows):
@@ -82,10 +81,6 @@ def hold_out(rows: dict[str, list], fraction: float, seed: int, log=print) -> tu
 def _media_checked(data: dict[str, list], directory: Any, skip: bool, log) -> dict[str, list]:
     """Every media file decoded before step 0 (`unified.data.check_media`, cached beside the data): bad rows stop
     the run naming file:row, or with `skip_bad_rows` are dropped and reported."""
-    from unified.data.check import check_media, drop_rows
-    from unified.data.shards import ShardedRows
-    from unified.errors import MediaDecodeError
-
     if any(isinstance(rows, ShardedRows) for rows in data.values()):
         log(f"{directory}: tar shards, whose media were decoded when they were packed")
         return data

@@ -1,42 +1,56 @@
 """The multitask training loop, written once: `accelerate launch training/multitask.py --config C` and
 `unified train C` both run `train(config)`.
 
-    run = Run(cfg)                          # build: data, vocabulary, model, tasks, mixture, optimizer; or resume
+    run = Run(cfg)                          # set up in named steps (below), or resume
     for step in range(run.start, max_steps):
         run.enter_stage(step)               # which parameter groups train, the stage's tasks
         run.step(step)                      # grad_accum batches -> backward -> clip -> AdamW -> schedule
-        every eval.every steps:       run.evaluate(step)     task metrics + integral score; the best kept in best/
+        every eval.every steps:       run.evaluate(step)     task metrics + integral score; best kept in best/
         every checkpoint.every steps: run.checkpoint(step)   atomic: model, optimizer, scheduler, sampler, rows, RNG
     run.finish()                            # last evaluation and checkpoint, final/, the report
+
+Set-up, in order (each a method of `Run`): `setup_accelerator` (how the run was launched), `setup_data` (rows,
+their fingerprint), `find_resume` (which checkpoint, if any), `setup_model` (vocabulary, processor, model, tasks,
+adapters, the pre-flight checks), `setup_mixture` (task sampler, row stream, batch planner), `setup_optimizer`
+(sharding, AdamW groups, schedule), `load_state` (a resumed run's trainer state), `prepare` (DDP / compile),
+`setup_output` (config.json, callbacks, progress bar, the batch loader). Cross-cutting features are callbacks
+(`unified.training.callbacks`: trackers, best/, loss.png, the EMA of `optim.ema`), not edits to this loop.
 
 One batch (`unified.training.loss.batch_loss`): one task drawn by the mixture (or, with `mixture.mixed_batches`,
 a task per row, contrastive tasks still a whole batch), its rows from the stream, `loss_weight[task] * loss`. What
 each batch holds is planned here; its media are decoded and its tensors made in `data.num_workers` DataLoader
 workers (`unified.training.batches`), the plans not yet trained saved with every checkpoint.
 A non-finite loss skips the step and is counted. A run whose output directory holds checkpoints resumes from the
-newest one and follows the same trajectory.
+newest one and follows the same trajectory; its saved config.json stays the user's config.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import math
-import os
 import random
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
 from tqdm.auto import tqdm
 
-from unified.errors import ConfigError, InputError, UnifiedError
+from unified.errors import ConfigError, InputError, TrainingError
 from unified.model.adapters import TaskAdapters
+from unified.model.backbone import lora_targets
 from unified.saving import write_servable
+from unified.task_zoo import fit_tasks
+from unified.task_zoo.evaluation import evaluate
 from unified.training.batches import PlannedBatches, Planner, Prepared, batch_loader
-from unified.training.build import build_stack, preflight, unused_parameters
+from unified.training.build import build_stack, check_run_settings, preflight, unused_parameters
+from unified.training.callbacks import Callback, Callbacks, KeepBest, LossPlot, Trackers
 from unified.training.checkpoint import (
     FINGERPRINT,
     fingerprint,
@@ -47,57 +61,74 @@ from unified.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from unified.training.config import TrainConfig, add_resume_flags, to_dict
+from unified.training.config import TrainConfig, add_resume_flags, load_config, to_dict
 from unified.training.data import RowStream, load_training_data, text_lengths
+from unified.training.ema import EMA
+from unified.training.launch import check_fsdp, fsdp_strategy
 from unified.training.loss import batch_loss
 from unified.training.mixture import TaskSampler
-from unified.training.report import (
-    flat_config,
-    plot_losses,
-    summarise,
-    summary_table,
-    trackers,
-    write_rank_report,
-)
+from unified.training.report import summarise, summary_table, trackers, write_rank_report
 from unified.training.sharding import Sharding, param_checksum
-from unified.training.stages import apply_stage, check_stage_groups, lr_factor, param_groups, stage_at
+from unified.training.stages import (
+    adapt_optimizer_state,
+    apply_stage,
+    check_stage_groups,
+    lr_factor,
+    param_groups,
+    stage_at,
+)
 
-
-class TrainingError(UnifiedError):
-    """The run cannot go on (non-finite losses, a mis-launched multi-process run); the message says why."""
+__all__ = ["Run", "TrainingError", "main", "train"]
 
 
 class Run:
-    """One training run's state and its parts: build (`__init__`), `step`, `evaluate`, `checkpoint`, `finish`."""
+    """One training run's state and its parts: set-up (`__init__`, in named steps), `step`, `evaluate`,
+    `checkpoint`, `finish`. `callbacks` are added after the built-in ones (see `unified.training.callbacks`)."""
 
-    # ------------------------------------------------------------------------------------------------ build
     def __init__(self, cfg: TrainConfig, *, progress: bool = True, resume: str = "auto", overwrite: bool = False,
-                 allow_changes: bool = False):
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
-
-        from unified.task_zoo import fit_tasks
-
+                 allow_changes: bool = False, callbacks: Sequence[Callback] = ()):
         self.cfg, self.out = cfg, Path(cfg.output_dir)
         self.ckpt_root = self.out / "checkpoints"
+        self.config_dict = to_dict(cfg)  # what config.json holds: the user's config, also on resume
         _check_resume(resume, overwrite, self.ckpt_root)  # before any data is read or written
+        self.setup_accelerator()
+        self.setup_data()
+        resume_from = self.find_resume(resume, overwrite, allow_changes)
+        self.setup_model(resume_from)
+        self.setup_mixture()
+        self.setup_optimizer()
+        self.callbacks = Callbacks([*([EMA(cfg.optim.ema)] if cfg.optim.ema else []), Trackers(), KeepBest(),
+                                    LossPlot(), *callbacks])
+        self.start, self.bad_in_row, self.skipped, self.history = 0, 0, 0, []
+        if resume_from is not None:
+            self.load_state(resume_from)
+        self.prepare()
+        self.setup_output(progress)
+
+    # ------------------------------------------------------------------------------------------------ set-up
+    def setup_accelerator(self) -> None:
+        """The accelerator, how the run shards (`unified.training.launch`), the seeds."""
+        cfg = self.cfg
         self.ddp = DistributedDataParallelKwargs(find_unused_parameters=True)  # decided before prepare()
         self.accelerator = Accelerator(mixed_precision=cfg.optim.mixed_precision, log_with=trackers(cfg.log_with),
                                        project_dir=str(self.out), kwargs_handlers=[self.ddp])
-        fsdp = _fsdp_strategy(cfg, self.accelerator)
+        self.fsdp = fsdp_strategy(cfg, self.accelerator)
         self.main = self.accelerator.is_main_process
         self.log = (lambda msg: tqdm.write(f"[train] {msg}")) if self.main else (lambda msg: None)
         random.seed(cfg.seed)
         torch.manual_seed(cfg.seed)
 
-        with self.accelerator.main_process_first():  # rank 0 writes synthetic data once; the others then read it
-            self.train_rows, self.eval_rows = load_training_data(cfg, self.log)
-        self.fingerprint = fingerprint(cfg, self.train_rows, self.eval_rows)
-        resume = self._resume_from(resume, overwrite, allow_changes)
-        if resume is not None:
-            cfg.model.init_from = str(resume)
-            self.log(f"resuming from {resume}")
-        self.tokenizer, self.processor, model = build_stack(cfg, self.train_rows, self.log)
+    def setup_data(self) -> None:
+        """Training and held-out rows (rank 0 writes synthetic data once; the others then read it)."""
+        with self.accelerator.main_process_first():
+            self.train_rows, self.eval_rows = load_training_data(self.cfg, self.log)
+        self.fingerprint = fingerprint(self.cfg, self.train_rows, self.eval_rows)
+
+    def setup_model(self, resume_from: Path | None) -> None:
+        """Vocabulary, processor and model (from the checkpoint being resumed, `model.init_from`, or fresh), the
+        run's tasks with what they fit on the training rows, LoRA adapters, and the checks that need them."""
+        cfg = self.cfg
+        self.tokenizer, self.processor, model = build_stack(cfg, self.train_rows, self.log, weights_from=resume_from)
         if cfg.data.media_cache_mb:  # each clip decoded once, not per epoch; each worker holds its share
             self.processor.cache_media(cfg.data.media_cache_mb * 2**20 // max(1, cfg.data.num_workers))
         if cfg.model.gradient_checkpointing:
@@ -109,71 +140,86 @@ class Run:
         preflight(self.tasks, {n: [*self.train_rows.get(n, []), *self.eval_rows.get(n, [])] for n in self.tasks},
                   self.processor)
         if cfg.lora.enabled and getattr(model, "task_adapters", None) is None:
-            from unified.model.backbone import lora_targets
-
             lo = cfg.lora
             targets = lo.target_modules or lora_targets(model.config)  # a text backbone: its family's names
             adapters = TaskAdapters.attach(model, self.tasks, lo.groups, r=lo.r, alpha=lo.alpha, dropout=lo.dropout,
                                            target_modules=targets)
             self.log(f"LoRA: adapters {', '.join(adapters.names)} (r={lo.r}) on {', '.join(targets)}")
         check_stage_groups(cfg.stages, model)
-        _check_packing(cfg, model)
-        for i, st in enumerate(cfg.stages):
-            unknown = sorted(set(st.tasks or []) - set(self.tasks))
-            if unknown or st.tasks == []:
-                raise ConfigError(f"stages[{i}].tasks", st.tasks,
-                                  f"not in the training data's tasks {sorted(self.tasks)}")
-        m = cfg.mixture
+        check_run_settings(cfg, model, self.tasks)
+        self.network = model  # the unwrapped model until `prepare`
+
+    def setup_mixture(self) -> None:
+        """The task sampler, the row stream and the planner that says what each micro-batch holds."""
+        cfg, m = self.cfg, self.cfg.mixture
         self.sampler = TaskSampler({t: len(r) for t, r in self.train_rows.items()}, m.strategy,
                                    temperature=m.temperature, weights=m.weights, anneal_steps=m.anneal_steps,
                                    seed=cfg.seed)
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        self.stream = self._row_stream(world)
-        self.planner = Planner(cfg, self.sampler, self.stream, self.tasks, rank, world)
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.stream = self._row_stream(self.world)
+        self.planner = Planner(cfg, self.sampler, self.stream, self.tasks, self.rank, self.world)
+
+    def setup_optimizer(self) -> None:
+        """FSDP sharding (before the optimizer: it must hold the shards), AdamW over the parameter groups (weight
+        decay on matrices only), the warmup-cosine schedule."""
+        cfg, model = self.cfg, self.network
         self.sharding, self.stale = None, True  # stale: the main process's unsharded copy lags the shards
-        if fsdp and world == 1:
+        if self.fsdp and self.world == 1:
             self.log("fsdp.enabled with one process: nothing to shard, the model trains whole")
-        elif fsdp:  # before the optimizer: it must hold the shards
-            _check_fsdp(cfg)
-            self.sharding = Sharding.apply(model, fsdp, self.accelerator.device, keep_copy=self.main)
-            self.log(f"FSDP ({fsdp}): {self.sharding.units} layers and the rest of the model sharded over {world} "
-                     "ranks")
-        self.optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.lr, cfg.optim.lr_scale), lr=cfg.optim.lr,
-                                           weight_decay=cfg.optim.weight_decay)
+        elif self.fsdp:
+            check_fsdp(cfg)
+            self.sharding = Sharding.apply(model, self.fsdp, self.accelerator.device, keep_copy=self.main)
+            self.log(f"FSDP ({self.fsdp}): {self.sharding.units} layers and the rest of the model sharded over "
+                     f"{self.world} ranks")
+        groups = param_groups(model, cfg.optim.lr, cfg.optim.lr_scale, cfg.optim.weight_decay)
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda step: lr_factor(cfg, step))
-        self.start, self.best, self.bad_in_row, self.skipped, self.history = 0, -1.0, 0, 0, []
-        if resume is not None:
-            state = load_trainer_state(resume)
-            try:
-                if self.sharding is not None:
-                    self.sharding.load_optimizer_state(model, self.optimizer, state["optimizer"])
-                else:
-                    self.optimizer.load_state_dict(state["optimizer"])
-            except (ValueError, KeyError, IndexError) as err:  # another parameter layout: from before a model change
-                raise InputError(str(resume), "trainer.pt", f"its optimizer state does not fit this model's "
-                                 f"parameters ({err}); start from its weights instead: model.init_from={resume} "
-                                 f"in a new output_dir") from None
-            self.scheduler.load_state_dict(state["scheduler"])
-            self.sampler.load_state_dict(state["sampler"])
-            self.stream.load_state_dict(state["stream"])
-            set_rng_state(state["rng"])
-            self.start, self.best, self.skipped = state["step"], state["best"], state["skipped"]
-            self.planner.load_state_dict(state.get("planner", {"next": [self.start, 0], "pending": []}))
-            self.history = state["history"]
-        if world > 1 and self.sharding is None:
+
+    def load_state(self, checkpoint: Path) -> None:
+        """A resumed run's optimizer, schedule, sampler, row stream, RNG, planner, callbacks and history."""
+        state = load_trainer_state(checkpoint)
+        model = self.network
+        optimizer_state = adapt_optimizer_state(state["optimizer"], model, self.cfg)  # from before decay groups
+        try:
+            if self.sharding is not None:
+                self.sharding.load_optimizer_state(model, self.optimizer, optimizer_state)
+            else:
+                self.optimizer.load_state_dict(optimizer_state)
+        except (ValueError, KeyError, IndexError) as err:  # another parameter layout: from before a model change
+            raise InputError(str(checkpoint), "trainer.pt", f"its optimizer state does not fit this model's "
+                             f"parameters ({err}); start from its weights instead: model.init_from={checkpoint} "
+                             f"in a new output_dir") from None
+        groups = self.optimizer.param_groups  # the schedule keeps one rate per group, as the optimizer now has them
+        self.scheduler.load_state_dict({**state["scheduler"], "base_lrs": [g["initial_lr"] for g in groups],
+                                        "_last_lr": [g["lr"] for g in groups]})
+        self.sampler.load_state_dict(state["sampler"])
+        self.stream.load_state_dict(state["stream"])
+        set_rng_state(state["rng"])
+        self.start, self.skipped = state["step"], state["skipped"]
+        self.planner.load_state_dict(state.get("planner", {"next": [self.start, 0], "pending": []}))
+        self.history = state["history"]
+        self.callbacks.load_state_dict({"best": {"best": state["best"]}, **state.get("callbacks", {})})
+
+    def prepare(self) -> None:
+        """DDP's unused-parameter search (only when some task needs it), torch.compile, accelerate's wrapping."""
+        model = self.network
+        if self.world > 1 and self.sharding is None:
             self.ddp.find_unused_parameters = self._find_unused(model)
-        if cfg.model.compile:
+        if self.cfg.model.compile:
             model = torch.compile(model)
         if self.sharding is None:
             self.model, self.optimizer = self.accelerator.prepare(model, self.optimizer)
         else:  # sharded already: accelerate would wrap it again (in DDP on a CPU or plain multi-GPU launch)
             self.model = model
         self.core = self.accelerator.unwrap_model(self.model)
+
+    def setup_output(self, progress: bool) -> None:
+        """config.json (the user's config), the callbacks' start, the progress bar, the batch loader."""
+        cfg = self.cfg
         if self.main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2, default=str))
-        if self.accelerator.log_with:
-            self.accelerator.init_trackers("logs", config=flat_config(to_dict(cfg)))  # OUTPUT/logs/ for TensorBoard
+            (self.out / "config.json").write_text(json.dumps(self.config_dict, indent=2, default=str))
+        self.callbacks.on_start(self)
         self.stage = None
         self.bar = tqdm(total=cfg.optim.max_steps, initial=self.start, desc="train", unit="step",
                         disable=not (progress and self.main))
@@ -181,7 +227,7 @@ class Run:
         d = cfg.data
         dataset = PlannedBatches(self.tasks, self.processor, self.train_rows, cfg.seed, pack=d.pack)
         self.batches = batch_loader(self.planner, dataset, num_workers=d.num_workers, prefetch=d.prefetch,
-                                    seed=cfg.seed + rank, pin_memory=self.accelerator.device.type == "cuda")
+                                    seed=cfg.seed + self.rank, pin_memory=self.accelerator.device.type == "cuda")
         self.seen: list[str] = []  # the rows this process trained on (written per rank at the end)
         self.started = time.perf_counter()
         self.model.train()
@@ -257,9 +303,8 @@ class Run:
             if cfg.mixture.strategy == "dynamic" and not self.eval_rows:  # no held-out rows: training loss drives it
                 self.sampler.observe(name, value)
             self.history.append({"step": step, "task": name, "loss": value})
-            if accelerator.log_with:
-                accelerator.log({f"loss/{name}": value, "lr": self.scheduler.get_last_lr()[0]}, step=step)
             self.recent[name] = value if name not in self.recent else 0.9 * self.recent[name] + 0.1 * value
+        self.callbacks.on_step_end(self, step, done_micro)
         self.bar.update(1)
         if (step + 1) % max(1, cfg.log_every) == 0:
             self.bar.set_postfix_str(" ".join(f"{t[:8]} {v:.2f}" for t, v in sorted(self.recent.items())))
@@ -298,40 +343,40 @@ class Run:
 
     # ------------------------------------------------------------------------------------------------ evaluate
     def evaluate(self, step: int) -> float | None:
-        """Held-out metrics and the integral score (main process); the best model so far goes to `best/`."""
+        """Held-out metrics and the integral score (main process) with the served weights (`Callback.serving`);
+        the callbacks see the result (`KeepBest` keeps the best model so far in `best/`)."""
         if not self.eval_rows:
             return None
         model = self.servable()
         if not self.main:
             return None
-        from unified.task_zoo.evaluation import evaluate
-
         cfg = self.cfg
         if self.sharding is not None:  # the main process's unsharded copy evaluates on the accelerator
             model.to(self.accelerator.device)
         try:
-            result = evaluate(model, self.processor, self.eval_rows, max_rows=cfg.eval.max_rows,
-                              batch_size=cfg.eval.batch_size, task_options=self.served, progress=False)
+            with self.callbacks.serving(self, model):
+                result = evaluate(model, self.processor, self.eval_rows, max_rows=cfg.eval.max_rows,
+                                  batch_size=cfg.eval.batch_size, task_options=self.served, progress=False)
+                self.callbacks.on_evaluate(self, step, result)
         finally:
             if self.sharding is not None:
                 model.cpu()
         for name in result.metrics:
             if name in self.sampler.losses and cfg.mixture.strategy == "dynamic":
                 self.sampler.observe(name, 1.0 - result.scores[name])  # low held-out score -> sampled more
-        if self.accelerator.log_with:
-            self.accelerator.log({"eval/integral": result.integral,
-                                  **{f"eval/{n}": v for n, v in result.scores.items()}}, step=step)
         self.log(f"step {step}: integral {result.integral:.3f}  " +
                  "  ".join(f"{n} {s:.2f}" for n, s in result.scores.items()))
         with open(self.out / "eval.jsonl", "a") as f:
             f.write(json.dumps({"step": step, "integral": result.integral, "metrics": result.metrics}) + "\n")
-        if result.integral > self.best:
-            self.best = result.integral
-            save_checkpoint(self.out, step, model, self.processor, {}, name="best", task_options=self.served)
         self.model.train()
         return result.integral
 
-    def _resume_from(self, resume: str, overwrite: bool, allow_changes: bool) -> Path | None:
+    @property
+    def best(self) -> float:
+        """The best held-out integral so far (-1 before the first evaluation)."""
+        return self.callbacks.get(KeepBest).best
+
+    def find_resume(self, resume: str, overwrite: bool, allow_changes: bool) -> Path | None:
         """The checkpoint to resume from, as `resume` says ("auto": the latest under output_dir, "never", or a
         checkpoint directory); `overwrite` clears an output_dir that holds a run. A resume whose config or data
         differ from the checkpoint's stops, naming what changed, unless `allow_changes`."""
@@ -375,7 +420,7 @@ class Run:
         return {"optimizer": self.optimizer.state_dict() if optimizer is None else optimizer,
                 "scheduler": self.scheduler.state_dict(),
                 "sampler": self.sampler.state_dict(), "stream": self.stream.state_dict(), "rng": rng_state(),
-                "planner": self.planner.state_dict(),
+                "planner": self.planner.state_dict(), "callbacks": self.callbacks.state_dict(),
                 "best": self.best, "skipped": self.skipped, "history": self.history}
 
     def checkpoint(self, step: int) -> None:
@@ -399,7 +444,8 @@ class Run:
         self.checkpoint(end)
         model = self.servable()
         if self.main:
-            write_servable(self.out / "final", model, self.processor, self.served)
+            with self.callbacks.serving(self, model):
+                write_servable(self.out / "final", model, self.processor, self.served)
         write_rank_report(self.out, self.accelerator, param_checksum(self.core), self.seen,
                           find_unused_parameters=self.sharding is None and self.ddp.find_unused_parameters,
                           fsdp=None if self.sharding is None else self.sharding.strategy)
@@ -410,17 +456,20 @@ class Run:
             self.log("fitted to their media budgets: " + ", ".join(f"{k} {v}" for k, v in self.processor.fitted.items()))
         if self.main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
-            plot_losses(self.history, self.out / "loss.png")
             self.log("\n" + summary_table(summary))
+        self.callbacks.on_finish(self, summary)
         self.accelerator.end_training()
         return summary
 
 
 def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = None, resume: str = "auto",
-          overwrite: bool = False, allow_changes: bool = False) -> dict[str, Any]:
+          overwrite: bool = False, allow_changes: bool = False, callbacks: Sequence[Callback] = ()
+          ) -> dict[str, Any]:
     """Run (or resume) training; returns the summary. `resume`, `overwrite`, `allow_changes`: see `Run`;
-    `stop_after` ends this process's work after that many steps (for tests of resuming)."""
-    run = Run(cfg, progress=progress, resume=resume, overwrite=overwrite, allow_changes=allow_changes)
+    `callbacks`: added after the built-in ones (`unified.training.callbacks`); `stop_after` ends this process's
+    work after that many steps (for tests of resuming)."""
+    run = Run(cfg, progress=progress, resume=resume, overwrite=overwrite, allow_changes=allow_changes,
+              callbacks=callbacks)
     steps_done = 0
     for step in range(run.start, cfg.optim.max_steps):
         run.enter_stage(step)
@@ -448,84 +497,8 @@ def _check_resume(resume: str, overwrite: bool, ckpt_root: Path) -> None:
                           f"'never' or a directory like {ckpt_root / 'step-00000100'}")
 
 
-def _check_packing(cfg: TrainConfig, model) -> None:
-    f = model.config.fusion
-    if cfg.data.pack and (model.lm is not None or f.mode != "concat" or f.in_decoder):
-        what = "a pretrained text backbone" if model.lm is not None else f"fusion.mode {f.mode!r}" + (
-            " with in_decoder" if f.in_decoder else "")
-        raise ConfigError("data.pack", True, f"packing needs the model's own backbone with fusion.mode 'concat' "
-                          f"(this model: {what}): gated cross-attention and a backbone's attention take no "
-                          "block-diagonal mask here")
-
-
-def _check_fsdp(cfg: TrainConfig) -> None:
-    """Under FSDP every rank must run the same modules each step (the shards are gathered module by module)."""
-    if cfg.mixture.strategy == "dynamic":
-        raise ConfigError("mixture.strategy", "dynamic", "under FSDP every rank must draw the same tasks, and a "
-                          "dynamic mixture reads each rank's own losses; use another strategy, or DDP")
-    if cfg.optim.mixed_precision == "fp16":
-        raise ConfigError("optim.mixed_precision", "fp16", "under FSDP use bf16: fp16's gradient scaler is not "
-                          "applied to sharded gradients here")
-    if cfg.lora.enabled:
-        raise ConfigError("lora.enabled", True, "per-task LoRA adapters are not trained under FSDP; train them "
-                          "with DDP")
-
-
-def _fsdp_strategy(cfg: TrainConfig, accelerator) -> str | None:
-    """How this run shards the model: `fsdp.strategy` when `fsdp.enabled`, what an accelerate FSDP launch config
-    says (its settings this loop does not carry out are refused, not ignored), or None (whole, DDP across ranks).
-    Stops a DeepSpeed or Megatron launch, and a launch whose processes each think they are alone."""
-    engine = accelerator.distributed_type.value
-    if engine in ("DEEPSPEED", "MEGATRON_LM"):
-        raise TrainingError(f"accelerate launched this run with {engine}, which this training loop does not drive: "
-                            "launch with DDP (training/accelerate/ddp.yaml) or FSDP (training/accelerate/fsdp.yaml)")
-    _check_world(accelerator)
-    if engine != "FSDP":
-        return cfg.fsdp.strategy if cfg.fsdp.enabled else None
-    plugin = accelerator.state.fsdp_plugin
-    strategy = launched_strategy(plugin)
-    if cfg.fsdp.enabled and cfg.fsdp.strategy != strategy:
-        raise ConfigError("fsdp.strategy", cfg.fsdp.strategy, f"the accelerate launch config asks for {strategy!r}")
-    return strategy
-
-
-def launched_strategy(plugin) -> str:
-    """An accelerate `FullyShardedDataParallelPlugin` -> "full_shard" or "shard_grad_op"; a setting this loop does
-    not carry out raises `TrainingError` naming it and what to use instead."""
-    from torch.distributed.fsdp import CPUOffloadPolicy
-
-    refused = []
-    if plugin.fsdp_version != 2:
-        refused.append(f"fsdp_version {plugin.fsdp_version} (this loop shards with FSDP2: fsdp_version: 2)")
-    if isinstance(plugin.cpu_offload, CPUOffloadPolicy) or getattr(plugin.cpu_offload, "offload_params", False):
-        refused.append("fsdp_offload_params (parameters stay on the accelerator)")
-    if plugin.activation_checkpointing:
-        refused.append("fsdp_activation_checkpointing (use model.gradient_checkpointing: true)")
-    if getattr(plugin.auto_wrap_policy, "__name__", "") == "size_based_auto_wrap_policy":
-        refused.append("fsdp_auto_wrap_policy SIZE_BASED_WRAP (the model is sharded by its _no_split_modules)")
-    if plugin.transformer_cls_names_to_wrap:
-        refused.append(f"fsdp_transformer_layer_cls_to_wrap {plugin.transformer_cls_names_to_wrap} (the model is "
-                       "sharded by its _no_split_modules)")
-    if refused:
-        raise TrainingError("the accelerate FSDP launch config asks for what this training loop does not do: "
-                            + "; ".join(refused))
-    return "full_shard" if plugin.reshard_after_forward else "shard_grad_op"
-
-
-def _check_world(accelerator) -> None:
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != accelerator.num_processes:
-        raise TrainingError(f"the launcher started {launched} processes but this one sees a world of "
-                            f"{accelerator.num_processes}: each process would train alone on the same data. On CPU "
-                            "use `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N ...`")
-
-
 def main(argv: list[str] | None = None) -> int:
     """`unified train CONFIG [key=value ...]` / `training/multitask.py --config CONFIG [key=value ...]`."""
-    import argparse
-
-    from unified.training.config import load_config
-
     parser = argparse.ArgumentParser(prog="unified train", description="Multitask training from a YAML config.")
     parser.add_argument("config", nargs="?", default=None)
     parser.add_argument("--config", dest="config_flag", default=None)

@@ -6,7 +6,9 @@ import random
 from collections.abc import Mapping
 from typing import Any
 
+from unified.errors import InputError
 from unified.task_zoo.base import Example, Task
+from unified.task_zoo.metrics import CaptionScorer
 from unified.task_zoo.registry import register_task
 
 
@@ -47,8 +49,6 @@ class Caption(Task):
         return list(row.get("captions") or [row["caption"]])
 
     def score(self, predictions: list[str], truths: list[list[str]]) -> dict[str, float]:
-        from unified.task_zoo.metrics import CaptionScorer
-
         with CaptionScorer(metrics=self.metrics) as scorer:  # one JVM for the whole evaluation
             result = scorer.score(predictions, truths)
         return {name: float(result[name]) for name in self.metrics}
@@ -57,6 +57,4 @@ class Caption(Task):
         return "(describe the clip)", self.truth(row)[0]
 
     def _no_media(self, row: Mapping[str, Any]) -> Exception:
-        from unified.errors import InputError
-
         return InputError("caption input", sorted(row), f"needs one of {sorted(self.accepts)}")

@@ -19,6 +19,7 @@ from typing import Any
 
 from unified.errors import InputError
 from unified.task_zoo.base import Example, Task
+from unified.task_zoo.metrics import get_metric
 from unified.task_zoo.registry import register_task
 
 DEFAULT_LABELS = ("W", "X", "Y", "Z", "V", "U")
@@ -110,8 +111,6 @@ class MultipleChoice(Task):
 
     def details(self, predictions, truths, rows) -> dict[str, Any]:
         """How often each label is picked vs how often it is right (models over-pick one position)."""
-        from unified.task_zoo.metrics import get_metric
-
         picked = [self.label_of(p, row) for p, row in zip(predictions, rows)]
         right = [self.label_of(t, row) for t, row in zip(truths, rows)]
         return {"label_distribution": get_metric("label_distribution")(picked, right)}

@@ -1,0 +1,28 @@
+"""Segment ids as attention masks: several examples packed in one row never see each other.
+
+A packed batch carries `segment_ids` (B, L) and `decoder_segment_ids` (B, Lt): segment k >= 1 is the row's k-th
+example, 0 is padding. `segment_mask` turns a pair of them into a block-diagonal boolean mask (encoder
+self-attention, decoder self-attention with the causal mask on top, and cross-attention), and
+`shift_right_segments` restarts each example's decoder input at the start token. Rotary positions are relative,
+so an example's attention does not depend on where in the row it sits. How rows are packed is the training data's
+business (`unified.training.packing`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def segment_mask(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """bool (B, 1, Lq, Lk): position i may attend to j when both belong to the same example (segment ids >= 1)."""
+    return (query[:, None, :, None] == key[:, None, None, :]) & (key > 0)[:, None, None, :]
+
+
+def shift_right_segments(labels: torch.Tensor, segments: torch.Tensor, start: int, pad: int) -> torch.Tensor:
+    """Decoder inputs of packed targets (B, Lt): each example's targets shifted right behind its own start token."""
+    shifted = labels.new_full(labels.shape, start)
+    shifted[:, 1:] = labels[:, :-1]
+    first = torch.ones_like(segments, dtype=torch.bool)
+    first[:, 1:] = segments[:, 1:] != segments[:, :-1]  # an example's first target position
+    shifted = shifted.masked_fill(first, start)
+    return shifted.masked_fill(shifted == -100, pad)
