@@ -94,6 +94,8 @@ class Run:
         self.setup_accelerator()
         self.setup_data()
         resume_from = self.find_resume(resume, overwrite, allow_changes)
+        if resume_from is not None:
+            self.log(f"resuming from {resume_from}")
         self.setup_model(resume_from)
         self.setup_mixture()
         self.setup_optimizer()
