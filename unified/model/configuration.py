@@ -37,7 +37,7 @@ class TextConfig:
     dropout: float = setting(0.0, "dropout in the encoder and decoder layers")
     norm_eps: float = setting(1e-6, "RMSNorm epsilon")
     rope_theta: float = setting(10000.0, "rotary position base")
-    rope_scaling: dict | None = setting(None, 'longer contexts: {"type": "linear" | "yarn", "factor": f}')
+    rope_scaling: dict | None = setting(None, 'longer contexts: {"type": "linear" or "yarn", "factor": f}')
     max_position_embeddings: int = setting(2048, "the trained context; YaRN stretches it by its factor")
     init_gain: float = setting(1.0, "every Linear / Conv weight ~ N(0, init_gain² / fan_in), at any width")
     embed_init_std: float = setting(1.0, "std of the tied embedding; logits read states * d_model ** -0.5 (T5)")
@@ -75,7 +75,8 @@ class VisionConfig:
     hidden_size: int = setting(256, "width of the patch features")
     image_mean: tuple = setting((0.5, 0.5, 0.5), "per-channel normalisation mean")
     image_std: tuple = setting((0.5, 0.5, 0.5), "per-channel normalisation std")
-    max_frames: int = setting(64, "most frames per video the model takes (rows of the global perceiver's frame embedding)")
+    max_frames: int = setting(64, "most frames per video the model takes (rows of the global perceiver's frame "
+                                  "embedding)")
     pretrained_path: str | None = setting(None, "a local vision model (SigLIP, CLIP, DINOv2, VideoMAE, T5Gemma 2's "
                                                 "tower) instead of the stem")
     backbone: dict | None = setting(None, "its transformers config, read from pretrained_path once and saved with "
@@ -327,7 +328,8 @@ class UnifiedConfig(PretrainedConfig):
         ids = [i for i in (t.image_token_id, t.video_token_id, t.audio_token_id) if i is not None]
         for i in ids:
             if not 0 <= i < t.vocab_size:
-                raise ConfigError("text.*_token_id", i, f"placeholder id outside the vocabulary (0..{t.vocab_size - 1})")
+                raise ConfigError("text.*_token_id", i,
+                                  f"placeholder id outside the vocabulary (0..{t.vocab_size - 1})")
         if v.image_size % v.patch_size:
             raise ConfigError("vision.image_size", v.image_size, f"must be a multiple of patch_size={v.patch_size}")
         if v.patch_size % 4:
