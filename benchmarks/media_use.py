@@ -46,7 +46,8 @@ def main() -> None:
             write_split(root / split, n, seed=0, split=split, progress=False)
     train, _ = load_data_dir(root / "train", [args.task])
     test, _ = load_data_dir(root / "test", [args.task])
-    tokenizer = UnifiedTokenizer.train(tokenizer_corpus(train, build_tasks(train)), text_vocab_size=300, hard_vocab_limit=False)
+    tokenizer = UnifiedTokenizer.train(tokenizer_corpus(train, build_tasks(train)), text_vocab_size=300,
+                                       hard_vocab_limit=False)
     processor = UnifiedProcessor(tokenizer, image_size=32, video_fps=4.0, max_frames=8)
     config = UnifiedConfig.preset("tiny", text={"vocab_size": tokenizer.vocab_size,
                                                 "image_token_id": tokenizer.image_token_id,

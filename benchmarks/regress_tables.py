@@ -106,7 +106,8 @@ def run(name: str, steps: int, seed: int = 0, variants: tuple[str, ...] = tuple(
     low, high = x[train_i].min(0), x[train_i].max(0)
     span = y[train_i].max() - y[train_i].min()
     bounds = (float(y[train_i].min() - 0.1 * span), float(y[train_i].max() + 0.1 * span))
-    result = {"rows": len(y), "clamped held-out targets": int(((y[test_i] < bounds[0]) | (y[test_i] > bounds[1])).sum()),
+    clamped = int(((y[test_i] < bounds[0]) | (y[test_i] > bounds[1])).sum())
+    result = {"rows": len(y), "clamped held-out targets": clamped,
               "training mean": float(np.abs(y[test_i] - y[train_i].mean()).mean())}
     for label, reference in references(name).items():
         result[label] = float(np.abs(reference.fit(x[train_i], y[train_i]).predict(x[test_i]) - y[test_i]).mean())

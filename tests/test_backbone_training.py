@@ -183,7 +183,8 @@ def test_unified_train_on_a_pretrained_backbone(family, tmp_path):
     pretrained = AutoModelForSeq2SeqLM.from_pretrained(str(copy)).get_input_embeddings().weight.detach().clone()
     shutil.rmtree(copy)
     network = UnifiedModel.from_pretrained(tmp_path / "run" / "final")
-    assert network.config.text.vocab_size == Model.from_pretrained(tmp_path / "run" / "final").processor.tokenizer.vocab_size
+    saved = Model.from_pretrained(tmp_path / "run" / "final")
+    assert network.config.text.vocab_size == saved.processor.tokenizer.vocab_size
     assert network.get_input_embeddings().weight.shape[0] > pretrained.shape[0]  # our ranges appended
     model = Model.from_pretrained(tmp_path / "run" / "final")
     test = tmp_path / "run" / "data" / "test"

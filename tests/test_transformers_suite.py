@@ -85,9 +85,9 @@ sys.path.insert(0, str(_root))
 common = importlib.import_module(f"{PACKAGE}.test_modeling_common")
 ConfigTester = importlib.import_module(f"{PACKAGE}.test_configuration_common").ConfigTester
 
-from transformers.models.auto import modeling_auto
+from transformers.models.auto import modeling_auto  # noqa: E402  (after the common tests, as they expect)
 
-from unified.model import UnifiedBaseModel, UnifiedConfig, UnifiedForConditionalGeneration
+from unified.model import UnifiedBaseModel, UnifiedConfig, UnifiedForConditionalGeneration  # noqa: E402
 
 # The common tests tell a headless model from an LM by transformers' static name tables (in-tree models only):
 # while this class runs, ours are listed there as an in-tree model would be.

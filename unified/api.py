@@ -120,15 +120,16 @@ class Model:
                 row[key] = item
         return [task.complete(row, self.processor) for row in rows], batched  # sizes, durations: derived
 
-    def generate(self, task: str, *, image: Any = None, video: Any = None, audio: Any = None, question: str | None = None,
-                 text: str | None = None, source_fps: float | None = None, batch_size: int = 16,
-                 max_new_tokens: int | None = None, **fields: Any) -> Any:
+    def generate(self, task: str, *, image: Any = None, video: Any = None, audio: Any = None,
+                 question: str | None = None, text: str | None = None, source_fps: float | None = None,
+                 batch_size: int = 16, max_new_tokens: int | None = None, **fields: Any) -> Any:
         """Answer `task` for the given inputs; see the module docstring for inputs and return types.
 
         `source_fps` is the frame rate of a video given as frames in memory (a [T, H, W, 3] uint8 array or
-        tensor; a list of videos is a batch): required for those, refused for files. Keyword arguments the task does not take
-        (a typo, a target field) raise `InputError` naming them. `max_new_tokens` caps a free-text answer; None
-        takes the task's (`task_options: {task: {max_new_tokens: n}}` in training, saved with the model; 32 if unset)."""
+        tensor; a list of videos is a batch): required for those, refused for files. Keyword arguments the task
+        does not take (a typo, a target field) raise `InputError` naming them. `max_new_tokens` caps a free-text
+        answer; None takes the task's (`task_options: {task: {max_new_tokens: n}}` in training, saved with the
+        model; 32 if unset)."""
         from unified.task_zoo import build_tasks
         from unified.task_zoo.decoding import predict
 
@@ -173,7 +174,8 @@ class Model:
             from unified.data.files import SUFFIXES
             from unified.task_zoo import list_tasks
 
-            files = {p.stem for p in folder.iterdir() if p.suffix in SUFFIXES} & set(list_tasks())  # files named after a registered task, as load_data_dir reads them
+            # files named after a registered task, as load_data_dir reads them
+            files = {p.stem for p in folder.iterdir() if p.suffix in SUFFIXES} & set(list_tasks())
             tasks = [t for t in self.task_options if t in files]
             others = sorted(files - set(self.task_options))
             if others:
