@@ -34,7 +34,8 @@ def table(rows) -> list[str]:
     lines = ["| key | type | default | allowed | meaning |", "|---|---|---|---|---|"]
     for row in rows:
         allowed = ", ".join(f"`{json.dumps(v)}`" for v in row.choices) if row.choices else ""
-        lines.append(f"| `{row.key}` | {cell(row.type)} | `{cell(row.default)}` | {cell(allowed)} | "
+        default = row.default.replace("|", "\\|")  # in a code span: only the table's pipes need escaping
+        lines.append(f"| `{row.key}` | {cell(row.type)} | `{default}` | {cell(allowed)} | "
                      f"{cell(row.meaning)} |")
     return lines
 

@@ -40,6 +40,7 @@ def test_every_config_field_is_in_the_reference(site):
     page = text_of(site / "reference" / "configuration" / "index.html")
     missing = [key for key, f in CONFIG_FIELDS if key not in page or f.metadata["doc"].replace("`", "") not in page]
     assert not missing, f"not in the generated configuration reference: {missing}"
+    assert "\\{" not in page and "\\|" not in page, "an escape meant for Markdown shows on the page"
 
 
 def test_every_task_is_in_the_reference(site):

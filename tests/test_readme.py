@@ -104,3 +104,10 @@ def test_every_python_block_runs_in_order(workspace, monkeypatch, page):
         assert isinstance(namespace["result"].integral, float)
     if page.name == "training.md":
         assert namespace["adapters"].active == "language"  # vqa is in the language group
+
+
+def test_the_readme_counts_the_registered_tasks():
+    from unified.task_zoo import list_tasks
+
+    words = " ".join((ROOT / "README.md").read_text().split())
+    assert f"Each of the {len(list_tasks())} built-in tasks" in words

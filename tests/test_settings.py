@@ -40,6 +40,11 @@ def test_describe_lists_every_field_once():
     keys = [row.key for row in describe(TrainConfig)]
     assert keys == [k for k, _ in all_fields(TrainConfig)]
     assert len(keys) == len(set(keys)) and "stages[].train" in keys and "data.synthetic.n_train" in keys
+    rows = {row.key: row for row in describe(TrainConfig)}
+    from unified.training.config import GROUPS
+
+    assert rows["stages[].train"].choices == rows["optim.lr_scale"].choices == GROUPS  # items / keys of a Literal
+    assert rows["model.preset"].choices == ("tiny", "small", "base") and rows["model.preset"].default == '"tiny"'
 
 
 def test_a_setting_without_meaning_is_refused():

@@ -90,7 +90,7 @@ class Row:
     key: str  # dotted, as written in a config or an override: optim.lr, stages[].train
     type: str
     default: str
-    choices: tuple | None
+    choices: tuple | None  # of the value; of each item of a list, or each key of a dict
     meaning: str
 
 
@@ -108,7 +108,10 @@ def describe(cls: type, prefix: str = "") -> Iterator[Row]:
             default = f.default_factory()
         else:
             default = MISSING
-        yield Row(key, type_name(hint), _show(default), choices(hint), meaning(f))
+        allowed = choices(hint)
+        if allowed is None and typing.get_origin(hint) in (list, dict):  # the allowed items, or keys
+            allowed = choices(typing.get_args(hint)[0]) if typing.get_args(hint) else None
+        yield Row(key, type_name(hint), _show(default), allowed, meaning(f))
         if section is not None:
             inner = f"{key}[]." if typing.get_origin(hint) is list else f"{key}."
             yield from describe(section, inner)
