@@ -309,7 +309,7 @@ def test_the_pretrained_recipes_run_and_freeze_what_they_say(recipe, tmp_path):
     pretrained, the loss falls, the gates open, and the answers depend on the clip: the loss with another row's clip
     is higher than with the row's own, on held-out rows for the LoRA recipes, on the training rows for Flamingo's
     (a frozen random language model gives the gated cross-attention too little to generalise from in a run this
-    size: README, "Start from pretrained models")."""
+    size: docs/results.md, "Pretrained recipes")."""
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoModelForSeq2SeqLM
 

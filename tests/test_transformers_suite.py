@@ -6,7 +6,7 @@ The tests are read from the sdist of the installed transformers version (`pip do
 `$UNIFIED_CACHE` or `~/.cache/unified`). The sdist ships `tests/test_modeling_common.py` and
 `tests/test_configuration_common.py` but not three modules they import; empty stand-ins are written for those
 (`hf_stand_ins` below), so `GenerationTesterMixin`'s and `ExportTesterMixin`'s own tests do not run here (generation is
-tested in tests/test_model.py, test_backbone.py and test_conventions.py). The README lists the common tests that do
+tested in tests/test_model.py, test_backbone.py and test_conventions.py). docs/model.md lists the common tests that do
 not apply and why. Without the network and without a cached copy the module is skipped, saying so.
 """
 
