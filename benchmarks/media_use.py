@@ -6,7 +6,7 @@ Trains the tiny preset on one task of the synthetic world and prints, every 50 s
 real clips and with the clips rolled by one row (same text, someone else's video). A model that answers from the
 clip has a clearly positive gap; a model that answers from text priors alone has a gap of 0.000. `--init-std 0.02`
 re-initialises every Linear/Conv with a fixed 0.02 (the width-blind scheme this library used before) instead of the
-fan-in scaled default, which is how the README's comparison was measured. `--overfit N` trains and evaluates on
+fan-in scaled default, which is how the results page's comparison was measured. `--overfit N` trains and evaluates on
 the same N rows (can the model memorise clips through their media at all?).
 """
 

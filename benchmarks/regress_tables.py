@@ -16,7 +16,7 @@ option spacing: uniform) and combinations; each read with argmax and with `decod
 same split, five standard regressors as references (`references`: linear regression, gradient boosting, a random
 forest, 15 nearest neighbours and an RBF support-vector regressor on standardised features); `--variants` with no
 name prints only those. Prints one table per table (MAE, and its ratio to the training mean's and to linear
-regression's); the README's numbers rows come from it.
+regression's); the results page's numbers rows come from it (docs/results.md).
 """
 
 from __future__ import annotations
