@@ -6,13 +6,17 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint docs clean
+# MkDocs plugins print a banner about MkDocs 2 on every build; it says nothing about this site
+export NO_MKDOCS_2_WARNING := 1
+export DISABLE_MKDOCS_2_WARNING := true
+LINTED := unified training tests benchmarks docs
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[dev,metrics]"
+	$(PY) -m pip install -q -e ".[dev,metrics,docs]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -20,12 +24,16 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/unified demo
 
+# the tests build the docs site too (tests/test_docs_site.py: mkdocs build --strict)
 test: install
-	$(VENV)/bin/ruff check unified training tests benchmarks
+	$(VENV)/bin/ruff check $(LINTED)
 	$(PY) -m pytest -q -ra
 
 lint: install
-	$(VENV)/bin/ruff check unified training tests benchmarks
+	$(VENV)/bin/ruff check $(LINTED)
+
+docs: install
+	$(VENV)/bin/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info

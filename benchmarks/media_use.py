@@ -6,7 +6,7 @@ Trains the tiny preset on one task of the synthetic world and prints, every 50 s
 real clips and with the clips rolled by one row (same text, someone else's video). A model that answers from the
 clip has a clearly positive gap; a model that answers from text priors alone has a gap of 0.000. `--init-std 0.02`
 re-initialises every Linear/Conv with a fixed 0.02 (the width-blind scheme this library used before) instead of the
-fan-in scaled default, which is how the README's comparison was measured. `--overfit N` trains and evaluates on
+fan-in scaled default, which is how the results page's comparison was measured. `--overfit N` trains and evaluates on
 the same N rows (can the model memorise clips through their media at all?).
 """
 
@@ -46,7 +46,8 @@ def main() -> None:
             write_split(root / split, n, seed=0, split=split, progress=False)
     train, _ = load_data_dir(root / "train", [args.task])
     test, _ = load_data_dir(root / "test", [args.task])
-    tokenizer = UnifiedTokenizer.train(tokenizer_corpus(train, build_tasks(train)), text_vocab_size=300, hard_vocab_limit=False)
+    tokenizer = UnifiedTokenizer.train(tokenizer_corpus(train, build_tasks(train)), text_vocab_size=300,
+                                       hard_vocab_limit=False)
     processor = UnifiedProcessor(tokenizer, image_size=32, video_fps=4.0, max_frames=8)
     config = UnifiedConfig.preset("tiny", text={"vocab_size": tokenizer.vocab_size,
                                                 "image_token_id": tokenizer.image_token_id,

@@ -6,7 +6,7 @@ and steps; each scored on 100 fresh clips (seed 1, as the default model's card).
     python benchmarks/ordinal_loss.py [--steps 2000] [--n-train 1000] [--sigmas 0 0.75] [--tasks ...]
 
 Prints one row per sigma: grounding accuracy at IoU 0.5 and mean IoU, temporal grounding's mean IoU, regress MAE.
-The README's ordinal-loss rows come from it.
+The results page's ordinal-loss rows come from it (docs/results.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Parameter counts and bf16 weight memory of our model on pretrained parts, computed from the parts' configs.
 
-    .venv/bin/python benchmarks/param_counts.py            # prints the README's table (markdown)
+    .venv/bin/python benchmarks/param_counts.py            # prints the results page's table (markdown)
 
 Each model is built on the meta device (no memory, no download) from hand-written transformers configs with the
 published sizes of Flan-T5-base / -large, T5Gemma 2 270M-270M / 1B-1B (each side a Gemma 3 270M / 1B, with the

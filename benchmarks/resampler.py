@@ -180,8 +180,9 @@ def main(argv=None) -> int:
               f"{s:>16.2f} {L - 1 + 8 * T:>5} {a / s:>6.1f} {s / T:>8.3f}")
 
     lo, hi = min(results), max(results)
-    print(f"\n# growth from {lo} to {hi} frames (x{hi / lo:.0f} frames): all tokens x{results[hi][0] / results[lo][0]:.2f}, "
-          f"global+xattn x{results[hi][1] / results[lo][1]:.2f}, per_frame+splice x{results[hi][2] / results[lo][2]:.2f}")
+    growth = [results[hi][i] / results[lo][i] for i in range(3)]
+    print(f"\n# growth from {lo} to {hi} frames (x{hi / lo:.0f} frames): all tokens x{growth[0]:.2f}, "
+          f"global+xattn x{growth[1]:.2f}, per_frame+splice x{growth[2]:.2f}")
     ok = True
     if 16 in results:
         a, g, s = results[16]

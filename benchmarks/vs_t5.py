@@ -34,7 +34,8 @@ from unified.model import UnifiedConfig, UnifiedModel
 def build(preset: str, vocab: int, device: str, dtype: torch.dtype, attn: str):
     ours_cfg = UnifiedConfig.preset(preset, text={"vocab_size": vocab})
     t = ours_cfg.text
-    t5_cfg = T5Config(vocab_size=vocab, d_model=t.d_model, d_kv=t.head_dim, d_ff=t.d_ff, num_layers=t.num_encoder_layers,
+    t5_cfg = T5Config(vocab_size=vocab, d_model=t.d_model, d_kv=t.head_dim, d_ff=t.d_ff,
+                      num_layers=t.num_encoder_layers,
                       num_decoder_layers=t.num_decoder_layers, num_heads=t.num_heads, feed_forward_proj="gated-gelu",
                       dropout_rate=0.0, tie_word_embeddings=True, decoder_start_token_id=0, pad_token_id=0,
                       eos_token_id=1)

@@ -183,7 +183,8 @@ def test_unified_train_on_a_pretrained_backbone(family, tmp_path):
     pretrained = AutoModelForSeq2SeqLM.from_pretrained(str(copy)).get_input_embeddings().weight.detach().clone()
     shutil.rmtree(copy)
     network = UnifiedModel.from_pretrained(tmp_path / "run" / "final")
-    assert network.config.text.vocab_size == Model.from_pretrained(tmp_path / "run" / "final").processor.tokenizer.vocab_size
+    saved = Model.from_pretrained(tmp_path / "run" / "final")
+    assert network.config.text.vocab_size == saved.processor.tokenizer.vocab_size
     assert network.get_input_embeddings().weight.shape[0] > pretrained.shape[0]  # our ranges appended
     model = Model.from_pretrained(tmp_path / "run" / "final")
     test = tmp_path / "run" / "data" / "test"
@@ -308,7 +309,7 @@ def test_the_pretrained_recipes_run_and_freeze_what_they_say(recipe, tmp_path):
     pretrained, the loss falls, the gates open, and the answers depend on the clip: the loss with another row's clip
     is higher than with the row's own, on held-out rows for the LoRA recipes, on the training rows for Flamingo's
     (a frozen random language model gives the gated cross-attention too little to generalise from in a run this
-    size: README, "Start from pretrained models")."""
+    size: docs/results.md, "Pretrained recipes")."""
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoModelForSeq2SeqLM
 

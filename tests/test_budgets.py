@@ -111,7 +111,8 @@ def test_budgets_in_a_training_config_are_applied_saved_and_reported(tmp_path, w
     """Also with DataLoader workers, whose fitted counts reach the training process's report."""
     from unified.training import load_config, train
 
-    common = [f"data.num_workers={workers}", f"output_dir={tmp_path / 'run'}", "data.synthetic={n_train: 8, n_eval: 0, seed: 2}",
+    common = [f"data.num_workers={workers}", f"output_dir={tmp_path / 'run'}",
+              "data.synthetic={n_train: 8, n_eval: 0, seed: 2}",
               "data.tasks=[video_mcqa, caption]", "optim.max_steps=3", "optim.batch_size=2", "log_with=none",
               "checkpoint.every=100", "data.budget={max_frames: 4}", "budgets={video_mcqa: {max_frames: 2}}"]
     summary = train(load_config(SMOKE, common), progress=False)
@@ -158,7 +159,8 @@ def test_a_task_budget_sets_its_own_frame_size(clip):
         for batch in (vqa, caption):
             assert torch.isfinite(model(**batch).loss)
     with pytest.raises(InputError, match="one batch holds one frame size"):
-        processor.collate([processor.process({"text": "<video> q?", "video": clip, "task": t}) for t in ("vqa", "caption")])
+        processor.collate([processor.process({"text": "<video> q?", "video": clip, "task": t})
+                           for t in ("vqa", "caption")])
     with pytest.raises(ConfigError, match="larger than the processor's image_size=32"):
         stack(vqa={"image_size": 64})
 

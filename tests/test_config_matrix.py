@@ -30,6 +30,11 @@ SMOKE = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny-smo
     (["tokenizer.path=some/tokenizer", "tokenizer.layout={num_loc_bins: 100}"], "tokenizer.path"),
     (["tokenizer.layout={num_loc_bins: 1}"], "tokenizer.layout.num_loc_bins"),
     (["tokenizer.layout={num_bins: 10}"], "tokenizer.layout.num_bins"),
+    (["mixture.strategy=uniform", "mixture.temperature=3"], "mixture.temperature"),
+    (["mixture.strategy=weights", "mixture.weights={vqa: 1}", "mixture.anneal_steps=10"], "mixture.anneal_steps"),
+    (["mixture.strategy=annealed", "mixture.weights={vqa: 1}"], "mixture.weights"),
+    (["lora.alpha=32"], "lora.alpha"),
+    (["lora.target_modules=[q_proj]"], "lora.target_modules"),
 ])
 def test_inert_settings_raise_naming_the_field(overrides, field):
     base = [] if any(o.startswith("model.init_from") for o in overrides) else None
@@ -43,6 +48,10 @@ def test_inert_settings_raise_naming_the_field(overrides, field):
     ["model.fusion={mode: concat, in_decoder: true, gate_init: 0.5}"],  # the decoder's gated blocks use it
     ["model.resampler={mode: pool3d, depth: 2}"],  # the audio perceiver uses depth
     ["mixture.strategy=dynamic", "eval.every=0", "data.synthetic={n_train: 10, n_eval: 0}"],  # training losses drive it
+    ["mixture.strategy=dynamic", "eval.every=10", "mixture.temperature=0.5"],  # the losses' softmax temperature
+    ["mixture.strategy=annealed", "mixture.anneal_steps=10"],
+    ["mixture.strategy=weights", "mixture.weights={vqa: 1, caption: 2}"],
+    ["lora={enabled: true, r: 4, alpha: 8}", "stages=[{train: [lora]}]"],
 ])
 def test_settings_that_act_are_accepted(overrides):
     load_config(None if overrides[0].startswith("model.init_from") else SMOKE, overrides)

@@ -88,7 +88,8 @@ def test_auto_classes_load_a_saved_model_in_a_fresh_process(saved):
             "p = t.AutoProcessor.from_pretrained(d, trust_remote_code=True)\n"
             "print(type(m).__name__, type(c).__name__, type(k).__name__, type(p).__name__)\n"
             "print(k.encode('a red circle'))\n")
-    out = subprocess.run([sys.executable, "-c", code, str(saved)], capture_output=True, text=True, timeout=300, check=False,
+    out = subprocess.run([sys.executable, "-c", code, str(saved)], capture_output=True, text=True, timeout=300,
+                         check=False,
                          env={**__import__("os").environ, "HF_MODULES_CACHE": str(saved.parent / "modules")})
     assert out.returncode == 0, out.stderr[-2000:]
     names, ids = out.stdout.strip().splitlines()

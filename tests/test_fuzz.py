@@ -13,7 +13,8 @@ from task_rows import tiny_stack
 from unified.errors import UnifiedError
 from unified.task_zoo import get_task, list_tasks
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")

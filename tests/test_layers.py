@@ -17,7 +17,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "unified"
 
 # lowest first; a unit may import from its own layer and the layers below it
 LAYERS = [
-    {"errors", "local_dirs"},  # the exceptions, and what a local model directory must hold before it is read
+    # the exceptions, declared settings (a dataclass field with its meaning), what a local model directory must
+    # hold before it is read, and the sample media the examples use
+    {"errors", "settings", "local_dirs", "samples"},
     {"media", "tokenizers"},  # decoding media; the shared vocabulary
     {"model", "heads"},  # the network and its output heads
     {"processing"},  # rows of media and text -> batches
@@ -115,7 +117,7 @@ def test_no_module_cycle():
         path.append(node)
         for nxt in sorted(edges[node]):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return [*path[path.index(nxt):], nxt]
             if nxt not in state:
                 circle = visit(nxt)
                 if circle:

@@ -1,4 +1,5 @@
-"""load_image: every source type gives the same RGB uint8 [H, W, 3]; conversions checked against hand-computed pixels."""
+"""load_image: every source type gives the same RGB uint8 [H, W, 3]; conversions checked against hand-computed
+pixels."""
 
 import io
 

@@ -336,18 +336,18 @@ def test_config_validation_names_the_field():
 
 @pytest.mark.parametrize("preset, vocab, documented", [("tiny", None, "0.62 M"), ("small", 2500, "12.4 M"),
                                                        ("base", None, "318 M")])
-def test_every_preset_builds_to_the_size_the_readme_states(preset, vocab, documented):
-    """Each preset is built (on the meta device: no memory) and counted against the README's figure."""
+def test_every_preset_builds_to_the_size_the_docs_state(preset, vocab, documented):
+    """Each preset is built (on the meta device: no memory) and counted against the docs' figure (docs/model.md)."""
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    assert f"`{preset}` (" in readme and documented in readme
+    page = (Path(__file__).resolve().parents[1] / "docs" / "model.md").read_text()
+    assert f"`{preset}` (" in page and documented in page
     with torch.device("meta"):
         model = UnifiedForConditionalGeneration(UnifiedConfig.preset(preset, **(
             {"text": {"vocab_size": vocab}} if vocab else {})))
     count = sum(p.numel() for p in model.parameters())
     number = documented.split()[0]
-    decimals = len(number.split(".")[1]) if "." in number else 0  # the README rounds to this many decimals
+    decimals = len(number.split(".")[1]) if "." in number else 0  # the page rounds to this many decimals
     assert f"{count / 1e6:.{decimals}f}" == number, (preset, count)
 
 

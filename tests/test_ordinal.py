@@ -102,7 +102,9 @@ def test_the_value_feature_makes_nearby_values_nearby_embeddings():
     def distance(ids, e):
         return float((e(ids)[0] - e(ids)[1]).norm() / e(ids)[0].norm())
 
-    table_only = lambda ids: model.get_input_embeddings()(torch.tensor([ids]))[0]
+    def table_only(ids):
+        return model.get_input_embeddings()(torch.tensor([ids]))[0]
+
     assert distance(near, table_only) > 1.0  # independent random rows: as far apart as any two
     assert distance(near, embeds) < 0.1
     assert distance(far, embeds) > 0.5

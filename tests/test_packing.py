@@ -119,7 +119,8 @@ def test_a_run_with_packing_trains_mixed_batches_in_fewer_rows(tmp_path):
     write_split(tmp_path / "train", 12, seed=0, split="train", progress=False)
     cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'run'}", f"data.train_dir={tmp_path / 'train'}",
                               "data.synthetic=null", "data.pack=true", "tokenizer.text_vocab_size=200",
-                              "model.fusion={mode: concat}", "model.resampler={mode: pool3d, pool_frames: 4, pool_hw: 2}",
+                              "model.fusion={mode: concat}",
+                              "model.resampler={mode: pool3d, pool_frames: 4, pool_hw: 2}",
                               "model.audio={resampler: pool}", "mixture.mixed_batches=true", "optim.max_steps=4",
                               "checkpoint.every=100", "data.num_workers=1"])
     summary = train(cfg, progress=False)

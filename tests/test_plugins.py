@@ -123,7 +123,8 @@ def test_no_library_module_names_a_builtin_task():
             if (isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names
                     and id(node) not in docstrings):
                 found.append(f"{rel}:{node.lineno} {node.value!r}")
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("hasattr", "getattr")
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id in ("hasattr", "getattr")
                     and node.args and isinstance(node.args[0], ast.Name) and node.args[0].id in ("task", "task_obj")):
                 found.append(f"{rel}:{node.lineno} {node.func.id}(task, ...)")
     assert not found, found

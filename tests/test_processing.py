@@ -55,8 +55,8 @@ def test_labels_and_prompt_padding(tokenizer, clips):
     proc = UnifiedProcessor(tokenizer, image_size=32)
     batch = proc([{"text": "what happens first", "target": "the red circle moves left"},
                   {"text": "where", "target": "up"}])
-    first = tokenizer.encode("the red circle moves left") + [tokenizer.eos_token_id]
-    second = tokenizer.encode("up") + [tokenizer.eos_token_id]
+    first = [*tokenizer.encode("the red circle moves left"), tokenizer.eos_token_id]
+    second = [*tokenizer.encode("up"), tokenizer.eos_token_id]
     assert batch["labels"][0].tolist() == first
     assert batch["labels"][1].tolist() == second + [-100] * (len(first) - len(second))
     prompt = tokenizer.encode("where")

@@ -1,28 +1,47 @@
-"""The README's task example is real code: it runs, registers, and its example row becomes the prompt and target
-it prints."""
+"""The README's and the docs' code is real code: every Python block runs, page by page, top to bottom in one
+namespace per page, in a folder holding the files the blocks name. A block that needs what a test cannot have (a
+server, real pretrained checkpoints, a long run) is marked with `<!-- not run: reason -->` on the line above it."""
 
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
 
 from unified.task_zoo import registry
 
-pytestmark = pytest.mark.slow  # runs every README block, a training run included
+pytestmark = pytest.mark.slow  # runs every block of every page, two short training runs included
 
-README = Path(__file__).parents[1] / "README.md"
+ROOT = Path(__file__).parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+NOT_RUN = re.compile(r"<!-- not run: (.+?) -->\s*$")
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+def blocks(page: Path) -> list[tuple[str, str | None]]:
+    """(code, why it is not run or None) of each fenced Python block of `page`."""
+    text = page.read_text()
+    found = []
+    for match in re.finditer(r"```python\n(.*?)```", text, flags=re.DOTALL):
+        before = text[:match.start()].rstrip("\n").rsplit("\n", 1)[-1]
+        skip = NOT_RUN.search(before)
+        found.append((textwrap.dedent(match.group(1)), skip.group(1) if skip else None))
+    return found
+
+
+def test_the_docs_have_examples_and_every_skip_says_why():
+    assert sum(len(blocks(p)) for p in PAGES) >= 15
+    for page in PAGES:
+        for line in page.read_text().splitlines():
+            if line.strip().startswith("<!-- not run"):
+                assert NOT_RUN.search(line), f"{page.name}: {line!r} (write <!-- not run: reason -->)"
 
 
 def test_the_add_a_task_example_runs(capsys):
-    block = next(b for b in python_blocks() if '@register_task("count_shapes")' in b)
+    code = next(b for b, _ in blocks(ROOT / "docs" / "writing-a-task.md") if '@register_task("count_shapes")' in b)
     try:
-        exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+        exec(compile(code, "writing-a-task.md", "exec"), {"__name__": "docs_example"})
         printed = capsys.readouterr().out.strip()
         prompt, target = printed.split(" -> ")
         assert prompt.startswith("<video> ") and prompt[len("<video> "):] in ("how many shapes appear?",
@@ -32,63 +51,63 @@ def test_the_add_a_task_example_runs(capsys):
         registry.TASKS.pop("count_shapes", None)
 
 
-def test_every_python_block_runs_in_order(tmp_path, monkeypatch):
-    """All of the README's Python blocks, top to bottom in one namespace, in a folder holding the files they name:
-    a clip and frames of the synthetic world, a SentencePiece model, data folders, a trained model (the built-in
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A folder with what the blocks name: data folders of the synthetic world, a trained model (the built-in
     default model), a run with per-task adapters, and (random, tiny) SigLIP and T5 checkpoints."""
-    import io
-    import shutil
-    import textwrap
-
-    import pytest
-    import sentencepiece as spm
-
     from unified.api import DEFAULT_MODEL_DIR
     from unified.data.synthetic import write_split
     from unified.model.adapters import TaskAdapters, save_model
 
     if not (DEFAULT_MODEL_DIR / "config.json").is_file():
-        pytest.skip("the README's Model example needs the built-in default model, which this checkout lacks")
-    monkeypatch.chdir(tmp_path)
-    write_split(tmp_path / "data" / "train", 3, seed=1, split="train", progress=False)
-    write_split(tmp_path / "data" / "test", 3, seed=1, split="test", progress=False)
-    clips = sorted((tmp_path / "data" / "test" / "clips").glob("*.mp4"))
-    for name, source in (("clip.mp4", clips[0]), ("a.mp4", clips[1]), ("b.mp4", clips[2])):
-        shutil.copy(source, name)
-    for name in ("frame.png", "photo.png"):
-        shutil.copy(next((tmp_path / "data" / "test" / "clips").glob("*.png")), name)
-    text = [line for line in (README.read_text().lower().split("\n")) if line.strip()]
-    model_file = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(text), model_writer=model_file, vocab_size=200,
-                                   hard_vocab_limit=False, minloglevel=2)
-    (tmp_path / "spiece.model").write_bytes(model_file.getvalue())
-    (tmp_path / "runs" / "shapes-small").mkdir(parents=True)
-    (tmp_path / "runs" / "shapes-small" / "best").symlink_to(DEFAULT_MODEL_DIR)
+        pytest.skip("the examples use the built-in default model, which this checkout lacks")
+    root = tmp_path_factory.mktemp("docs")
+    write_split(root / "data" / "train", 3, seed=1, split="train", progress=False)
+    write_split(root / "data" / "test", 3, seed=1, split="test", progress=False)
+    (root / "runs" / "shapes-small").mkdir(parents=True)
+    (root / "runs" / "shapes-small" / "best").symlink_to(DEFAULT_MODEL_DIR)
     from task_rows import tiny_stack
 
     _, _, tiny = tiny_stack()
     TaskAdapters.attach(tiny, ["vqa", "caption"], {"vqa": "language", "caption": "language"}, r=2)  # as the config
-    save_model(tiny, tmp_path / "runs" / "lora-per-task" / "final")
+    save_model(tiny, root / "runs" / "lora-per-task" / "final")
 
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
     # a random SigLIP of the real one's input size, for the pretrained-encoder example
     SiglipVisionModel(SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                          num_attention_heads=2, image_size=224, patch_size=16)).save_pretrained(
-        tmp_path / "models" / "siglip-base-patch16-224")
+        root / "models" / "siglip-base-patch16-224")
 
     from transformers import T5Config, T5ForConditionalGeneration
 
     # a random T5 v1.1 with Flan-T5-small's vocabulary, for the text-backbone example
     T5ForConditionalGeneration(T5Config(vocab_size=32128, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
                                         feed_forward_proj="gated-gelu", tie_word_embeddings=False,
-                                        decoder_start_token_id=0)).save_pretrained(tmp_path / "models" / "flan-t5-small")
+                                        decoder_start_token_id=0)).save_pretrained(root / "models" / "flan-t5-small")
+    return {"root": root, "ran": set()}
 
-    namespace = {"__name__": "readme"}
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
+def test_every_python_block_runs_in_order(workspace, monkeypatch, page):
+    monkeypatch.chdir(workspace["root"])
+    namespace = {"__name__": f"docs_{page.stem}"}
     try:
-        for i, block in enumerate(python_blocks()):
-            exec(compile(textwrap.dedent(block), f"README.md block {i}", "exec"), namespace)
+        for i, (code, skip) in enumerate(blocks(page)):
+            if skip is not None or code in workspace["ran"]:  # a block shown on two pages runs once
+                continue
+            exec(compile(code, f"{page.name} block {i}", "exec"), namespace)
+            workspace["ran"].add(code)
     finally:
         registry.TASKS.pop("count_shapes", None)
-    assert isinstance(namespace["result"].integral, float)
-    assert namespace["adapters"].active == "language"  # the README activates vqa, which is in the language group
+    if page.name == "evaluation.md":
+        assert isinstance(namespace["result"].integral, float)
+    if page.name == "training.md":
+        assert namespace["adapters"].active == "language"  # vqa is in the language group
+
+
+def test_the_readme_counts_the_registered_tasks():
+    from unified.task_zoo import list_tasks
+
+    words = " ".join((ROOT / "README.md").read_text().split())
+    assert f"Each of the {len(list_tasks())} built-in tasks" in words

@@ -12,7 +12,8 @@ D, K = 32, 6
 
 def make(mode, depth=2, seed=0):
     torch.manual_seed(seed)
-    return PerceiverResampler(dim=D, depth=depth, num_latents=K, num_heads=4, head_dim=8, mode=mode, max_frames=8).eval()
+    return PerceiverResampler(dim=D, depth=depth, num_latents=K, num_heads=4, head_dim=8, mode=mode,
+                              max_frames=8).eval()
 
 
 @pytest.mark.parametrize("mode, t_out", [("global", 1), ("per_frame", 5)])

@@ -181,7 +181,8 @@ def test_a_mixed_batch_is_the_token_weighted_mean_of_its_tasks(rows, stack):
     with torch.no_grad():
         loss, parts = mixed_loss(tasks, named, model, processor, loss_weights={"vqa": 2.0})
         own = {n: float(task_loss(tasks[n], model, processor, rows[n])) for n in tasks}
-        tokens = {n: int((task_batch(tasks[n], rows[n], processor)["labels"] != -100).sum()) for n in ("vqa", "caption")}
+        tokens = {n: int((task_batch(tasks[n], rows[n], processor)["labels"] != -100).sum())
+                  for n in ("vqa", "caption")}
     for name in tasks:
         assert parts[name] == pytest.approx(own[name], rel=1e-4)
     generative = (2.0 * own["vqa"] * tokens["vqa"] + own["caption"] * tokens["caption"]) / sum(tokens.values())

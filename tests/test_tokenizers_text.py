@@ -71,7 +71,7 @@ def test_bad_training_arguments_raise(corpus, kwargs, match):
 
 def test_bad_corpora_raise(corpus):
     with pytest.raises(InputError, match=r"texts\[2\]=42"):
-        train_text_tokenizer(corpus[:2] + [42] + corpus, 60)
+        train_text_tokenizer([*corpus[:2], 42, *corpus], 60)
     with pytest.raises(InputError, match="no sentences"):
         train_text_tokenizer([], 60)
     with pytest.raises(InputError, match="not one str"):

@@ -182,8 +182,8 @@ def test_other_whitespace_is_normalised_as_the_model_says(trained, data):
         assume(not SKIPPED.search(s))
         assert t.decode(t.encode(s)) == s
     else:  # runs collapse, ends are stripped, tabs and newlines are spaces
-        s = data.draw(joined(st.one_of(WORDS, INLINE), separators=spaces + ("\t", "\n", " \n\t "),
-                             ends=spaces + ("\n",)))
+        s = data.draw(joined(st.one_of(WORDS, INLINE), separators=(*spaces, "\t", "\n", " \n\t "),
+                             ends=(*spaces, "\n")))
         assume(not SKIPPED.search(s))
         assert t.decode(t.encode(s)) == " ".join(s.split())
 
@@ -300,7 +300,7 @@ def test_save_and_load_give_the_same_ids(tmp_path):
     assert sorted(p.name for p in paths) == ["text.model", "unified_tokenizer.json"]
     loaded = UnifiedTokenizer.from_pretrained(tmp_path / "nested" / "tok")
     assert loaded.layout == layout and loaded.vocab_size == tok.vocab_size
-    for s in CORPUS[:50] + ["the dog <loc_499><time_31> runs", "<image><audio> what?"]:
+    for s in [*CORPUS[:50], "the dog <loc_499><time_31> runs", "<image><audio> what?"]:
         assert loaded.encode(s, add_eos=True) == tok.encode(s, add_eos=True)
     # text.model is an ordinary SentencePiece model file
     sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "nested" / "tok" / "text.model"))

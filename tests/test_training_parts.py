@@ -289,3 +289,22 @@ def test_a_run_with_length_buckets_takes_steps_of_similar_length(tmp_path):
     spans = sorted((int(lengths[t, 0].min()), int(lengths[t, 0].max())) for t in taken)
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
     run.close()
+
+
+def test_the_loss_plot_is_written_or_its_absence_warned_once(tmp_path, monkeypatch):
+    import sys
+    import warnings
+
+    from unified.training.report import plot_losses
+
+    history = [{"step": s, "task": t, "loss": 2.0 / (s + 1)} for s in range(5) for t in ("vqa", "caption")]
+    assert plot_losses(history, tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not plot_losses(history, tmp_path / "again.png")
+    assert [str(w.message)[:24] for w in caught] == ["again.png not written: m"]
+    assert not (tmp_path / "again.png").exists()

@@ -6,7 +6,7 @@ The tests are read from the sdist of the installed transformers version (`pip do
 `$UNIFIED_CACHE` or `~/.cache/unified`). The sdist ships `tests/test_modeling_common.py` and
 `tests/test_configuration_common.py` but not three modules they import; empty stand-ins are written for those
 (`hf_stand_ins` below), so `GenerationTesterMixin`'s and `ExportTesterMixin`'s own tests do not run here (generation is
-tested in tests/test_model.py, test_backbone.py and test_conventions.py). The README lists the common tests that do
+tested in tests/test_model.py, test_backbone.py and test_conventions.py). docs/model.md lists the common tests that do
 not apply and why. Without the network and without a cached copy the module is skipped, saying so.
 """
 
@@ -85,9 +85,9 @@ sys.path.insert(0, str(_root))
 common = importlib.import_module(f"{PACKAGE}.test_modeling_common")
 ConfigTester = importlib.import_module(f"{PACKAGE}.test_configuration_common").ConfigTester
 
-from transformers.models.auto import modeling_auto
+from transformers.models.auto import modeling_auto  # noqa: E402  (after the common tests, as they expect)
 
-from unified.model import UnifiedBaseModel, UnifiedConfig, UnifiedForConditionalGeneration
+from unified.model import UnifiedBaseModel, UnifiedConfig, UnifiedForConditionalGeneration  # noqa: E402
 
 # The common tests tell a headless model from an LM by transformers' static name tables (in-tree models only):
 # while this class runs, ours are listed there as an in-tree model would be.

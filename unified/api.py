@@ -125,15 +125,17 @@ class Model:
                 row[key] = item
         return [task.complete(row, self.processor) for row in rows], batched  # sizes, durations: derived
 
-    def generate(self, task: str, *, image: Any = None, video: Any = None, audio: Any = None, question: str | None = None,
-                 text: str | None = None, source_fps: float | None = None, batch_size: int = 16,
-                 max_new_tokens: int | None = None, **fields: Any) -> Any:
+    def generate(self, task: str, *, image: Any = None, video: Any = None, audio: Any = None,
+                 question: str | None = None, text: str | None = None, source_fps: float | None = None,
+                 batch_size: int = 16, max_new_tokens: int | None = None, **fields: Any) -> Any:
         """Answer `task` for the given inputs; see the module docstring for inputs and return types.
 
         `source_fps` is the frame rate of a video given as frames in memory (a [T, H, W, 3] uint8 array or
-        tensor; a list of videos is a batch): required for those, refused for files. Keyword arguments the task does not take
-        (a typo, a target field) raise `InputError` naming them. `max_new_tokens` caps a free-text answer; None
-        takes the task's (`task_options: {task: {max_new_tokens: n}}` in training, saved with the model; 32 if unset)."""
+        tensor; a list of videos is a batch): required for those, refused for files. Keyword arguments the task
+        does not take (a typo, a target field) raise `InputError` naming them. `max_new_tokens` caps a free-text
+        answer; None takes the task's (`task_options: {task: {max_new_tokens: n}}` in training, saved with the
+        model; 32 if unset)."""
+
         task_obj = build_tasks([task], {task: self.task_options.get(task, {})}, self.processor.tokenizer.layout)[task]
         rows, batched = self._rows(task_obj, {"image": image, "video": video, "audio": audio, "question": question,
                                               "text": text, **fields}, source_fps)
@@ -167,7 +169,8 @@ class Model:
         left out with a warning naming them."""
         folder = Path(directory)
         if tasks is None and self.task_options and folder.is_dir():
-            files = {p.stem for p in folder.iterdir() if p.suffix in SUFFIXES} & set(list_tasks())  # files named after a registered task, as load_data_dir reads them
+            # files named after a registered task, as load_data_dir reads them
+            files = {p.stem for p in folder.iterdir() if p.suffix in SUFFIXES} & set(list_tasks())
             tasks = [t for t in self.task_options if t in files]
             others = sorted(files - set(self.task_options))
             if others:

@@ -8,11 +8,12 @@ lists in prompt order), the j-th ``<audio>`` placeholder the j-th audio item. A 
 nothing given is silently dropped.
 
 Media budgets: `budgets` maps a task to its own `image_size` (at most the processor's: frames are resized to it; a
-batch holds one frame size), `video_fps`, `max_frames`, `num_frames`, `max_audio_seconds`, `max_length` and `fit` (an example names its task under ``task``; the task zoo adds it). When a row's media exceed
-the budget, `fit: "fit"` (the default) fits them, counted per task in `processor.fitted`: a video sampled at
-`video_fps` that would give more than `max_frames` frames gets `max_frames` frames spread evenly (each keeps its true
-timestamp), audio longer than `max_audio_seconds` is cut there. `fit: "error"` raises `InputError` instead. A prompt
-longer than `max_length` always raises (text is never cut). The budgets are saved with the processor, so training,
+batch holds one frame size), `video_fps`, `max_frames`, `num_frames`, `max_audio_seconds`, `max_length` and `fit`
+(an example names its task under ``task``; the task zoo adds it). When a row's media exceed the budget, `fit:
+"fit"` (the default) fits them, counted per task in `processor.fitted`: a video sampled at `video_fps` that would
+give more than `max_frames` frames gets `max_frames` frames spread evenly (each keeps its true timestamp), audio
+longer than `max_audio_seconds` is cut there. `fit: "error"` raises `InputError` instead. A prompt longer than
+`max_length` always raises (text is never cut). The budgets are saved with the processor, so training,
 evaluation and `Model.generate` sample the same frames at the same times.
 
 Example:
@@ -162,7 +163,8 @@ class UnifiedProcessor:
                                    ("audio", audios, n_audio)):
             if len(given) != wanted:
                 raise InputError(key, f"{len(given)} item(s)",
-                                 f"the prompt has {wanted} <{key}> placeholder(s); give exactly one {key} per placeholder")
+                                 f"the prompt has {wanted} <{key}> placeholder(s); give exactly one {key} per "
+                                 "placeholder")
         frames, times, time_ids = [], [], []
         img_iter, vid_iter = iter(images), iter(videos)
         for slot in visual_slots:

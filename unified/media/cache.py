@@ -1,8 +1,8 @@
 """`MediaCache`: decoded media kept in memory by file, so a training run decodes each clip once, not every epoch.
 
 Keyed by what was decoded (kind and settings), the file's absolute path, its size and its modification time: a
-file rewritten in place is decoded again. Only files are cached (paths, and `Member`s of tar shards by shard and offset); bytes, arrays and tensors pass
-through.
+file rewritten in place is decoded again. Only files are cached (paths, and `Member`s of tar shards by shard and
+offset); bytes, arrays and tensors pass through.
 Least recently used entries go first once the held tensors exceed `max_bytes`.
 
     >>> cache = MediaCache(max_bytes=2 * 2**30)

@@ -29,8 +29,9 @@ def write_clip(path: str | Path, frames: np.ndarray, fps: float, audio: np.ndarr
     path = Path(path)
     rate = Fraction(fps).limit_denominator(1001 * 1000)
     with av.open(str(path), "w") as out:
-        video = out.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": "veryfast",
-                                                               "x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=0"})
+        x264 = "keyint=8:min-keyint=8:scenecut=0:bframes=0"
+        options = {"crf": str(crf), "preset": "veryfast", "x264-params": x264}
+        video = out.add_stream("libx264", rate=rate, options=options)
         video.width, video.height, video.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         stream = out.add_stream("aac", rate=sampling_rate, layout="mono") if audio is not None else None
         for i, pixels in enumerate(frames):

@@ -13,112 +13,127 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
 from transformers import PretrainedConfig
 
 from unified.errors import ConfigError
 from unified.model.backbone import build_backbone_config, text_fields
 from unified.model.pretrained import read_backbone_config
+from unified.settings import check_choices, setting
+
+PresetName = Literal["tiny", "small", "base"]  # the keys of PRESETS below
 
 
 @dataclass
 class TextConfig:
-    vocab_size: int = 2419  # the default UnifiedTokenizer layout with a 32-piece text model; set from the tokenizer
-    d_model: int = 256
-    num_encoder_layers: int = 4
-    num_decoder_layers: int = 4
-    num_heads: int = 4
-    head_dim: int = 64
-    d_ff: int = 768  # gated MLP: three d_model x d_ff matrices, so 2/3 of a plain 4x MLP's width costs the same
-    dropout: float = 0.0
-    norm_eps: float = 1e-6
-    rope_theta: float = 10000.0
-    rope_scaling: dict | None = None  # {"type": "linear", "factor": 2} or {"type": "yarn", "factor": 4, ...}
-    max_position_embeddings: int = 2048  # the trained context; YaRN stretches it by its factor
-    init_gain: float = 1.0  # every Linear / Conv weight ~ N(0, init_gain² / fan_in), at any width
-    embed_init_std: float = 1.0  # the shared (tied) embedding; logits use states * d_model ** -0.5 (as T5)
-    pad_token_id: int = 0
-    eos_token_id: int = 1
-    bos_token_id: int = 3
-    decoder_start_token_id: int = 0  # T5's convention: the decoder starts from <pad>
-    image_token_id: int | None = None  # placeholders, from the tokenizer (UnifiedTokenizer.image_token_id ...)
-    video_token_id: int | None = None
-    audio_token_id: int | None = None
-    embed_dim: int = 128  # the embedding head (retrieval): pooled encoder states -> L2-normalised vectors
-    # Numbered ranges (loc, val, time) whose embeddings start as a smooth function of the bin: [[start, stop], ...]
-    # from `UnifiedTokenizer.ordinal_ranges`; None = plain random rows. See `unified.model.ordinal`.
-    ordinal_ranges: list | None = None
-    ordinal_width: float = 0.02  # the kernel's width as a fraction of the range (20 of 1000 location bins)
-    ordinal_noise: float = 0.25  # share of each row's variance that stays independent noise (bins stay distinct)
-    # the loss of targets in `ordinal_ranges`: 0 = plain cross-entropy; > 0 = HL-Gauss smoothing over neighbouring
-    # bins, this many bins wide (0.75 recommended by Farebrother et al. 2024). See `unified.model.ordinal`.
-    ordinal_loss_sigma: float = 0.0
-    # A learnt function of each value token's value added to its embedding in the encoder's input, so nearby numbers
-    # in a prompt stay near after training (`unified.model.value_feature`). `value_ids`: the value bins' [start, stop)
-    # from `UnifiedTokenizer.val_ids`. Off for a config.json without the key (models trained before it existed).
-    value_feature: bool = False
-    value_ids: list | None = None
-    # A local pretrained encoder-decoder (T5 / Flan-T5 / mT5 / BART / T5Gemma) as the backbone instead of ours;
-    # `backbone` is its transformers config, read from the directory once and saved with ours. The backbone then
-    # fixes d_model, heads, layers and the special ids; vocab_size may only grow past its own (appended rows).
-    pretrained_path: str | None = None
-    backbone: dict | None = None
+    """`text`: the token stream: vocabulary, the encoder-decoder's sizes, positions, initialisation and loss."""
+
+    vocab_size: int = setting(2419, "rows of the shared embedding; set from the tokenizer")
+    d_model: int = setting(256, "width of the encoder and decoder")
+    num_encoder_layers: int = setting(4, "encoder layers")
+    num_decoder_layers: int = setting(4, "decoder layers")
+    num_heads: int = setting(4, "attention heads")
+    head_dim: int = setting(64, "width of each head (even: rotary positions)")
+    d_ff: int = setting(768, "gated MLP width: three d_model x d_ff matrices, the cost of a plain MLP 1.5x as wide")
+    dropout: float = setting(0.0, "dropout in the encoder and decoder layers")
+    norm_eps: float = setting(1e-6, "RMSNorm epsilon")
+    rope_theta: float = setting(10000.0, "rotary position base")
+    rope_scaling: dict | None = setting(None, 'longer contexts: {"type": "linear" or "yarn", "factor": f}')
+    max_position_embeddings: int = setting(2048, "the trained context; YaRN stretches it by its factor")
+    init_gain: float = setting(1.0, "every Linear / Conv weight ~ N(0, init_gain² / fan_in), at any width")
+    embed_init_std: float = setting(1.0, "std of the tied embedding; logits read states * d_model ** -0.5 (T5)")
+    pad_token_id: int = setting(0, "padding id (a text backbone sets its own)")
+    eos_token_id: int = setting(1, "end-of-sequence id")
+    bos_token_id: int = setting(3, "beginning-of-sequence id")
+    decoder_start_token_id: int = setting(0, "the decoder's first input (T5's convention: <pad>)")
+    image_token_id: int | None = setting(None, "the <image> placeholder's id, from the tokenizer")
+    video_token_id: int | None = setting(None, "the <video> placeholder's id, from the tokenizer")
+    audio_token_id: int | None = setting(None, "the <audio> placeholder's id, from the tokenizer")
+    embed_dim: int = setting(128, "width of the embedding head's L2-normalised vectors (retrieval)")
+    ordinal_ranges: list | None = setting(None, "[[start, stop], ...] of the numbered ranges (loc, val, time) whose "
+                                                "embeddings start smooth in the bin; from the tokenizer")
+    ordinal_width: float = setting(0.02, "the smooth start's kernel width, as a fraction of a range")
+    ordinal_noise: float = setting(0.25, "share of each ordinal row's variance that stays independent noise")
+    ordinal_loss_sigma: float = setting(0.0, "HL-Gauss target smoothing over ordinal_ranges, in bins (0 = plain "
+                                             "cross-entropy; 0.75 recommended)")
+    value_feature: bool = setting(False, "add a learnt function of each value token's value to its input embedding")
+    value_ids: list | None = setting(None, "the value bins' [start, stop), from the tokenizer (for value_feature)")
+    pretrained_path: str | None = setting(None, "a local pretrained encoder-decoder (T5, Flan-T5, mT5, BART, "
+                                                "T5Gemma, T5Gemma 2) as the backbone")
+    backbone: dict | None = setting(None, "that backbone's transformers config, read from pretrained_path once and "
+                                          "saved with ours")
 
 
 @dataclass
 class VisionConfig:
-    image_size: int = 224
-    patch_size: int = 16  # OFA / Gato: 16x16 patches through ResNet-style conv blocks
-    num_channels: int = 3
-    stem_channels: int = 64
-    stem_blocks: int = 2
-    hidden_size: int = 256
-    image_mean: tuple = (0.5, 0.5, 0.5)
-    image_std: tuple = (0.5, 0.5, 0.5)
-    max_frames: int = 64
-    pretrained_path: str | None = None  # a local transformers vision model (SigLIP, CLIP, DINOv2) instead of the stem
-    backbone: dict | None = None  # its transformers config, read from pretrained_path once and saved with ours
-    freeze: bool = True
+    """`vision`: images and video frames to patch features."""
+
+    image_size: int = setting(224, "frame side in pixels (a multiple of patch_size)")
+    patch_size: int = setting(16, "patch side: 16x16 patches through ResNet-style conv blocks (OFA, Gato)")
+    num_channels: int = setting(3, "input channels")
+    stem_channels: int = setting(64, "channels of the patch stem's conv blocks")
+    stem_blocks: int = setting(2, "conv blocks of the patch stem")
+    hidden_size: int = setting(256, "width of the patch features")
+    image_mean: tuple = setting((0.5, 0.5, 0.5), "per-channel normalisation mean")
+    image_std: tuple = setting((0.5, 0.5, 0.5), "per-channel normalisation std")
+    max_frames: int = setting(64, "most frames per video the model takes (rows of the global perceiver's frame "
+                                  "embedding)")
+    pretrained_path: str | None = setting(None, "a local vision model (SigLIP, CLIP, DINOv2, VideoMAE, T5Gemma 2's "
+                                                "tower) instead of the stem")
+    backbone: dict | None = setting(None, "its transformers config, read from pretrained_path once and saved with "
+                                          "ours")
+    freeze: bool = setting(True, "keep a pretrained vision model's weights frozen")
 
 
 @dataclass
 class AudioConfig:
-    n_mels: int = 80
-    hidden_size: int = 256
-    num_latents: int = 32  # audio tokens per item, from the resampler below
-    resampler: str = "perceiver"  # "perceiver" (Flamingo's, global) or "pool": num_latents time windows averaged
-    pretrained_path: str | None = None  # a local Whisper checkpoint instead of the conv stem
-    backbone: dict | None = None  # its transformers config, read from pretrained_path once and saved with ours
-    freeze: bool = True
+    """`audio`: log-mel features to audio tokens."""
+
+    n_mels: int = setting(80, "mel bins of the features (a pretrained encoder sets its own)")
+    hidden_size: int = setting(256, "width of the audio features")
+    num_latents: int = setting(32, "audio tokens per item")
+    resampler: Literal["perceiver", "pool"] = setting("perceiver", "perceiver: Flamingo's, global; pool: "
+                                                                   "num_latents time windows averaged")
+    pretrained_path: str | None = setting(None, "a local Whisper or Audio Spectrogram Transformer instead of the "
+                                                "conv stem")
+    backbone: dict | None = setting(None, "its transformers config, read from pretrained_path once and saved with "
+                                          "ours")
+    freeze: bool = setting(True, "keep a pretrained audio encoder's weights frozen")
 
 
 @dataclass
 class ResamplerConfig:
-    mode: str = "global"  # "global" (Flamingo), "per_frame" (Apollo), "pool3d" (PLLaVA)
-    num_latents: int = 64  # per media item in "global" mode (Flamingo's 64)
-    latents_per_frame: int = 8  # per frame in "per_frame" mode (Apollo: 8-32 tokens per frame)
-    depth: int = 2
-    num_heads: int = 4
-    head_dim: int = 64
-    pool_frames: int = 4  # "pool3d" output grid: frames x hw x hw
-    pool_hw: int = 4
+    """`resampler`: frame features to a fixed or per-frame number of media tokens."""
+
+    mode: Literal["global", "per_frame", "pool3d"] = setting("global", "global: Flamingo's latents per item; "
+                                                                       "per_frame: Apollo's; pool3d: PLLaVA's pooling")
+    num_latents: int = setting(64, "latents per media item (global; Flamingo: 64)")
+    latents_per_frame: int = setting(8, "latents per frame (per_frame; Apollo: 8-32)")
+    depth: int = setting(2, "perceiver layers (the audio perceiver uses it too)")
+    num_heads: int = setting(4, "perceiver attention heads")
+    head_dim: int = setting(64, "perceiver head width")
+    pool_frames: int = setting(4, "pool3d output frames")
+    pool_hw: int = setting(4, "pool3d output side (pool_hw x pool_hw tokens per output frame)")
 
 
 @dataclass
 class FusionConfig:
-    mode: str = "xattn"  # "xattn" gated cross-attention, "concat" latents spliced at the placeholders, "both"
-    every_k_layers: int = 1  # a gated cross-attention block before every k-th encoder layer
-    in_decoder: bool = False  # also before every k-th decoder layer
-    media_attention: str = "previous"  # Flamingo's rule (the group just before a token) or "all"
-    gate_init: float = 0.0  # tanh-gate start: 0 keeps a pretrained LM exactly as it was (Flamingo); from scratch,
-    # 0.5 lets media shape the text states from step 0 (with 0 the gates stayed ~0.004 and media went unused)
+    """`fusion`: how media tokens reach the text stream."""
+
+    mode: Literal["xattn", "concat", "both"] = setting("xattn", "xattn: gated cross-attention; concat: latents "
+                                                                "spliced at the placeholders; both")
+    every_k_layers: int = setting(1, "a gated cross-attention block before every k-th encoder layer")
+    in_decoder: bool = setting(False, "also before every k-th decoder layer")
+    media_attention: Literal["previous", "all"] = setting("previous", "previous: a token sees the media item just "
+                                                                      "before it (Flamingo); all: every item")
+    gate_init: float = setting(0.0, "tanh-gate start: 0 keeps a pretrained LM as it was; 0.5 from scratch")
 
 
 SUB_CONFIGS = {"text": TextConfig, "vision": VisionConfig, "audio": AudioConfig, "resampler": ResamplerConfig,
                "fusion": FusionConfig}
 
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+PRESETS: dict[PresetName, dict[str, dict[str, Any]]] = {
     # tests: well under 2M parameters with a ~2.4k vocabulary
     "tiny": {"text": dict(d_model=64, num_encoder_layers=2, num_decoder_layers=2, num_heads=4, head_dim=16, d_ff=128),
              "vision": dict(image_size=32, patch_size=16, stem_channels=16, stem_blocks=1, hidden_size=64),
@@ -264,6 +279,8 @@ class UnifiedConfig(PretrainedConfig):
     def validate(self) -> UnifiedConfig:
         """Check the sub-configs agree; raise `ConfigError` naming the first bad field."""
         t, v, a, r, f = self.text, self.vision, self.audio, self.resampler, self.fusion
+        for name in SUB_CONFIGS:  # the Literal fields: allowed values declared once, on the dataclasses above
+            check_choices(getattr(self, name), f"{name}.")
         for name, value in (("text.vocab_size", t.vocab_size), ("text.d_model", t.d_model),
                             ("text.num_heads", t.num_heads), ("text.head_dim", t.head_dim), ("text.d_ff", t.d_ff),
                             ("text.num_encoder_layers", t.num_encoder_layers),
@@ -308,29 +325,22 @@ class UnifiedConfig(PretrainedConfig):
         ids = [i for i in (t.image_token_id, t.video_token_id, t.audio_token_id) if i is not None]
         for i in ids:
             if not 0 <= i < t.vocab_size:
-                raise ConfigError("text.*_token_id", i, f"placeholder id outside the vocabulary (0..{t.vocab_size - 1})")
+                raise ConfigError("text.*_token_id", i,
+                                  f"placeholder id outside the vocabulary (0..{t.vocab_size - 1})")
         if v.image_size % v.patch_size:
             raise ConfigError("vision.image_size", v.image_size, f"must be a multiple of patch_size={v.patch_size}")
         if v.patch_size % 4:
             raise ConfigError("vision.patch_size", v.patch_size, "must be a multiple of 4 (the stem's first stride)")
-        if r.mode not in ("global", "per_frame", "pool3d"):
-            raise ConfigError("resampler.mode", r.mode, "expected 'global', 'per_frame' or 'pool3d'")
         if not 1 <= r.latents_per_frame <= 64:
             raise ConfigError("resampler.latents_per_frame", r.latents_per_frame, "expected 1..64")
         if r.mode == "pool3d" and (r.pool_frames < 1 or r.pool_hw < 1 or r.pool_hw > v.image_size // v.patch_size):
             raise ConfigError("resampler.pool_hw", r.pool_hw, "expected 1..patches per side")  # only pool3d pools
-        if a.resampler not in ("perceiver", "pool"):
-            raise ConfigError("audio.resampler", a.resampler, "expected 'perceiver' or 'pool'")
-        if f.mode not in ("xattn", "concat", "both"):
-            raise ConfigError("fusion.mode", f.mode, "expected 'xattn', 'concat' or 'both'")
         if not 1 <= f.every_k_layers <= t.num_encoder_layers:
             raise ConfigError("fusion.every_k_layers", f.every_k_layers,
                               f"expected 1..num_encoder_layers ({t.num_encoder_layers})")
         if t.backbone and f.in_decoder:
             raise ConfigError("fusion.in_decoder", True, "gated cross-attention in a pretrained backbone's decoder "
                               "is not built; media reach its decoder through the encoder")
-        if f.media_attention not in ("previous", "all"):
-            raise ConfigError("fusion.media_attention", f.media_attention, "expected 'previous' or 'all'")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -366,7 +366,8 @@ class PretrainedVisionEncoder(FrozenBackbone):
     def _stem(self, frames: torch.Tensor) -> torch.Tensor:
         # frames (N, 3, H, W) -> (N, P, D)
         if frames.shape[-2:] != (self.image_size, self.image_size):
-            frames = F.interpolate(frames, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+            size = (self.image_size, self.image_size)
+            frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
         param = next(self.backbone.parameters())  # a checkpoint may load in bf16 / fp16
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
             hidden = self.backbone(pixel_values=frames.to(param.dtype)).last_hidden_state  # (N, P or 1 + P, D_bb)

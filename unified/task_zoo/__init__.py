@@ -15,4 +15,5 @@ from unified.task_zoo.registry import (
     register_task,
 )
 
-__all__ = ["TASKS", "Example", "Task", "build_tasks", "fit_tasks", "get_task", "list_tasks", "load_plugins", "register_task"]
+__all__ = ["TASKS", "Example", "Task", "build_tasks", "fit_tasks", "get_task", "list_tasks", "load_plugins",
+           "register_task"]

@@ -1,7 +1,7 @@
 """What a task is: the one protocol every caller (training, evaluation, `Model.generate`, the demo, the vocabulary)
 uses. Nothing outside a task's own file knows which task it is; it asks the task through the hooks below.
 
-A new task is a short subclass (see the README for a complete one):
+A new task is a short subclass (docs/writing-a-task.md has a complete one):
 
     @register_task("count_shapes")
     class CountShapes(Task):

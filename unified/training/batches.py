@@ -63,7 +63,9 @@ class Prepared:
     fitted: dict[str, int] = field(default_factory=dict)  # media fitted to budgets in a worker, for the main count
 
     def pin_memory(self) -> Prepared:  # DataLoader(pin_memory=True) calls this on what the workers return
-        pin = (lambda b: {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()})
+        def pin(b):
+            return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+
         self.batch = pin(self.batch) if self.batch is not None else None
         self.contrastive = {k: pin(b) for k, b in self.contrastive.items()}
         return self

@@ -62,7 +62,8 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print, weight
     p, m = cfg.processor, cfg.model
     config = UnifiedConfig.preset(
         m.preset,
-        text={"ordinal_ranges": tokenizer.ordinal_ranges, "value_ids": [tokenizer.val_ids.start, tokenizer.val_ids.stop],
+        text={"ordinal_ranges": tokenizer.ordinal_ranges,
+              "value_ids": [tokenizer.val_ids.start, tokenizer.val_ids.stop],
               **m.text, "vocab_size": tokenizer.vocab_size,
               "image_token_id": tokenizer.image_token_id, "video_token_id": tokenizer.video_token_id,
               "audio_token_id": tokenizer.audio_token_id},

@@ -122,7 +122,7 @@ def fingerprint(cfg: Any, train_rows: dict[str, list], eval_rows: dict[str, list
     def digest(rows: list) -> str:
         if hasattr(rows, "digest"):  # tar shards: the digest of the rows as packed, from the index
             return rows.digest()
-        text = json.dumps([{k: v for k, v in r.items()} for r in rows], sort_keys=True, default=str)
+        text = json.dumps([dict(r.items()) for r in rows], sort_keys=True, default=str)
         return f"{len(rows)} rows, sha256 {hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
     data = {f"train/{t}": digest(r) for t, r in train_rows.items()}

@@ -7,7 +7,11 @@
 Unknown keys and values of the wrong type raise `ConfigError` naming the dotted key, before anything trains; so
 does a setting that would be accepted and do nothing (`inert_settings`): model, tokenizer or processor settings next
 to `model.init_from` (the saved model brings its own), cross-attention knobs under concat fusion, perceiver fields
-under 3-D pooling, a dynamic mixture that never sees a held-out score.
+under 3-D pooling, a dynamic mixture that never sees a held-out score, mixture settings the chosen strategy does
+not read, `lora.*` without `lora.enabled`.
+
+Each field is declared once with `unified.settings.setting(default, meaning)`; a `Literal[...]` annotation lists its
+allowed values, which `validate` enforces and the generated configuration reference shows.
 """
 
 from __future__ import annotations
@@ -15,173 +19,214 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
 from unified.errors import ConfigError
-from unified.model.configuration import PRESETS
+from unified.model.configuration import PRESETS, PresetName
+from unified.settings import check_choices, setting
 from unified.tokenizers.layout import VocabLayout
 
-STRATEGIES = ("proportional", "temperature", "uniform", "weights", "annealed", "dynamic")
-TRACKERS = ("auto", "none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive")
-FSDP_STRATEGIES = ("full_shard", "shard_grad_op")  # resharded after each forward, or kept gathered until backward
-GROUPS = ("media", "resampler", "xattn", "gates", "encoder", "decoder", "embeddings", "heads", "lora")
+Strategy = Literal["proportional", "temperature", "uniform", "weights", "annealed", "dynamic"]
+Tracker = Literal["auto", "none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive"]
+FsdpStrategy = Literal["full_shard", "shard_grad_op"]  # resharded after each forward, or kept gathered until backward
+Group = Literal["media", "resampler", "xattn", "gates", "encoder", "decoder", "embeddings", "heads", "lora"]
+FSDP_STRATEGIES, GROUPS = typing.get_args(FsdpStrategy), typing.get_args(Group)
 
 
 @dataclass
 class ModelSection:
-    preset: str = "tiny"
-    text: dict = field(default_factory=dict)  # overrides of the preset's sub-configs
-    vision: dict = field(default_factory=dict)
-    audio: dict = field(default_factory=dict)
-    resampler: dict = field(default_factory=dict)
-    fusion: dict = field(default_factory=dict)
-    init_from: str | None = None  # a saved model directory to start from (its vocabulary and processor too)
-    gradient_checkpointing: bool = False
-    compile: bool = False
+    """`model`: which model to build (a preset with overrides) or to start from (`init_from`)."""
+
+    preset: PresetName = setting("tiny", "the named size the model starts from (`UnifiedConfig.preset`)")
+    text: dict = setting(doc="overrides of the preset's text settings (`model.text.*` below)", factory=dict)
+    vision: dict = setting(doc="overrides of the preset's vision settings (`model.vision.*`)", factory=dict)
+    audio: dict = setting(doc="overrides of the preset's audio settings (`model.audio.*`)", factory=dict)
+    resampler: dict = setting(doc="overrides of the preset's resampler settings (`model.resampler.*`)",
+                              factory=dict)
+    fusion: dict = setting(doc="overrides of the preset's fusion settings (`model.fusion.*`)", factory=dict)
+    init_from: str | None = setting(None, "a saved model directory to start from; it brings its architecture, "
+                                          "vocabulary and processor")
+    gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass to save memory")
+    compile: bool = setting(False, "`torch.compile` the training step (with graph breaks where media are spliced)")
 
 
 @dataclass
 class SyntheticSection:
-    n_train: int = 200
-    n_eval: int = 40
-    seed: int = 0
+    """`data.synthetic`: clips of the synthetic world, written under `output_dir/data` when no `train_dir` is given."""
+
+    n_train: int = setting(200, "training clips (each gives rows for every task)")
+    n_eval: int = setting(40, "held-out clips (the test split: new clips of the same world)")
+    seed: int = setting(0, "seed of the clips; the same seed writes the same clips")
 
 
 @dataclass
 class DataSection:
-    train_dir: str | None = None
-    eval_dir: str | None = None
-    # hold back this fraction of each task's training rows (seeded by `seed`) as the evaluation set when there is no
-    # eval_dir: in-loop evaluation, `best/` and the dynamic mixture then read rows the model never trained on
-    validation_split: float = 0.0
-    synthetic: SyntheticSection | None = None  # written under output_dir/data when no train_dir is given
-    tasks: list | None = None  # default: every task with a file
-    budget: dict = field(default_factory=dict)  # media budget of every task of this data (`budgets` per task wins)
-    skip_bad_rows: bool = False
-    allow_outside_paths: bool = False  # relative media paths may leave the data file's directory (../x.mp4)
-    check_media: bool = True  # decode every media file before step 0 (`unified data check`, cached beside the data)
-    media_cache_mb: int = 2048  # decoded media kept in memory across epochs (`UnifiedProcessor.cache_media`); 0 = off
-    num_workers: int = 0  # DataLoader processes that decode and collate batches (0: the training process does)
-    prefetch: int = 2  # batches each worker prepares ahead
-    length_buckets: int = 0  # sort rows by text length within chunks of this many steps' rows (0 = off)
-    pack: bool = False  # several short rows per sequence, block-diagonal attention (`unified.packing`)
+    """`data`: where rows come from and how batches are prepared."""
+
+    train_dir: str | None = setting(None, "a data directory (one file per task: vqa.jsonl, grounding.csv...) or "
+                                          "tar shards from `unified data shard`")
+    eval_dir: str | None = setting(None, "held-out rows in the same layout, for in-loop evaluation and `best/`")
+    validation_split: float = setting(0.0, "without an eval_dir: hold back this fraction of each task's training "
+                                           "rows (drawn with `seed`) as the held-out set")
+    synthetic: SyntheticSection | None = setting(None, "write synthetic-world clips when no train_dir is given")
+    tasks: list[str] | None = setting(None, "the tasks to train; null: every task with a file in train_dir")
+    budget: dict = setting(doc="a media budget for every task of the data (`video_fps`, `max_frames`...); a task's "
+                               "own `budgets` entry wins", factory=dict)
+    skip_bad_rows: bool = setting(False, "leave out bad rows and undecodable media (reported) instead of stopping")
+    allow_outside_paths: bool = setting(False, "relative media paths may leave the data file's directory (../x.mp4)")
+    check_media: bool = setting(True, "decode every media file once before step 0 (cached beside the data)")
+    media_cache_mb: int = setting(2048, "decoded media kept in memory across epochs, in MiB (0 = off)")
+    num_workers: int = setting(0, "DataLoader processes that decode and collate batches (0: the training process)")
+    prefetch: int = setting(2, "batches each worker prepares ahead")
+    length_buckets: int = setting(0, "sort rows by text length within chunks of this many steps' rows (0 = off)")
+    pack: bool = setting(False, "pack several short rows per sequence with block-diagonal attention")
 
 
 @dataclass
 class TokenizerSection:
-    path: str | None = None
-    text_vocab_size: int = 400
-    layout: dict = field(default_factory=dict)  # `VocabLayout` sizes: num_loc_bins, num_value_bins, ...
+    """`tokenizer`: a saved vocabulary, or one trained on the run's rows."""
+
+    path: str | None = setting(None, "a saved tokenizer directory (or a text backbone's tokenizer to wrap)")
+    text_vocab_size: int = setting(400, "SentencePiece pieces when the vocabulary is trained on the rows")
+    layout: dict = setting(doc="bin counts of the numbered tokens (`VocabLayout`: num_loc_bins, num_value_bins, "
+                               "num_int_tokens, num_time_bins)", factory=dict)
 
 
 @dataclass
 class ProcessorSection:
-    image_size: int = 64
-    video_fps: float = 4.0
-    max_frames: int = 8
-    fit: str = "fit"  # media over a budget: "fit" (frames spread evenly, audio cut; counted) or "error"
+    """`processor`: how media become tensors (per-task overrides: `budgets`)."""
+
+    image_size: int = setting(64, "frame side in pixels (a pretrained vision encoder fixes it)")
+    video_fps: float = setting(4.0, "frames sampled per second of video")
+    max_frames: int = setting(8, "most frames per video; longer clips are fitted (see `fit`)")
+    fit: Literal["fit", "error"] = setting("fit", "media over a budget: fitted (frames spread evenly, audio cut; "
+                                                  "counted) or an error")
 
 
 @dataclass
 class MixtureSection:
-    strategy: str = "proportional"
-    temperature: float = 2.0  # "temperature": p ~ size ** (1 / T)
-    weights: dict = field(default_factory=dict)  # "weights": explicit per-task sampling weights
-    anneal_steps: int = 1000  # "annealed": proportional -> uniform over this many steps
-    loss_weights: dict = field(default_factory=dict)  # per-task loss multipliers
-    mixed_batches: bool = False  # True: each row's task drawn from the mixture (one forward for generative rows)
+    """`mixture`: how often each task is drawn, and how its loss is weighted."""
+
+    strategy: Strategy = setting("proportional", "how a batch's task is drawn (see Training: the mixture)")
+    temperature: float = setting(2.0, "strategy temperature (p ~ size ** (1 / T)) and dynamic (softmax "
+                                      "temperature of the losses)")
+    weights: dict[str, float] = setting(doc="strategy weights: the sampling weight of every task", factory=dict)
+    anneal_steps: int = setting(1000, "strategy annealed: steps from proportional to uniform")
+    loss_weights: dict[str, float] = setting(doc="per-task loss multipliers", factory=dict)
+    mixed_batches: bool = setting(False, "draw each row's task from the mixture (one forward pass for generative "
+                                         "rows) instead of one task per batch")
 
 
 @dataclass
 class OptimSection:
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    max_steps: int = 200
-    batch_size: int = 8
-    grad_accum: int = 1
-    clip: float = 1.0
-    mixed_precision: str = "no"  # "no" | "bf16" | "fp16"
-    max_bad_steps: int = 5  # non-finite losses in a row before the run stops
-    lr_scale: dict = field(default_factory=dict)  # parameter group -> lr multiplier, e.g. {encoder: 0.1, decoder: 0.1}
-    ema: float = 0.0  # decay of an average of the weights served by evaluation, best/ and final/ (0 = off)
+    """`optim`: AdamW, linear warmup then cosine decay."""
+
+    lr: float = setting(1e-3, "peak learning rate")
+    weight_decay: float = setting(0.01, "AdamW weight decay of weight matrices (norms, biases, gates and scales "
+                                        "take none)")
+    warmup_steps: int = setting(50, "steps of linear warmup before the cosine decay")
+    max_steps: int = setting(200, "optimizer steps of the run")
+    batch_size: int = setting(8, "rows per batch on each process")
+    grad_accum: int = setting(1, "batches whose gradients are added before each optimizer step")
+    clip: float = setting(1.0, "gradient-norm limit (0 = no clipping)")
+    mixed_precision: Literal["no", "bf16", "fp16"] = setting("no", "autocast dtype of the training step")
+    max_bad_steps: int = setting(5, "non-finite losses in a row before the run stops with a checkpoint")
+    lr_scale: dict[Group, float] = setting(doc="parameter group -> learning-rate multiplier, e.g. {encoder: 0.1}; "
+                                               "gates follow xattn unless given", factory=dict)
+    ema: float = setting(0.0, "decay of an average of the weights that evaluation, best/ and final/ serve "
+                              "(0 = off; `unified.training.ema`)")
 
 
 @dataclass
 class Stage:
-    name: str = "all"
-    steps: int | None = None  # None: until max_steps
-    train: list = field(default_factory=lambda: list(GROUPS))
-    lr_scale: float = 1.0
-    tasks: list | None = None  # None: the whole mixture; else batches come only from these tasks (a curriculum)
+    """One entry of `stages`: which parameter groups train, for how long, on which tasks."""
+
+    name: str = setting("all", "shown in logs")
+    steps: int | None = setting(None, "steps of this stage (null: until max_steps)")
+    train: list[Group] = setting(doc="parameter groups that train; the others are frozen", factory=lambda: list(GROUPS))
+    lr_scale: float = setting(1.0, "learning-rate multiplier of the whole stage")
+    tasks: list[str] | None = setting(None, "draw batches only from these tasks (a curriculum); null: the mixture")
 
 
 @dataclass
 class LoraSection:
-    enabled: bool = False
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.0
-    target_modules: list = field(default_factory=list)  # [] = the model's own (`backbone.lora_targets`)
-    groups: dict = field(default_factory=dict)  # task -> adapter name; a task not listed gets its own adapter
+    """`lora`: per-task LoRA adapters through peft (a stage with `train: [lora]` keeps the base frozen)."""
+
+    enabled: bool = setting(False, "attach adapters; the other lora.* settings act only with it")
+    r: int = setting(8, "adapter rank")
+    alpha: int = setting(16, "adapter scaling numerator (scale = alpha / r)")
+    dropout: float = setting(0.0, "dropout on the adapter's input")
+    target_modules: list[str] = setting(doc="module names to adapt ([] = the model's own projections, a text "
+                                            "backbone's by its family)", factory=list)
+    groups: dict[str, str] = setting(doc="task -> adapter name; tasks sharing a name share an adapter, a task "
+                                         "not listed gets its own", factory=dict)
 
 
 @dataclass
 class FsdpSection:
-    # shard the model over the ranks with FSDP2 (`unified.training.sharding`); accelerate's FSDP launch config
-    # sets it too (training/accelerate/fsdp.yaml)
-    enabled: bool = False
-    strategy: str = "full_shard"  # or "shard_grad_op": parameters stay gathered from forward to backward
+    """`fsdp`: shard the model over the ranks with FSDP2 (or launch with training/accelerate/fsdp.yaml)."""
+
+    enabled: bool = setting(False, "shard parameters, gradients and optimizer state over the ranks")
+    strategy: FsdpStrategy = setting("full_shard", "full_shard: reshard after each forward; shard_grad_op: keep "
+                                                   "parameters gathered until the backward")
 
 
 @dataclass
 class EvalSection:
-    every: int = 0  # 0: only at the end
-    max_rows: int = 32
-    batch_size: int = 16
+    """`eval`: in-loop evaluation on the held-out rows."""
+
+    every: int = setting(0, "steps between evaluations (0 = only at the end); the best model goes to `best/`")
+    max_rows: int = setting(32, "held-out rows per task at each evaluation")
+    batch_size: int = setting(16, "rows per evaluation batch")
 
 
 @dataclass
 class CheckpointSection:
-    every: int = 100
-    keep: int = 2
+    """`checkpoint`: resumable checkpoints under `output_dir/checkpoints`."""
+
+    every: int = setting(100, "steps between checkpoints (0 = only at the end)")
+    keep: int = setting(2, "newest checkpoints kept")
 
 
 @dataclass
 class TrainConfig:
-    output_dir: str = "runs/default"
-    seed: int = 0
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    tokenizer: TokenizerSection = field(default_factory=TokenizerSection)
-    processor: ProcessorSection = field(default_factory=ProcessorSection)
-    mixture: MixtureSection = field(default_factory=MixtureSection)
-    optim: OptimSection = field(default_factory=OptimSection)
-    stages: list = field(default_factory=lambda: [Stage()])
-    eval: EvalSection = field(default_factory=EvalSection)
-    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
-    lora: LoraSection = field(default_factory=LoraSection)  # per-task adapters (peft); "lora" is their stage group
-    task_options: dict = field(default_factory=dict)  # e.g. {video_mcqa: {mode: rank, labels: [P, Q, R, S]}}
-    ddp_find_unused_parameters: bool | None = None  # None: on only when some task leaves parameters unused
-    fsdp: FsdpSection = field(default_factory=FsdpSection)
-    budgets: dict = field(default_factory=dict)  # per task: {video_fps, max_frames, num_frames, max_audio_seconds, ...}
-    log_every: int = 10
-    log_with: str = "auto"  # accelerate trackers: "auto" (TensorBoard when installed), "none", or a tracker name
+    """The whole training config; `load_config` reads it from YAML with dotted overrides and validates it."""
+
+    output_dir: str = setting("runs/default", "where checkpoints, best/, final/ and the run's reports go")
+    seed: int = setting(0, "seed of initialisation, sampling and the validation split")
+    model: ModelSection = setting(doc="the model", factory=ModelSection)
+    data: DataSection = setting(doc="the rows", factory=DataSection)
+    tokenizer: TokenizerSection = setting(doc="the vocabulary", factory=TokenizerSection)
+    processor: ProcessorSection = setting(doc="media to tensors", factory=ProcessorSection)
+    mixture: MixtureSection = setting(doc="task sampling", factory=MixtureSection)
+    optim: OptimSection = setting(doc="the optimizer and schedule", factory=OptimSection)
+    stages: list[Stage] = setting(doc="training stages, run in order", factory=lambda: [Stage()])
+    eval: EvalSection = setting(doc="in-loop evaluation", factory=EvalSection)
+    checkpoint: CheckpointSection = setting(doc="checkpoints", factory=CheckpointSection)
+    lora: LoraSection = setting(doc="per-task adapters (\"lora\" is their stage group)", factory=LoraSection)
+    task_options: dict = setting(doc="each task's constructor options, e.g. {video_mcqa: {mode: rank}}; saved with "
+                                     "the model", factory=dict)
+    ddp_find_unused_parameters: bool | None = setting(None, "DDP's unused-parameter search (null: on only when "
+                                                            "some task leaves parameters without a gradient)")
+    fsdp: FsdpSection = setting(doc="sharding", factory=FsdpSection)
+    budgets: dict = setting(doc="per-task media budgets: {task: {video_fps, max_frames, num_frames, "
+                                "max_audio_seconds, image_size, max_length, fit}}", factory=dict)
+    log_every: int = setting(10, "steps between updates of the progress bar's per-task losses")
+    log_with: Tracker = setting("auto", "accelerate trackers: auto (TensorBoard when installed), none, or a name")
 
     def validate(self) -> TrainConfig:
         m, o = self.mixture, self.optim
+        check_choices(self)  # every Literal field, stages included: the allowed values are declared once, above
         for key, value, ok, reason in number_rules(self):
             if value is not None and not ok(value):
                 raise ConfigError(key, value, reason)
         cache = self.data.media_cache_mb
         if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0:
             raise ConfigError("data.media_cache_mb", cache, "expected megabytes >= 0 (0 = no cache)")
-        if m.strategy not in STRATEGIES:
-            raise ConfigError("mixture.strategy", m.strategy, f"expected one of {STRATEGIES}")
         if m.strategy == "weights" and not m.weights:
             raise ConfigError("mixture.weights", m.weights, "strategy 'weights' needs a weight per task")
         if m.temperature <= 0:
@@ -190,25 +235,12 @@ class TrainConfig:
                             ("optim.grad_accum", o.grad_accum), ("checkpoint.keep", self.checkpoint.keep)):
             if value < 1:
                 raise ConfigError(name, value, "expected >= 1")
-        if o.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError("optim.mixed_precision", o.mixed_precision, "expected 'no', 'bf16' or 'fp16'")
-        bad = sorted(set(o.lr_scale) - set(GROUPS))
-        if bad:
-            raise ConfigError("optim.lr_scale", bad, f"unknown parameter groups; known: {GROUPS}")
         for group, scale in o.lr_scale.items():
             if isinstance(scale, bool) or not isinstance(scale, (int, float)) or scale < 0:
                 raise ConfigError(f"optim.lr_scale.{group}", scale, "expected a number >= 0")
-        for i, stage in enumerate(self.stages):
-            bad = sorted(set(stage.train) - set(GROUPS))
-            if bad:
-                raise ConfigError(f"stages[{i}].train", bad, f"unknown parameter groups; known: {GROUPS}")
         if self.mixture.mixed_batches and self.lora.enabled:
             raise ConfigError("mixture.mixed_batches", True, "per-task LoRA switches adapters per batch; use one task "
                               "per batch (mixed_batches: false) with lora.enabled")
-        if self.fsdp.strategy not in FSDP_STRATEGIES:
-            raise ConfigError("fsdp.strategy", self.fsdp.strategy, f"expected one of {FSDP_STRATEGIES}")
-        if self.log_with not in TRACKERS:
-            raise ConfigError("log_with", self.log_with, f"expected one of {TRACKERS}")
         if self.lora.enabled and self.lora.r < 1:
             raise ConfigError("lora.r", self.lora.r, "expected a rank >= 1")
         uses_lora = any("lora" in stage.train for stage in self.stages)
@@ -283,6 +315,11 @@ def _real(x: Any) -> bool:
 
 # ------------------------------------------------------------------------------------------------ inert settings
 FUSION_XATTN_KNOBS = ("gate_init", "every_k_layers")  # act only where gated cross-attention blocks exist
+MIXTURE_READERS = {  # mixture setting -> the strategies that read it (`unified.training.mixture.TaskSampler`)
+    "temperature": ("temperature", "dynamic"),
+    "weights": ("weights",),
+    "anneal_steps": ("annealed",),
+}
 RESAMPLER_FIELDS = {  # visual resampler mode -> the resampler fields it uses
     "global": {"mode", "num_latents", "depth", "num_heads", "head_dim"},
     "per_frame": {"mode", "latents_per_frame", "depth", "num_heads", "head_dim"},
@@ -295,6 +332,18 @@ def inert_settings(cfg: TrainConfig) -> list[tuple[str, Any, str]]:
     found = []
     if not cfg.fsdp.enabled and cfg.fsdp.strategy != FsdpSection.strategy:
         found.append(("fsdp.strategy", cfg.fsdp.strategy, "fsdp.enabled is false: nothing is sharded"))
+    strategy, default_mixture = cfg.mixture.strategy, MixtureSection()
+    for key, readers in MIXTURE_READERS.items():
+        value = getattr(cfg.mixture, key)
+        if strategy not in readers and value != getattr(default_mixture, key):
+            reason = f"mixture.strategy {strategy!r} does not read it (only {' / '.join(readers)} do)"
+            found.append((f"mixture.{key}", value, reason))
+    if not cfg.lora.enabled:
+        default_lora = LoraSection()
+        for f in dataclasses.fields(LoraSection):
+            value = getattr(cfg.lora, f.name)
+            if f.name != "enabled" and value != getattr(default_lora, f.name):
+                found.append((f"lora.{f.name}", value, "lora.enabled is false: no adapter is attached"))
     m = cfg.model
     if m.init_from:
         why = f"model.init_from={m.init_from!r} brings its own architecture, vocabulary and processor"
@@ -349,12 +398,15 @@ def _hints(cls) -> dict[str, Any]:
 
 
 def _check_type(key: str, value: Any, hint: Any) -> Any:
-    origin = typing.get_origin(hint)
+    """`value` as the annotation `hint` wants it (sections built, ints where floats go made floats), or a
+    `ConfigError` naming `key`. Literal values are checked by `validate` (`check_choices`), once for every path."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
-        options = [h for h in typing.get_args(hint) if h is not type(None)]
         if value is None:
             return None
-        return _check_type(key, value, options[0])
+        return _check_type(key, value, next(h for h in args if h is not type(None)))
+    if origin is Literal:
+        return value
     if dataclasses.is_dataclass(hint):
         return _build(hint, value, key)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
@@ -364,14 +416,12 @@ def _check_type(key: str, value: Any, hint: Any) -> Any:
             return float(value)
         except ValueError:
             pass
-    if hint is list and key.endswith("stages"):
-        if not isinstance(value, list):
-            raise ConfigError(key, value, "expected a list of stages")
-        return [_build(Stage, v, f"{key}[{i}]") for i, v in enumerate(value)]
     expected = origin or hint
     if expected in (int, float, str, bool, list, dict) and (not isinstance(value, expected) or
                                                             (expected is int and isinstance(value, bool))):
         raise ConfigError(key, value, f"expected {expected.__name__}, got {type(value).__name__}")
+    if expected is list and args and dataclasses.is_dataclass(args[0]):  # stages: a list of sections
+        return [_build(args[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
     return value
 
 

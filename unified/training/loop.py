@@ -455,7 +455,8 @@ class Run:
                             self.best)
         summary["fitted"] = dict(self.processor.fitted)  # media items fitted to their task's budget, this process
         if self.processor.fitted:
-            self.log("fitted to their media budgets: " + ", ".join(f"{k} {v}" for k, v in self.processor.fitted.items()))
+            fitted = ", ".join(f"{k} {v}" for k, v in self.processor.fitted.items())
+            self.log(f"fitted to their media budgets: {fitted}")
         if self.main:
             (self.out / "summary.json").write_text(json.dumps(summary, indent=2))
             self.log("\n" + summary_table(summary))

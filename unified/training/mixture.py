@@ -36,8 +36,8 @@ class TaskSampler:
             if missing:
                 raise ConfigError("mixture.weights", dict(weights or {}), f"no weight for {missing}")
             self.weights = np.array([float(weights[t]) for t in self.tasks])
-        self.losses = {t: None for t in self.tasks}  # running mean of each task's loss ("dynamic")
-        self.counts = {t: 0 for t in self.tasks}
+        self.losses = dict.fromkeys(self.tasks)  # running mean of each task's loss ("dynamic")
+        self.counts = dict.fromkeys(self.tasks, 0)
         self.rng = np.random.default_rng(seed)
 
     def probabilities(self, step: int) -> dict[str, float]:

@@ -6,11 +6,11 @@
     model(**batch).loss                     # the same token-mean loss as the unpacked batch
 
 Segment k of a packed row is its k-th example (k >= 1). The model turns segment ids into block-diagonal masks
-(`unified.model.segments.segment_mask`): an encoder position attends only to its own example's positions (media latents spliced in take
-their placeholder's segment), a decoder position only to its own example's earlier targets and its own example's
-encoder positions, and each example's decoder input starts again from the start token
-(`unified.model.segments.shift_right_segments`). Rotary positions are relative, so an example's attention does not depend on where in the
-pack it sits: a packed row's per-token losses equal each example's alone (tested to 1e-5).
+(`unified.model.segments.segment_mask`): an encoder position attends only to its own example's positions (media
+latents spliced in take their placeholder's segment), a decoder position only to its own example's earlier targets
+and its own example's encoder positions, and each example's decoder input starts again from the start token
+(`unified.model.segments.shift_right_segments`). Rotary positions are relative, so an example's attention does not
+depend on where in the pack it sits: a packed row's per-token losses equal each example's alone (tested to 1e-5).
 
 `pack_items` is first-fit decreasing under the batch's own bounds: a pack is never longer (prompt tokens, target
 tokens) than the longest example, nor holds more visual or audio items than the example with most, so padding

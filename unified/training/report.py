@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -33,15 +34,17 @@ def flat_config(data: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-
-
 def plot_losses(history: list[dict], path: Path) -> bool:
+    """`path` (loss.png): each task's training loss, smoothed, on a log scale. Without matplotlib (a core
+    dependency, so only where it was removed) one warning says the plot was not written, and False is returned."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except ImportError:
+    except ImportError as err:
+        warnings.warn(f"{path.name} not written: matplotlib cannot be imported ({err}); "
+                      "pip install matplotlib", stacklevel=2)
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
     for task in sorted({h["task"] for h in history}):
@@ -80,7 +83,8 @@ def summarise(history, sampler, skipped, seconds, final, best) -> dict[str, Any]
         k = max(1, len(losses) // 10)
         per_task[task] = {"batches": len(losses), "first_loss": sum(losses[:k]) / k if losses else None,
                           "last_loss": sum(losses[-k:]) / k if losses else None}
-    return {"steps": len({h["step"] for h in history}), "skipped_steps": skipped, "seconds": round(seconds, 1), "tasks": per_task,
+    return {"steps": len({h["step"] for h in history}), "skipped_steps": skipped, "seconds": round(seconds, 1),
+            "tasks": per_task,
             "final_integral": final, "best_integral": best if best >= 0 else None}
 
 

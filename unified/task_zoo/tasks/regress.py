@@ -8,7 +8,7 @@ Numbers are never clipped silently. With the option ``scale: "range"`` (the defa
 answers are mapped back; its inputs use `input_range` when given, else the same `value_range`. So targets from 140
 to 2,500 use all 1,024 bins instead of all landing on the last one. A row without a range keeps its numbers as they
 are, and one whose magnitude exceeds 256 is refused (`InputError` naming it) instead of being clipped. ``scale:
-"none"`` writes every number as it is (how the built-in default model was trained), still refusing |x| > 256.
+"none"`` writes every number as it is, still refusing |x| > 256.
 
 ``scale: "fit"`` is a min-max scaler fitted on the training rows (`fit`, called by `unified train`): targets get
 one range, inputs one per position (one for all when rows differ in length), each the training [min, max] widened
@@ -17,9 +17,9 @@ by `FIT_MARGIN` of its width on both sides; the ranges are saved with the model 
 wins. An input outside its fitted range at inference is clamped to it with a warning naming it (held-out data may
 lie past the training rows' extremes; refusing it would make a fitted model unusable on them).
 
-``spacing`` says how a scaled range lies on the 1,024 bins. ``"mu_law"`` (the default, how every model before this
-option was trained) maps it linearly onto [-256, 256] and then through Gato's companding, so the middle tenth of the
-range takes 791 bins and the outer nine tenths 233. ``"uniform"`` maps it to the value whose companded position is
+``spacing`` says how a scaled range lies on the 1,024 bins. ``"mu_law"`` (the default, so saved models read numbers as
+they were trained to) maps it linearly onto [-256, 256] and then through Gato's companding, so the middle tenth of
+the range takes 791 bins and the outer nine tenths 233. ``"uniform"`` maps it to the value whose companded position is
 linear in it: every bin is 1/1,024 of the range wide.
 
 ``input_noise`` s > 0 (training only: prompts built with an rng) moves each Gato-style input by a Gaussian of s times
@@ -217,8 +217,8 @@ class Regress(Task):
                     raise InputError(f"regress {what}", outside, f"outside the row's {used} {list(bounds)}")
             elif self.scale != "fit" and any(abs(v) > MU_LAW_M for v in numbers):
                 raise InputError(f"regress {what}", [v for v in numbers if abs(v) > MU_LAW_M],
-                                 f"beyond the value tokens' domain of +-{MU_LAW_M:g}, where they would be clipped: give "
-                                 "the row a value_range [low, high] (scale: range maps it onto the tokens)")
+                                 f"beyond the value tokens' domain of +-{MU_LAW_M:g}, where they would be clipped: "
+                                 "give the row a value_range [low, high] (scale: range maps it onto the tokens)")
 
     def allowed_bins(self, row: Mapping[str, Any]) -> range | None:
         """With a `value_range`, only the value bins inside it: answers never leave the declared range."""
