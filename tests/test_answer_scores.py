@@ -74,7 +74,7 @@ def test_model_generate_return_score(stack, tmp_path):
     from unified import Model
     from unified.api import Scored
 
-    tokenizer, processor, network, rows = stack
+    _, processor, network, rows = stack
     model = Model(network, processor)
     row = rows["grounding"][0]
     plain = model.generate(task="grounding", image=row["image"], phrase=row["phrase"])
