@@ -38,6 +38,22 @@ from unified.serving.protocol import ApiError
 
 log = logging.getLogger("unified.serving")
 JSON_SLACK = 2**20  # bytes of JSON allowed around the base64 media in a request body
+_process_engine: list[Engine] = []  # a Ray Serve replica's engine (one process per replica; `use_engine`)
+
+
+def use_engine(engine: Engine) -> None:
+    """Make `engine` the one this process's routes use when their app carries none (a Ray Serve replica, whose
+    copy of the app is not the one its constructor can reach)."""
+    _process_engine[:] = [engine]
+
+
+def engine_of(request: Request) -> Engine:
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None and _process_engine:
+        engine = _process_engine[0]
+    if engine is None:
+        raise ApiError(503, "the model is still loading", code="not_ready")
+    return engine
 
 
 def create_app(model: Any, config: ServingConfig | None = None, engine: Engine | None = None) -> FastAPI:
@@ -57,12 +73,15 @@ def create_app(model: Any, config: ServingConfig | None = None, engine: Engine |
 
 
 def install_routes(app: FastAPI) -> None:
-    """Routes and error handlers on `app`; they find the engine at `request.app.state.engine` (a Ray Serve replica
-    sets it when it starts)."""
+    """Routes and error handlers on `app`; they find the engine at `request.app.state.engine`, else the one
+    `use_engine` set for this process."""
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        engine: Engine = request.app.state.engine
+        try:
+            engine = engine_of(request)
+        except ApiError as err:
+            return _error(err)
         if engine.config.api_key and request.url.path.startswith("/v1/"):
             given = request.headers.get("authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {engine.config.api_key}".encode()):
@@ -91,7 +110,7 @@ def install_routes(app: FastAPI) -> None:
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        engine: Engine = request.app.state.engine
+        engine = engine_of(request)
         started, task_name = time.perf_counter(), "-"
         try:
             body = await _json_body(request, engine)
@@ -114,7 +133,7 @@ def install_routes(app: FastAPI) -> None:
 
     @app.post("/v1/embeddings")
     async def embeddings(request: Request):
-        engine: Engine = request.app.state.engine
+        engine = engine_of(request)
         started, task_name = time.perf_counter(), "-"
         try:
             body = await _json_body(request, engine)
@@ -144,25 +163,25 @@ def install_routes(app: FastAPI) -> None:
 
     @app.get("/v1/models")
     async def models(request: Request):
-        engine: Engine = request.app.state.engine
+        engine = engine_of(request)
         return {"object": "list", "data": [_model_card(engine)]}
 
     @app.get("/v1/models/{name}")
     async def model(request: Request, name: str):
-        engine: Engine = request.app.state.engine
+        engine = engine_of(request)
         _check_model(engine, {"model": name})
         return _model_card(engine)
 
     @app.get("/health")
     async def health(request: Request):
-        engine: Engine = request.app.state.engine
+        engine = engine_of(request)
         depth = {"/".join(str(k) for k in key): n for key, n in engine.batcher.depth().items()}
         return {"status": "ok", "model": engine.config.model_name, "replica": engine.config.replica,
                 "queues": depth}
 
     @app.get("/metrics")
     async def metrics(request: Request):
-        engine: Engine = request.app.state.engine
+        engine = engine_of(request)
         return PlainTextResponse(engine.metrics.render(), media_type="text/plain; version=0.0.4")
 
 

@@ -141,15 +141,8 @@ class Engine:
     # ------------------------------------------------------------------ answering
     def prepare(self, task: Any, build: Callable[[], dict[str, Any]], *, text_side: bool = False
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(row, processor item) from `build()`'s fields, checked as `Model.generate` checks keyword arguments.
-        Runs in the decode pool (media are read and decoded here)."""
-        given = {k: v for k, v in build().items() if v is not None}
-        check_fields(task, given)
-        if not text_side:
-            task.media_of({m: given[m] for m in MODALITIES if m in given})
-        row = task.complete(given, self.model.processor)
-        task.check_row(row, with_target=False)
-        return row, encode_row(task, row, self.model.processor, text_side=text_side)
+        """`prepare_row` on `build()`'s fields; runs in the decode pool (media are read and decoded here)."""
+        return prepare_row(task, build(), self.model.processor, text_side=text_side)
 
     async def answer(self, task: Any, build: Callable[[], dict[str, Any]], *, kind: str = "answer",
                      max_tokens: int | None = None, on_text: Callable[[str], None] | None = None) -> Answer:
@@ -222,6 +215,19 @@ class Engine:
     def close(self) -> None:
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.model_thread.shutdown(wait=False, cancel_futures=True)
+
+
+def prepare_row(task: Any, fields: Mapping[str, Any], processor: Any, *, text_side: bool = False
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(row, processor item) for one input's fields, checked as `Model.generate` checks its keyword arguments
+    (unknown fields, media the task does not take), completed (a frame size, a duration) and encoded."""
+    given = {k: v for k, v in fields.items() if v is not None}
+    check_fields(task, given)
+    if not text_side:
+        task.media_of({m: given[m] for m in MODALITIES if m in given})
+    row = task.complete(given, processor)
+    task.check_row(row, with_target=False)
+    return row, encode_row(task, row, processor, text_side=text_side)
 
 
 def fields_without(body: Mapping[str, Any], known: set[str]) -> dict[str, Any]:
