@@ -114,7 +114,7 @@ def install_routes(app: FastAPI) -> None:
         started, task_name = time.perf_counter(), "-"
         try:
             body = await _json_body(request, engine)
-            task_name = str(body.get("task")) if body.get("task") is not None else "-"
+            task_name = _label(engine, body)
             settings = _chat_request(engine, body)
             task = engine.task(body.get("task"))
             fields = fields_without(body, protocol.CHAT_FIELDS | set(protocol.NEUTRAL))
@@ -137,7 +137,7 @@ def install_routes(app: FastAPI) -> None:
         started, task_name = time.perf_counter(), "-"
         try:
             body = await _json_body(request, engine)
-            task_name = str(body.get("task")) if body.get("task") is not None else "-"
+            task_name = _label(engine, body)
             _check_model(engine, body)
             protocol.refuse_unsupported(body, protocol.EMBEDDING_FIELDS)
             extra = sorted(set(body) - protocol.EMBEDDING_FIELDS - set(protocol.NEUTRAL))
@@ -215,6 +215,13 @@ async def _json_body(request: Request, engine: Engine) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_json")
     return body
+
+
+def _label(engine: Engine, body: Mapping[str, Any]) -> str:
+    """The task as a metrics label: a task of the model, else "-" (a label per unknown name would let clients grow
+    the metrics without bound)."""
+    name = body.get("task")
+    return name if isinstance(name, str) and name in engine.tasks else "-"
 
 
 def _check_model(engine: Engine, body: Mapping[str, Any]) -> None:
