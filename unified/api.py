@@ -17,6 +17,12 @@ such as `options`, a list of lists). Fields a task derives from its media (a fra
 by the task's `complete`.
 What comes back depends on the task: str (caption, vqa, text2text, classify), the chosen option (multiple choice),
 a `Box` (grounding), `(start, end)` seconds (temporal_grounding), floats (regress), a unit vector (retrieval).
+With `return_score=True` each answer comes as `Scored(answer, score)`: the answer's mean token log-probability
+under the model (the chosen option's length-normalised log-likelihood for ranked multiple choice; None for
+embeddings), so a confident answer can be told from a guess:
+
+    >>> Model.generate(task="grounding", image="street.jpg", phrase="red circle", return_score=True)
+    Scored(answer=Box(x1=3.0, y1=40.2, x2=20.1, y2=61.0), score=-2.31)
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -48,6 +54,13 @@ from unified.task_zoo.evaluation import evaluate
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 _default: Model | None = None
 _default_lock = threading.Lock()
+
+
+class Scored(NamedTuple):
+    """An answer with its score: the mean log-probability of its tokens (None for embeddings)."""
+
+    answer: Any
+    score: float | None
 
 
 class _ClassOrInstance:
@@ -127,15 +140,16 @@ class Model:
 
     def generate(self, task: str, *, image: Any = None, video: Any = None, audio: Any = None,
                  question: str | None = None, text: str | None = None, source_fps: float | None = None,
-                 batch_size: int = 16, max_new_tokens: int | None = None, **fields: Any) -> Any:
+                 batch_size: int = 16, max_new_tokens: int | None = None, return_score: bool = False,
+                 **fields: Any) -> Any:
         """Answer `task` for the given inputs; see the module docstring for inputs and return types.
 
         `source_fps` is the frame rate of a video given as frames in memory (a [T, H, W, 3] uint8 array or
         tensor; a list of videos is a batch): required for those, refused for files. Keyword arguments the task
         does not take (a typo, a target field) raise `InputError` naming them. `max_new_tokens` caps a free-text
         answer; None takes the task's (`task_options: {task: {max_new_tokens: n}}` in training, saved with the
-        model; 32 if unset)."""
-
+        model; 32 if unset). `return_score=True` returns `Scored(answer, score)` for each answer (see the module
+        docstring)."""
         task_obj = build_tasks([task], {task: self.task_options.get(task, {})}, self.processor.tokenizer.layout)[task]
         rows, batched = self._rows(task_obj, {"image": image, "video": video, "audio": audio, "question": question,
                                               "text": text, **fields}, source_fps)
@@ -145,9 +159,13 @@ class Model:
 
             answers = list(embed_rows(task_obj, self.network, self.processor, rows, batch_size=batch_size,
                                       text_side=True))
+            details = [{"score": None}] * len(answers)
         else:
+            details = []
             answers = predict(task_obj, self.network, self.processor, rows, batch_size=batch_size,
-                              max_new_tokens=max_new_tokens)
+                              max_new_tokens=max_new_tokens, details=details if return_score else None)
+        if return_score:
+            answers = [Scored(answer, d["score"]) for answer, d in zip(answers, details)]
         return answers if batched else answers[0]
 
     generate = _ClassOrInstance(generate)

@@ -8,6 +8,11 @@
     unified train CONFIG [key=value ...] [--resume auto|never|PATH] [--overwrite] [--allow-changes]
                                                       the same loop as `accelerate launch training/multitask.py`
     unified tasks [--json]                            the registered tasks: inputs, grammar, prompts, metrics
+    unified serve [MODEL] [--host H] [--port P] [--max-batch N] [--max-wait-ms MS] [--media-root DIR] [--ray ...]
+                                                      an OpenAI-compatible server (docs/serving.md)
+    unified predict [MODEL] --data DIR|FILE --out predictions.jsonl [--task NAME] [--strict] [--ray]
+                                                      answer every row of a corpus, resumable
+    unified ui [MODEL] [--port P]                     a web page to try the model (Gradio)
 
 A user's mistake (a missing file, an unknown task) prints one `unified: error: ...` line and exits with 2.
 """
@@ -143,6 +148,50 @@ def _tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from unified.serving.engine import ServingConfig
+
+    config = ServingConfig(model_name=args.name or _model_name(args.model), max_batch=args.max_batch,
+                           max_wait_ms=args.max_wait_ms, timeout=args.timeout, max_upload_mb=args.max_upload_mb,
+                           media_root=args.media_root, api_key=args.api_key,
+                           decode_workers=args.decode_workers).validate()
+    if args.ray:
+        from unified.serving.ray import serve_with_ray
+
+        return serve_with_ray(args.model, config, host=args.host, port=args.port, replicas=args.replicas,
+                              num_cpus=args.replica_cpus, num_gpus=args.replica_gpus)
+    from unified.serving.app import run_server
+
+    run_server(_load_model(args.model), config, host=args.host, port=args.port)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from unified.serving.predict import run_predict
+
+    spread = None
+    if args.ray:  # the `ray` extra
+        from unified.serving.ray import predict_shards as spread
+    summary = run_predict(args.model, args.data, args.out, task=args.task, strict=args.strict,
+                          batch_size=args.batch_size, workers=args.workers, spread=spread, actors=args.actors,
+                          actor_cpus=args.actor_cpus, progress=not args.quiet)
+    print(json.dumps(summary))
+    return 1 if summary["bad"] and args.strict else 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from unified.serving.ui import launch
+
+    launch(_load_model(args.model), name=args.name or _model_name(args.model), host=args.host, port=args.port)
+    return 0
+
+
+def _model_name(path: str | None) -> str:
+    from pathlib import Path
+
+    return "default" if path is None else Path(path).resolve().name
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unified", description="One multitask, multimodal encoder-decoder.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -215,6 +264,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_resume_flags(train)
     train.set_defaults(func=_train)
+
+    serve = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (chat completions, embeddings)")
+    serve.add_argument("model", nargs="?", default=None, help="a saved model directory (default: the built-in model)")
+    serve.add_argument("--name", default=None, help="the model's name in requests (default: the directory's name)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch", type=int, default=8, help="rows per batched model call")
+    serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
+    serve.add_argument("--timeout", type=float, default=120.0, help="seconds before a request gets 504")
+    serve.add_argument("--max-upload-mb", type=float, default=25.0, help="largest media item a request may carry")
+    serve.add_argument("--media-root", default=None, help="the only folder requests may name files in")
+    serve.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on /v1")
+    serve.add_argument("--decode-workers", type=int, default=4, help="threads decoding media")
+    serve.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment")
+    serve.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (with --ray)")
+    serve.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs per replica (with --ray)")
+    serve.add_argument("--replica-gpus", type=float, default=None,
+                       help="GPUs per replica (with --ray; default: 1 when CUDA is there, else 0)")
+    serve.set_defaults(func=_serve)
+
+    pred = sub.add_parser("predict", help="answer every row of a data directory or JSONL file (resumable)")
+    pred.add_argument("model", nargs="?", default=None, help="a saved model directory (default: the built-in model)")
+    pred.add_argument("--data", required=True, help="a data directory (one file per task) or one JSONL file")
+    pred.add_argument("--out", required=True, help="predictions.jsonl (appended to: a rerun skips rows it has)")
+    pred.add_argument("--task", default=None, help="the task of a single --data file")
+    pred.add_argument("--strict", action="store_true", help="stop at the first bad row (exit 1)")
+    pred.add_argument("--batch-size", type=int, default=16)
+    pred.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding ahead")
+    pred.add_argument("--ray", action="store_true", help="spread the rows over a Ray cluster (Ray Data)")
+    pred.add_argument("--actors", type=int, default=2, help="model copies with --ray")
+    pred.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs per actor with --ray")
+    pred.add_argument("--quiet", action="store_true", help="no progress bar")
+    pred.set_defaults(func=_predict)
+
+    ui = sub.add_parser("ui", help="a web page to try the model (Gradio)")
+    ui.add_argument("model", nargs="?", default=None, help="a saved model directory (default: the built-in model)")
+    ui.add_argument("--name", default=None)
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=7860)
+    ui.set_defaults(func=_ui)
 
     tasks = sub.add_parser("tasks", help="the registered tasks with their inputs, prompts and metrics")
     tasks.add_argument("--json", action="store_true")

@@ -59,6 +59,9 @@ The protocol, with each hook's default:
       evaluate(model, processor, rows)   (metrics, details): predict + `score` + `details`, or retrieval metrics
       details(predictions, truths, rows) extra evaluation tables (default: none)
       show(answer) / show_row(row)   the demo's answer cell / (question, truth) cells
+      message_field                  the input field a chat message's text fills (`unified.serving.chat`)
+      answer_json(answer, row)       the typed answer as JSON: {"type", "value"[, "index", "field"]} (the server's
+                                     `answer`, `unified predict`'s lines)
 """
 
 from __future__ import annotations
@@ -72,11 +75,18 @@ from typing import Any, ClassVar
 from unified.errors import ConfigError, InputError
 from unified.task_zoo.decoding import pair_metrics, predict
 from unified.task_zoo.metrics import METRICS, get_metric
-from unified.task_zoo.protocol import ANSWER_MODES, FIXED_LENGTH, GRAMMARS, MAX_INT_TOKENS, MODALITIES
+from unified.task_zoo.protocol import (
+    ANSWER_MODES,
+    ANSWER_TYPES,
+    FIXED_LENGTH,
+    GRAMMARS,
+    MAX_INT_TOKENS,
+    MODALITIES,
+)
 from unified.tokenizers.layout import VocabLayout
 
-__all__ = ["ANSWER_MODES", "FIXED_LENGTH", "GRAMMARS", "MAX_INT_TOKENS", "MODALITIES", "Example", "NthPrompt", "Task",
-           "validate_task_class"]
+__all__ = ["ANSWER_MODES", "ANSWER_TYPES", "FIXED_LENGTH", "GRAMMARS", "MAX_INT_TOKENS", "MODALITIES", "Example",
+           "NthPrompt", "Task", "validate_task_class"]
 
 
 @dataclass
@@ -326,6 +336,28 @@ class Task:
                  if f not in self.target_fields and f not in self.derived_fields and f in row]
         return " ".join(asked) or "(the clip alone)", self.show(self.truth(row))
 
+    @property
+    def message_field(self) -> str | None:
+        """The input field the text of a chat message fills (`unified.serving.chat`): by default the one text field
+        a user gives (a question, a phrase, a text); None when the task has none (a caption's prompt is fixed) or
+        several (then each is named in the request)."""
+        kinds = self.field_kinds
+        text = sorted(f for f in self.input_fields - set(self.derived_fields) if kinds.get(f) == "text")
+        return text[0] if len(text) == 1 else None
+
+    def answer_json(self, answer: Any, row: Mapping[str, Any]) -> dict[str, Any]:
+        """`answer` as JSON: {"type": ANSWER_TYPES[grammar], "value": ...} (a box as [x1, y1, x2, y2] pixels, a span
+        as [start, end] seconds, numbers, text; None when the answer could not be parsed). An answer picked from
+        one of the row's list fields (an option, a label) also gets its "index" there and that "field"."""
+        out: dict[str, Any] = {"type": ANSWER_TYPES[self.grammar], "value": json_value(answer)}
+        if isinstance(answer, str):
+            for key in sorted(self.sequence_fields):
+                values = row.get(key)
+                if isinstance(values, (list, tuple)) and answer in [str(v) for v in values]:
+                    out.update(index=[str(v) for v in values].index(answer), field=key)
+                    break
+        return out
+
     def describe(self) -> dict[str, Any]:
         """What `unified tasks` prints."""
         return {"name": self.name, "accepts": sorted(self.accepts), "requires": sorted(self.requires),
@@ -334,6 +366,24 @@ class Task:
                 "target_fields": list(self.target_fields), "optional_fields": list(self.optional_fields),
                 "derived_fields": list(self.derived_fields),
                 "prompts": list(self.prompts), "example_row": dict(self.example_row)}
+
+
+def json_value(value: Any) -> Any:
+    """A typed answer as plain JSON values: named tuples, tuples and arrays as lists, numbers as floats."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return value
+    if hasattr(value, "tolist"):  # a tensor or an array (an embedding)
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_value(v) for v in value]
+    try:  # other containers of numbers (a `Box` unpacks to x1, y1, x2, y2)
+        return [json_value(v) for v in value]
+    except TypeError:
+        return str(value)
 
 
 def show_value(value: Any) -> str:

@@ -22,6 +22,12 @@ by likelihood) or "embed".
 Rows whose constraints differ (three options vs four, two values vs one) are generated in separate groups, so every
 row gets exactly its own grammar.
 
+Given `items` (each row already through the processor, `encode_row`), no media are decoded here: a server or a
+DataLoader decodes ahead in other threads or processes. Given a list as `details`, it is filled with one dict per
+row: `score`, the answer's mean token log-probability under the model's own distribution (what a forward pass with
+the answer as labels gives; in "rank" mode the chosen option's length-normalised log-likelihood; None for
+embeddings), `prompt_tokens`, `answer_tokens` and `stopped` (False when a free answer reached its token limit).
+
     >>> predict(get_task("grounding"), model, processor, rows)     # [Box(...), Box(...), ...]
 """
 
@@ -31,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from unified.errors import InputError
 from unified.heads.multiple_choice import score_options
@@ -40,7 +47,7 @@ from unified.model.generation import (
     BinsLogitsProcessor,
     TextOnlyLogitsProcessor,
 )
-from unified.task_zoo.batching import task_batch, text_batch, to_device
+from unified.task_zoo.batching import process_row, task_batch, text_batch, to_device
 from unified.task_zoo.metrics import get_metric, rank_candidates
 from unified.task_zoo.protocol import ANSWER_MODES, FIXED_LENGTH
 
@@ -84,6 +91,37 @@ def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens
                      f"{task.answer_mode!r})")
 
 
+def encode_row(task: Any, row: Mapping[str, Any], processor: Any, *, text_side: bool = False) -> dict[str, Any]:
+    """One row at inference through the processor (its media decoded): an item `predict(..., items=...)` collates.
+    `text_side`: a contrastive task's pair side (`Task.pair_example`)."""
+    example = task.pair_example(row) if text_side else task.to_example(row, rng=None, with_target=False)
+    return process_row(processor, task, example, row)
+
+
+def _batch(task: Any, rows: Sequence[Mapping[str, Any]], processor: Any, items: Sequence[Any] | None,
+           indices: Sequence[int], device: Any) -> dict[str, torch.Tensor]:
+    if items is None:
+        batch = task_batch(task, [rows[i] for i in indices], processor, with_target=False)
+    else:
+        batch = processor.collate([items[i] for i in indices])
+    batch.pop("labels", None)
+    return to_device(batch, device)
+
+
+def answer_logprobs(logits: Sequence[torch.Tensor], tokens: torch.Tensor, eos: int | None, fixed: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean log-probability, count) of each row's answer tokens: `logits` one raw (B, V) tensor per step,
+    `tokens` (B, steps) the ids written. A free answer ends at its first eos (counted); later steps are padding."""
+    logp = F.log_softmax(torch.stack(list(logits), dim=1).float(), dim=-1)  # (B, steps, V)
+    picked = logp.gather(-1, tokens[..., None]).squeeze(-1)  # (B, steps)
+    valid = torch.ones_like(tokens, dtype=torch.bool)
+    if not fixed and eos is not None:
+        ended = (tokens == eos).long().cumsum(1)  # (B, steps): 1 from the first eos on
+        valid = (ended == 0) | ((ended == 1) & (tokens == eos))
+    count = valid.sum(1)
+    return (picked * valid).sum(1) / count.clamp_min(1), count
+
+
 def _groups(keys: Sequence[tuple]) -> dict[tuple, list[int]]:
     groups: dict[tuple, list[int]] = {}
     for index, key in enumerate(keys):
@@ -93,36 +131,58 @@ def _groups(keys: Sequence[tuple]) -> dict[tuple, list[int]]:
 
 @torch.no_grad()
 def generate_texts(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
-                   batch_size: int = 16, max_new_tokens: int | None = None, num_beams: int = 1,
-                   on_batch: Callable[[int], None] | None = None, distributions: list | None = None) -> list[str]:
+                   batch_size: int = 16, max_new_tokens: int | Sequence[int | None] | None = None,
+                   num_beams: int = 1, on_batch: Callable[[int], None] | None = None,
+                   distributions: list | None = None, items: Sequence[Any] | None = None,
+                   details: list | None = None, streamer: Callable[[list[int]], Any] | None = None) -> list[str]:
     """Rows -> generated text per row, each under its grammar (rows grouped by constraint, batched). Given a list as
     `distributions`, it is filled with each row's (steps, bins) probabilities over its grammar's bins at every step
-    of the greedy answer (loc / time / val grammars), for `Task.parse_distribution`."""
+    of the greedy answer (loc / time / val grammars), for `Task.parse_distribution`. `max_new_tokens` may be one
+    limit per row (rows with different limits are generated apart). `items`, `details`: see the module docstring.
+    `streamer(indices)` gives a transformers streamer for the batch of those rows (or None)."""
     tokenizer, device = processor.tokenizer, next(model.parameters()).device
     select_adapter(model, task.name)
-    keyed = [constraint(task, row, tokenizer, max_new_tokens) for row in rows]
+    limits = (list(max_new_tokens) if isinstance(max_new_tokens, Sequence) else [max_new_tokens] * len(rows))
+    keyed = [constraint(task, row, tokenizer, limit) for row, limit in zip(rows, limits)]
+    keys = [(*key, kwargs["max_new_tokens"]) if task.grammar == "text" else key for key, kwargs in keyed]
     texts: list[str] = [""] * len(rows)
+    if details is not None:
+        details[:] = [None] * len(rows)
+        if num_beams != 1:
+            raise InputError(f"task {task.name!r} num_beams", num_beams, "answer scores are read from greedy "
+                             "decoding (num_beams=1)")
     if distributions is not None:
         distributions[:] = [None] * len(rows)
         bins = bin_ids(task.grammar, tokenizer) if task.grammar in FIXED_LENGTH else None
         if bins is None or num_beams != 1:
             raise InputError(f"task {task.name!r} distributions", task.grammar, "read only from greedy decoding "
                              "under a loc / time / val grammar")
-    for indices in _groups([key for key, _ in keyed]).values():
+    for indices in _groups(keys).values():
         kwargs = keyed[indices[0]][1]
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
-            batch = to_device(task_batch(task, [rows[i] for i in chunk], processor, with_target=False), device)
-            batch.pop("labels", None)
-            if distributions is None:
-                out = model.generate(**batch, num_beams=num_beams, do_sample=False, **kwargs)
+            batch = _batch(task, rows, processor, items, chunk, device)
+            extra = {} if streamer is None else {"streamer": streamer(chunk)}
+            if distributions is None and details is None:
+                out = model.generate(**batch, num_beams=num_beams, do_sample=False, **extra, **kwargs)
             else:
-                result = model.generate(**batch, num_beams=1, do_sample=False, output_scores=True,
-                                        return_dict_in_generate=True, **kwargs)
+                result = model.generate(**batch, num_beams=1, do_sample=False, output_scores=distributions is not None,
+                                        output_logits=details is not None, return_dict_in_generate=True,
+                                        **extra, **kwargs)
                 out = result.sequences
-                probs = torch.stack(result.scores, dim=1).float().softmax(-1)[..., bins.start:bins.stop]  # (B, T, n)
-                for i, row_probs in zip(chunk, probs.cpu()):
-                    distributions[i] = row_probs
+                if distributions is not None:
+                    probs = torch.stack(result.scores, dim=1).float().softmax(-1)[..., bins.start:bins.stop]
+                    for i, row_probs in zip(chunk, probs.cpu()):  # (T, n) per row
+                        distributions[i] = row_probs
+                if details is not None:
+                    steps = len(result.logits)
+                    score, count = answer_logprobs(result.logits, out[:, -steps:], tokenizer.eos_token_id,
+                                                   task.grammar in FIXED_LENGTH)
+                    prompt = batch["attention_mask"].sum(1)
+                    ended = (out[:, -steps:] == tokenizer.eos_token_id).any(1) | (task.grammar in FIXED_LENGTH)
+                    for j, i in enumerate(chunk):
+                        details[i] = {"score": float(score[j]), "prompt_tokens": int(prompt[j]),
+                                      "answer_tokens": int(count[j]), "stopped": bool(ended[j])}
             for i, ids in zip(chunk, out.tolist()):
                 texts[i] = tokenizer.decode(ids)
             if on_batch:
@@ -132,18 +192,30 @@ def generate_texts(task: Any, model: Any, processor: Any, rows: Sequence[Mapping
 
 @torch.no_grad()
 def rank_options(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
-                 on_batch: Callable[[int], None] | None = None) -> list[str]:
-    """Multiple choice by likelihood: each option text scored as the target (mean log-probability per token)."""
-    device = next(model.parameters()).device
+                 on_batch: Callable[[int], None] | None = None, items: Sequence[Any] | None = None,
+                 details: list | None = None) -> list[str]:
+    """Multiple choice by likelihood: each option text scored as the target (mean log-probability per token). With
+    `items` (the rows processed without a target), each option's labels are added to its row's item, so the media
+    are not decoded again per option."""
+
+    device, tokenizer = next(model.parameters()).device, processor.tokenizer
     select_adapter(model, task.name)
     answers = []
-    for row in rows:
+    for index, row in enumerate(rows):
         options = task.choices(row)
-        example = {**task.to_example(row, rng=None, with_target=False).as_processor_input(), "task": task.name}
-        batch = processor([{**example, "target": option} for option in options])
+        if items is None:
+            example = {**task.to_example(row, rng=None, with_target=False).as_processor_input(), "task": task.name}
+            batch = processor([{**example, "target": option} for option in options])
+        else:
+            batch = processor.collate([{**items[index], "labels": torch.tensor(tokenizer.encode(o, add_eos=True))}
+                                       for o in options])
         out = model(**to_device(batch, device))
         scores = score_options(out.logits, batch["labels"].to(device))  # (n_options,)
-        answers.append(options[int(scores.argmax())])
+        best = int(scores.argmax())
+        answers.append(options[best])
+        if details is not None:
+            details.append({"score": float(scores[best]), "prompt_tokens": int(batch["attention_mask"][best].sum()),
+                            "answer_tokens": int((batch["labels"][best] != -100).sum()), "stopped": True})
         if on_batch:
             on_batch(1)
     return answers
@@ -151,37 +223,48 @@ def rank_options(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[s
 
 @torch.no_grad()
 def embed_rows(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *, batch_size: int = 16,
-               text_side: bool = False) -> torch.Tensor:
+               text_side: bool = False, items: Sequence[Any] | None = None) -> torch.Tensor:
     """Rows of an "embed" task -> (N, E) unit embeddings of their media side (`to_example`) or, with
-    `text_side=True`, of their pair side (`pair_example`)."""
+    `text_side=True`, of their pair side (`pair_example`); `items`: the rows already encoded (`encode_row`)."""
     device = next(model.parameters()).device
     select_adapter(model, task.name)
     parts = []
     for start in range(0, len(rows), batch_size):
         chunk = rows[start:start + batch_size]
-        batch = text_batch(task, chunk, processor) if text_side else task_batch(task, chunk, processor,
-                                                                                with_target=False)
+        if items is not None:
+            batch = processor.collate(list(items[start:start + batch_size]))
+        else:
+            batch = text_batch(task, chunk, processor) if text_side else task_batch(task, chunk, processor,
+                                                                                    with_target=False)
         batch.pop("labels", None)
         parts.append(model(**to_device(batch, device), return_embeddings=True).float().cpu())
     return torch.cat(parts)
 
 
-def predict(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], **kwargs: Any) -> list[Any]:
+def predict(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
+            details: list | None = None, **kwargs: Any) -> list[Any]:
     """Typed predictions for rows of one task (str, Box, (start, end), floats, an option, an embedding), as the
-    task's `answer_mode` says."""
+    task's `answer_mode` says. `details`, `items` (keyword arguments): see the module docstring."""
     mode = task.answer_mode
     if mode not in ANSWER_MODES:
         raise InputError(f"task {task.name!r} answer_mode", mode, f"expected one of {ANSWER_MODES}")
+    if details is not None:
+        details.clear()
     if mode == "embed":
-        return list(embed_rows(task, model, processor, rows, batch_size=kwargs.get("batch_size", 16)))
+        vectors = list(embed_rows(task, model, processor, rows, batch_size=kwargs.get("batch_size", 16),
+                                  items=kwargs.get("items")))
+        if details is not None:
+            details.extend({"score": None, "prompt_tokens": 0, "answer_tokens": 0, "stopped": True} for _ in rows)
+        return vectors
     if mode == "rank":
-        texts = rank_options(task, model, processor, rows, on_batch=kwargs.get("on_batch"))
+        texts = rank_options(task, model, processor, rows, on_batch=kwargs.get("on_batch"), items=kwargs.get("items"),
+                             details=details)
     elif task.reads_distribution:  # the answer read from the bin probabilities (regress's decode: mean / median)
         found: list = []
-        texts = generate_texts(task, model, processor, rows, distributions=found, **kwargs)
+        texts = generate_texts(task, model, processor, rows, distributions=found, details=details, **kwargs)
         return [task.parse_distribution(text, probs, row) for text, probs, row in zip(texts, found, rows)]
     else:
-        texts = generate_texts(task, model, processor, rows, **kwargs)
+        texts = generate_texts(task, model, processor, rows, details=details, **kwargs)
     return [task.parse(text, row) for text, row in zip(texts, rows)]
 
 

@@ -9,3 +9,6 @@ GRAMMARS = ("text", "loc", "time", "val", "int", "options", "embedding")
 FIXED_LENGTH = ("loc", "time", "val")  # grammars whose answer has an exact number of tokens (`answer_length`)
 ANSWER_MODES = ("generate", "rank", "embed")
 MAX_INT_TOKENS = 4  # the "int" grammar's default length limit (`answer_length`)
+# what `Task.answer_json` calls an answer of each grammar (a box in pixels, a span in seconds)
+ANSWER_TYPES = {"text": "text", "loc": "box", "time": "span", "val": "numbers", "int": "integer",
+                "options": "option", "embedding": "embedding"}
