@@ -27,7 +27,8 @@ LAYERS = [
     {"task_zoo"},  # tasks: prompts, grammars, decoding, metrics, evaluation
     {"data"},  # data files, shards, the synthetic world
     {"training"},  # the training loop and what it builds
-    {"api", "demo", "serving", "cli", "packing", "__init__"},  # front doors (`packing`: names at their old address)
+    # front doors (`arguments`: the command line's value types; `packing`: names at their old address)
+    {"api", "demo", "serving", "cli", "arguments", "packing", "__init__"},
 ]
 
 # units that are not importable code of the package

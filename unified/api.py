@@ -39,17 +39,20 @@ import torch
 
 from unified.data import load_data_dir
 from unified.data.files import SUFFIXES
+from unified.data.shard_rows import is_shard_dir, load_shards
 from unified.errors import InputError
+from unified.media.audio import Samples
 from unified.media.video import Frames
 from unified.model import UnifiedModel
 from unified.model.adapters import load_saved_adapters
 from unified.model.modeling import DEFAULT_MAX_NEW_TOKENS
 from unified.processing import UnifiedProcessor
-from unified.saving import read_task_options, require_safetensors, write_servable
+from unified.saving import read_task_options, read_task_sources, require_safetensors, write_servable
 from unified.task_zoo import build_tasks, list_tasks
 from unified.task_zoo.base import MODALITIES
 from unified.task_zoo.decoding import embed_rows, predict
 from unified.task_zoo.evaluation import evaluate
+from unified.task_zoo.registry import task_sources
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
 _default: Model | None = None
@@ -78,9 +81,33 @@ class _ClassOrInstance:
 class Model:
     """A trained `UnifiedModel` with its processor (and tokenizer). See the module docstring."""
 
-    def __init__(self, network: Any, processor: Any, task_options: Mapping[str, Mapping[str, Any]] | None = None):
+    def __init__(self, network: Any, processor: Any, task_options: Mapping[str, Mapping[str, Any]] | None = None,
+                 task_sources: Mapping[str, Mapping[str, str]] | None = None):
         self.network, self.processor = network.eval(), processor
+        # every task the model was trained on, with its options ({} when the model does not record them)
         self.task_options = {k: dict(v) for k, v in (task_options or {}).items()}
+        # where each of them comes from (a plug-in's package), {} for models saved before it was recorded
+        self.task_sources = {k: dict(v) for k, v in (task_sources or {}).items()}
+        self._warned_untracked = False
+
+    def check_trained(self, task: str, allow_untrained: bool = False) -> None:
+        """Refuse a task this model was not trained on (`InputError` naming the tasks it was), unless
+        `allow_untrained`; a model that does not record its tasks (saved before it did) warns once instead."""
+        if not self.task_options:
+            if not self._warned_untracked and not allow_untrained:
+                self._warned_untracked = True
+                warnings.warn("this model does not record which tasks it was trained on (no task_options.json): "
+                              f"its answers to {task!r} may be untrained", stacklevel=3)
+            return
+        if task not in self.task_options and not allow_untrained:
+            raise InputError("task", task, f"this model was not trained on it; it was trained on "
+                             f"{sorted(self.task_options)} (pass allow_untrained=True, or --allow-untrained, to "
+                             "ask it anyway)")
+        source = self.task_sources.get(task)
+        if source and task not in list_tasks():
+            raise InputError("task", task, f"this model was trained on it, and its code comes from the package "
+                             f"{source.get('package')!r} {source.get('version', '')} (module {source.get('module')}"
+                             f"), which is not installed here: install it (pip install {source.get('package')})")
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
@@ -94,11 +121,10 @@ class Model:
         network = UnifiedModel.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
         load_saved_adapters(network, path)  # per-task LoRA adapters, chosen by task in generate/evaluate
         if network.generation_config.max_new_tokens is None:  # saved before the default existed
-
             network.generation_config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
         if device is not None:
             network.to(device)
-        return cls(network, UnifiedProcessor.from_pretrained(path), read_task_options(path))
+        return cls(network, UnifiedProcessor.from_pretrained(path), read_task_options(path), read_task_sources(path))
 
     @classmethod
     def default(cls) -> Model:
@@ -113,17 +139,20 @@ class Model:
             return _default
 
     def save_pretrained(self, path: str | Path, **kwargs: Any) -> None:
-        write_servable(path, self.network, self.processor, self.task_options, **kwargs)
+        sources = {**self.task_sources, **task_sources(self.task_options)}
+        write_servable(path, self.network, self.processor, self.task_options, sources, **kwargs)
 
     # ------------------------------------------------------------------ inference
-    def _rows(self, task: Any, fields: dict[str, Any], source_fps: float | None = None
-              ) -> tuple[list[dict[str, Any]], bool]:
+    def _rows(self, task: Any, fields: dict[str, Any], source_fps: float | None = None,
+              source_rate: int | None = None) -> tuple[list[dict[str, Any]], bool]:
         """Keyword arguments -> rows (one per item of the batched arguments) and whether the input was a batch."""
         given = {k: v for k, v in fields.items() if v is not None}
         check_fields(task, given)
         media = [m for m in MODALITIES if m in given]
         if "video" in given or source_fps is not None:
             given["video"] = with_rate(given.get("video"), source_fps)
+        if "audio" in given or source_rate is not None:
+            given["audio"] = with_audio_rate(given.get("audio"), source_rate, self.processor.config.sampling_rate)
         task.media_of({m: given[m] for m in media})  # raises InputError listing what the task accepts / requires
         sizes = {k: len(v) for k, v in given.items() if k in media and isinstance(v, (list, tuple))}
         if len(set(sizes.values())) > 1:
@@ -140,19 +169,24 @@ class Model:
 
     def generate(self, task: str, *, image: Any = None, video: Any = None, audio: Any = None,
                  question: str | None = None, text: str | None = None, source_fps: float | None = None,
-                 batch_size: int = 16, max_new_tokens: int | None = None, return_score: bool = False,
-                 **fields: Any) -> Any:
+                 source_rate: int | None = None, batch_size: int = 16, max_new_tokens: int | None = None,
+                 return_score: bool = False, allow_untrained: bool = False, **fields: Any) -> Any:
         """Answer `task` for the given inputs; see the module docstring for inputs and return types.
 
         `source_fps` is the frame rate of a video given as frames in memory (a [T, H, W, 3] uint8 array or
-        tensor; a list of videos is a batch): required for those, refused for files. Keyword arguments the task
-        does not take (a typo, a target field) raise `InputError` naming them. `max_new_tokens` caps a free-text
-        answer; None takes the task's (`task_options: {task: {max_new_tokens: n}}` in training, saved with the
-        model; 32 if unset). `return_score=True` returns `Scored(answer, score)` for each answer (see the module
-        docstring)."""
+        tensor; a list of videos is a batch): required for those, refused for files. `source_rate` is the same for
+        audio given as samples in memory (a 1-D float array or tensor); without it they are taken to be at the
+        processor's rate (16 kHz), with a warning. Keyword arguments the task does not take (a typo, a target
+        field) raise `InputError` naming them. `max_new_tokens` caps a free-text answer; None takes the task's
+        (`task_options: {task: {max_new_tokens: n}}` in training, saved with the model; 32 if unset).
+        `return_score=True` returns `Scored(answer, score)` for each answer (see the module docstring). A task the
+        model was not trained on is refused unless `allow_untrained=True`."""
+        check_arguments(batch_size=batch_size, max_new_tokens=max_new_tokens, return_score=return_score,
+                        allow_untrained=allow_untrained)
+        self.check_trained(task, allow_untrained)
         task_obj = build_tasks([task], {task: self.task_options.get(task, {})}, self.processor.tokenizer.layout)[task]
         rows, batched = self._rows(task_obj, {"image": image, "video": video, "audio": audio, "question": question,
-                                              "text": text, **fields}, source_fps)
+                                              "text": text, **fields}, source_fps, source_rate)
         for row in rows:
             task_obj.check_row(row, with_target=False)
         if task_obj.answer_mode == "embed" and not any(m in rows[0] for m in MODALITIES):  # the pair side alone
@@ -170,25 +204,36 @@ class Model:
 
     generate = _ClassOrInstance(generate)
 
-    def evaluate(self, data: Mapping[str, Sequence[Mapping[str, Any]]] | str | Path, **kwargs: Any):
+    def evaluate(self, data: Mapping[str, Sequence[Mapping[str, Any]]] | str | Path, *,
+                 allow_untrained: bool = False, **kwargs: Any):
         """`unified.task_zoo.evaluation.evaluate` on this model; `data` is {task: rows} or a data directory
-        (read by `evaluation_data`)."""
+        (read by `evaluation_data`, which takes `tasks`, `skip_bad_rows` and `allow_outside_paths`). A task the
+        model was not trained on is refused unless `allow_untrained=True`."""
         if isinstance(data, (str, Path)):
-            data, _ = self.evaluation_data(data, kwargs.pop("tasks", None), kwargs.pop("skip_bad_rows", False))
+            data, _ = self.evaluation_data(data, kwargs.pop("tasks", None), kwargs.pop("skip_bad_rows", False),
+                                           allow_outside_paths=kwargs.pop("allow_outside_paths", False))
+        for name in data:
+            self.check_trained(name, allow_untrained)
+        check_arguments(**{k: kwargs[k] for k in ("batch_size", "max_rows") if k in kwargs})
         kwargs.setdefault("task_options", self.task_options)
         return evaluate(self.network, self.processor, data, **kwargs)
 
     evaluate = _ClassOrInstance(evaluate)
 
     def evaluation_data(self, directory: str | Path, tasks: Sequence[str] | None = None,
-                        skip_bad_rows: bool = False) -> tuple[dict[str, list], list]:
-        """({task: rows}, reports) of a data directory, rows checked by the tasks as this model was trained. Without
-        `tasks`, the tasks the model was trained on (its `task_options.json` lists them); files of other tasks are
-        left out with a warning naming them."""
+                        skip_bad_rows: bool = False, *, allow_outside_paths: bool = False
+                        ) -> tuple[dict[str, list], list]:
+        """({task: rows}, reports) of a data directory or of tar shards (`unified data shard`), rows checked by the
+        tasks as this model was trained. Without `tasks`, the tasks the model was trained on (its
+        `task_options.json` lists them); files of other tasks are left out with a warning naming them.
+        `allow_outside_paths`: relative media paths may leave the directory (held-out rows sharing the training
+        directory's clips)."""
         folder = Path(directory)
         if tasks is None and self.task_options and folder.is_dir():
-            # files named after a registered task, as load_data_dir reads them
-            files = {p.stem for p in folder.iterdir() if p.suffix in SUFFIXES} & set(list_tasks())
+            # the tasks the directory holds: files named after a registered task, or a shard index's tasks
+            held = set(load_shards(folder)) if is_shard_dir(folder) else {p.stem for p in folder.iterdir()
+                                                                          if p.suffix in SUFFIXES}
+            files = held & set(list_tasks())
             tasks = [t for t in self.task_options if t in files]
             others = sorted(files - set(self.task_options))
             if others:
@@ -197,7 +242,8 @@ class Model:
             if not tasks:
                 raise InputError("data directory", str(directory), f"holds no file of the tasks this model "
                                  f"was trained on {sorted(self.task_options)}")
-        return load_data_dir(directory, tasks, skip_bad_rows=skip_bad_rows, task_options=self.task_options)
+        return load_data_dir(directory, tasks, skip_bad_rows=skip_bad_rows, task_options=self.task_options,
+                             allow_outside_paths=allow_outside_paths)
 
 
 # ---------------------------------------------------------------------------------------------- keyword arguments
@@ -230,6 +276,44 @@ def per_item(task: Any, key: str, value: Any, n: int, batched: bool) -> list[Any
         raise InputError(key, f"{len(value)} item(s)", f"the batch has {n} media item(s); give one {key} per item "
                          "or a single value shared by all")
     return list(value)
+
+
+def check_arguments(**given: Any) -> None:
+    """Model.generate / evaluate's own arguments, checked before any work: `InputError` naming the bad one."""
+    for name, value in given.items():
+        rule = ARGUMENT_RULES[name]
+        if not rule[0](value):
+            raise InputError(name, value, rule[1])
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+ARGUMENT_RULES = {  # name -> (test, what is expected)
+    "batch_size": (_count, "expected an int >= 1"),
+    "max_new_tokens": (lambda v: v is None or _count(v), "expected an int >= 1, or None (the task's)"),
+    "max_rows": (lambda v: v is None or _count(v), "expected an int >= 1, or None (every row)"),
+    "return_score": (lambda v: isinstance(v, bool), "expected True or False"),
+    "allow_untrained": (lambda v: isinstance(v, bool), "expected True or False"),
+}
+
+
+def with_audio_rate(audio: Any, source_rate: int | None, default_rate: int) -> Any:
+    """Audio given as samples in memory (1-D float arrays or tensors) wrapped with their rate
+    (`unified.media.audio.Samples`); files and bytes as given. Samples without a rate are taken to be at
+    `default_rate` (the processor's), with a warning naming the assumption."""
+    items = list(audio) if isinstance(audio, (list, tuple)) else [audio]
+    arrays = [isinstance(a, (np.ndarray, torch.Tensor)) for a in items]
+    if source_rate is not None and not any(arrays):
+        raise InputError("source_rate", source_rate, "only for audio given as samples in memory; a file or bytes "
+                         "carry their own rate")
+    if any(arrays) and source_rate is None:
+        warnings.warn(f"audio samples given without source_rate= are taken to be at {default_rate} Hz (the "
+                      "processor's rate); give their rate to be sure", stacklevel=4)
+        source_rate = default_rate
+    out = [Samples(a, source_rate) if is_array else a for a, is_array in zip(items, arrays)]
+    return out if isinstance(audio, (list, tuple)) else out[0]
 
 
 def with_rate(video: Any, source_fps: float | None) -> Any:

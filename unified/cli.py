@@ -23,6 +23,20 @@ import argparse
 import json
 import sys
 
+from unified.arguments import (
+    Parser,
+    count,
+    directory,
+    existing,
+    file,
+    new_file,
+    non_negative,
+    non_negative_number,
+    out_directory,
+    port,
+    positive_number,
+    seed,
+)
 from unified.errors import UnifiedError
 
 
@@ -55,16 +69,17 @@ def _generate(args: argparse.Namespace) -> int:
                                             "labels") if getattr(args, k) is not None}
     if args.num_values is not None:
         fields["num_values"] = args.num_values
-    answer = model.generate(task=args.task, **fields)
+    answer = model.generate(task=args.task, allow_untrained=args.allow_untrained, **fields)
     print(json.dumps(_printable(answer)) if args.json else _printable(answer))
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     model = _load_model(args.model)
-    data, reports = model.evaluation_data(args.data, args.tasks, skip_bad_rows=args.skip_bad_rows)
+    data, reports = model.evaluation_data(args.data, args.tasks, skip_bad_rows=args.skip_bad_rows,
+                                          allow_outside_paths=args.allow_outside_paths)
     result = model.evaluate(data, ablate=args.ablate, max_rows=args.max_rows, batch_size=args.batch_size,
-                            progress=not args.json)
+                            progress=not args.json, allow_untrained=args.allow_untrained)
     skipped = [r.summary() for r in reports if r.skipped]
     if args.json:
         print(json.dumps({**result.to_dict(), "skipped_rows": skipped}))
@@ -193,116 +208,128 @@ def _model_name(path: str | None) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unified", description="One multitask, multimodal encoder-decoder.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """Every subcommand and flag; each value is checked by its type as it is parsed (`unified.arguments`)."""
+    parser = Parser(prog="unified", description="One multitask, multimodal encoder-decoder.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    model_help = "a saved model directory (default: the built-in model)"
 
     demo = sub.add_parser("demo", help="write a synthetic clip and run every task on it with the default model")
-    demo.add_argument("--out", default=None, help="folder for the clip, table and PNG (default: a new temp folder)")
-    demo.add_argument("--model", default=None, help="a saved model (default: the built-in one, else a tiny one "
-                                                    "trained on the spot)")
-    demo.add_argument("--seed", type=int, default=7, help="seed of the synthetic clip")
-    demo.add_argument("--train-steps", type=int, default=300,
+    demo.add_argument("--out", type=out_directory, default=None,
+                      help="folder for the clip, table and PNG (default: a new temp folder)")
+    demo.add_argument("--model", type=directory, default=None,
+                      help="a saved model (default: the built-in one, else a tiny one trained on the spot)")
+    demo.add_argument("--seed", type=seed, default=7, help="seed of the synthetic clip")
+    demo.add_argument("--train-steps", type=count, default=300,
                       help="steps of the stand-in tiny model when there is no default model")
     demo.set_defaults(func=_demo)
 
     gen = sub.add_parser("generate", help="answer one task for the given inputs")
-    gen.add_argument("--task", required=True)
-    gen.add_argument("--model", default=None, help="a saved model directory (default: the built-in model)")
+    gen.add_argument("--task", required=True, help="a registered task (`unified tasks`)")
+    gen.add_argument("--model", type=directory, default=None, help=model_help)
     for name in ("image", "video", "audio"):
-        gen.add_argument(f"--{name}", default=None, help=f"{name} file")
+        gen.add_argument(f"--{name}", type=file, default=None, help=f"{name} file")
     for name in ("question", "text", "phrase"):
         gen.add_argument(f"--{name}", default=None)
     gen.add_argument("--options", nargs="+", default=None, help="multiple-choice options")
     gen.add_argument("--labels", nargs="+", default=None, help="class labels (classify)")
-    gen.add_argument("--num-values", type=int, default=None, help="how many numbers to answer (regress)")
+    gen.add_argument("--num-values", type=count, default=None, help="how many numbers to answer (regress)")
+    gen.add_argument("--allow-untrained", action="store_true", help="ask a task the model was not trained on")
     gen.add_argument("--json", action="store_true")
     gen.set_defaults(func=_generate)
 
-    ev = sub.add_parser("eval", help="evaluate a model on a data directory (one file per task)")
-    ev.add_argument("--model", default=None, help="a saved model directory (default: the built-in model)")
-    ev.add_argument("--data", required=True)
-    ev.add_argument("--tasks", nargs="+", default=None)
+    ev = sub.add_parser("eval", help="evaluate a model on a data directory (one file per task) or tar shards")
+    ev.add_argument("--model", type=directory, default=None, help=model_help)
+    ev.add_argument("--data", type=directory, required=True)
+    ev.add_argument("--tasks", nargs="+", default=None, help="default: the tasks the model was trained on")
     ev.add_argument("--ablate", action="store_true", help="also evaluate with one frame, no audio, no media")
-    ev.add_argument("--max-rows", type=int, default=None, help="a seeded sample of at most this many rows per task")
-    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--max-rows", type=count, default=None, help="a seeded sample of at most this many rows per task")
+    ev.add_argument("--batch-size", type=count, default=16)
     ev.add_argument("--skip-bad-rows", action="store_true")
+    ev.add_argument("--allow-outside-paths", action="store_true",
+                    help="relative media paths may leave the data directory (held-out rows sharing training clips)")
+    ev.add_argument("--allow-untrained", action="store_true", help="evaluate tasks the model was not trained on")
     ev.add_argument("--json", action="store_true", help="print one JSON object of the metrics")
     ev.set_defaults(func=_eval)
 
-    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True,
+                                                                   parser_class=Parser)
     synth = data.add_parser("synth", help="write a split of the synthetic audio-visual world (mp4 + JSONL per task)")
-    synth.add_argument("--out", required=True)
-    synth.add_argument("--n", type=int, default=100, help="clips")
-    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--out", type=out_directory, required=True)
+    synth.add_argument("--n", type=count, default=100, help="clips")
+    synth.add_argument("--seed", type=seed, default=0)
     synth.add_argument("--split", default="train", choices=["train", "test", "compositional"])
     synth.set_defaults(func=_synth)
     check = data.add_parser("check", help="read every row and decode every media file of a data directory; list the "
                                           "bad rows by file:row (exit 1 when there are any)")
-    check.add_argument("dir")
+    check.add_argument("dir", type=directory)
     check.add_argument("--tasks", nargs="+", default=None)
-    check.add_argument("--workers", type=int, default=None, help="decoding threads (default: min(8, cores))")
+    check.add_argument("--workers", type=count, default=None, help="decoding threads (default: min(8, cores))")
     check.add_argument("--allow-outside-paths", action="store_true")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=_check)
     shard = data.add_parser("shard", help="pack a data directory into tar shards with the media inside (train "
                                           "from them with data.train_dir=OUT)")
-    shard.add_argument("dir")
-    shard.add_argument("--out", required=True)
+    shard.add_argument("dir", type=directory)
+    shard.add_argument("--out", type=out_directory, required=True)
     shard.add_argument("--tasks", nargs="+", default=None)
-    shard.add_argument("--rows-per-shard", type=int, default=1000)
+    shard.add_argument("--rows-per-shard", type=count, default=1000)
     shard.add_argument("--skip-bad-rows", action="store_true", help="leave out rows that fail their checks")
     shard.add_argument("--no-check", action="store_true", help="do not decode every media file first")
-    shard.add_argument("--decode", metavar="CONFIG", default=None,
+    shard.add_argument("--decode", metavar="CONFIG", type=existing, default=None,
                        help="store videos and audio decoded as this training config (YAML) or saved model's "
                             "processor samples them, so training decodes nothing")
     shard.set_defaults(func=_shard)
 
     train = sub.add_parser("train", help="multitask training from a YAML config (key=value overrides)")
-    train.add_argument("config")
-    train.add_argument("overrides", nargs="*")
+    train.add_argument("config", type=file)
+    train.add_argument("overrides", nargs="*", help="dotted key=value, checked with the config")
     from unified.training.config import add_resume_flags
 
     add_resume_flags(train)
     train.set_defaults(func=_train)
 
     serve = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (chat completions, embeddings)")
-    serve.add_argument("model", nargs="?", default=None, help="a saved model directory (default: the built-in model)")
+    serve.add_argument("model", nargs="?", type=directory, default=None, help=model_help)
     serve.add_argument("--name", default=None, help="the model's name in requests (default: the directory's name)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--max-batch", type=int, default=8, help="rows per batched model call")
-    serve.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits to fill")
-    serve.add_argument("--timeout", type=float, default=120.0, help="seconds before a request gets 504")
-    serve.add_argument("--max-upload-mb", type=float, default=25.0, help="largest media item a request may carry")
-    serve.add_argument("--media-root", default=None, help="the only folder requests may name files in")
+    serve.add_argument("--port", type=port, default=8000)
+    serve.add_argument("--max-batch", type=count, default=8, help="rows per batched model call")
+    serve.add_argument("--max-wait-ms", type=non_negative_number, default=10.0, help="how long a batch waits to fill")
+    serve.add_argument("--timeout", type=positive_number, default=120.0, help="seconds before a request gets 504")
+    serve.add_argument("--max-upload-mb", type=positive_number, default=25.0,
+                       help="largest media item a request may carry")
+    serve.add_argument("--media-root", type=directory, default=None,
+                       help="the only folder requests may name files in")
     serve.add_argument("--api-key", default=None, help="require `Authorization: Bearer KEY` on /v1")
-    serve.add_argument("--decode-workers", type=int, default=4, help="threads decoding media")
+    serve.add_argument("--decode-workers", type=count, default=4, help="threads decoding media")
     serve.add_argument("--ray", action="store_true", help="run as a Ray Serve deployment")
-    serve.add_argument("--replicas", type=int, default=1, help="Ray Serve replicas (with --ray)")
-    serve.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs per replica (with --ray)")
-    serve.add_argument("--replica-gpus", type=float, default=None,
+    serve.add_argument("--replicas", type=count, default=1, help="Ray Serve replicas (with --ray)")
+    serve.add_argument("--replica-cpus", type=positive_number, default=1.0, help="CPUs per replica (with --ray)")
+    serve.add_argument("--replica-gpus", type=non_negative_number, default=None,
                        help="GPUs per replica (with --ray; default: 1 when CUDA is there, else 0)")
     serve.set_defaults(func=_serve)
 
     pred = sub.add_parser("predict", help="answer every row of a data directory or JSONL file (resumable)")
-    pred.add_argument("model", nargs="?", default=None, help="a saved model directory (default: the built-in model)")
-    pred.add_argument("--data", required=True, help="a data directory (one file per task) or one JSONL file")
-    pred.add_argument("--out", required=True, help="predictions.jsonl (appended to: a rerun skips rows it has)")
+    pred.add_argument("model", nargs="?", type=directory, default=None, help=model_help)
+    pred.add_argument("--data", type=existing, required=True,
+                      help="a data directory (one file per task) or one JSONL file")
+    pred.add_argument("--out", type=new_file, required=True,
+                      help="predictions.jsonl (appended to: a rerun skips rows it has)")
     pred.add_argument("--task", default=None, help="the task of a single --data file")
     pred.add_argument("--strict", action="store_true", help="stop at the first bad row (exit 1)")
-    pred.add_argument("--batch-size", type=int, default=16)
-    pred.add_argument("--workers", type=int, default=2, help="DataLoader workers decoding ahead")
+    pred.add_argument("--batch-size", type=count, default=16)
+    pred.add_argument("--workers", type=non_negative, default=2, help="DataLoader workers decoding ahead")
     pred.add_argument("--ray", action="store_true", help="spread the rows over a Ray cluster (Ray Data)")
-    pred.add_argument("--actors", type=int, default=2, help="model copies with --ray")
-    pred.add_argument("--actor-cpus", type=float, default=1.0, help="CPUs per actor with --ray")
+    pred.add_argument("--actors", type=count, default=2, help="model copies with --ray")
+    pred.add_argument("--actor-cpus", type=positive_number, default=1.0, help="CPUs per actor with --ray")
     pred.add_argument("--quiet", action="store_true", help="no progress bar")
     pred.set_defaults(func=_predict)
 
     ui = sub.add_parser("ui", help="a web page to try the model (Gradio)")
-    ui.add_argument("model", nargs="?", default=None, help="a saved model directory (default: the built-in model)")
+    ui.add_argument("model", nargs="?", type=directory, default=None, help=model_help)
     ui.add_argument("--name", default=None)
     ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=7860)
+    ui.add_argument("--port", type=port, default=7860)
     ui.set_defaults(func=_ui)
 
     tasks = sub.add_parser("tasks", help="the registered tasks with their inputs, prompts and metrics")

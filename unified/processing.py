@@ -81,20 +81,36 @@ class ProcessorConfig:
             if budget.get("image_size", 0) > self.image_size:
                 raise ConfigError(f"budgets.{task}.image_size", budget["image_size"],
                                   f"larger than the processor's image_size={self.image_size} (the model's frame size)")
-        if not isinstance(self.image_size, int) or self.image_size < 1:
-            raise ConfigError("image_size", self.image_size, "expected a positive int")
+        for name, value, ok, expected in self._ranges():
+            if not ok(value):
+                raise ConfigError(name, value, expected)
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ConfigError("image_std", self.image_std, "expected three positive numbers (and three means)")
-        if self.video_fps is not None and self.video_fps <= 0:
-            raise ConfigError("video_fps", self.video_fps, "expected a positive number or None")
         if self.video_fps is None and not self.num_frames:
             raise ConfigError("num_frames", self.num_frames, "required (>= 1) when video_fps is None")
-        if self.max_frames < 1:
-            raise ConfigError("max_frames", self.max_frames, "expected >= 1")
-        if self.sampling_rate < 1 or self.n_mels < 1 or self.max_audio_seconds <= 0:
-            raise ConfigError("sampling_rate/n_mels/max_audio_seconds", (self.sampling_rate, self.n_mels,
-                              self.max_audio_seconds), "expected positive values")
         return self
+
+    def _ranges(self) -> list[tuple[str, Any, Any, str]]:
+        """(field, value, test, what is expected) for every number: a negative frame count or a fps of 0 is refused
+        when the config is made, not at the first batch."""
+        def count(x):
+            return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+        def positive(x):
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
+
+        return [
+            ("image_size", self.image_size, count, "expected pixels, an int >= 1"),
+            ("video_fps", self.video_fps, lambda x: x is None or positive(x),
+             "expected frames per second > 0, or None (uniform sampling)"),
+            ("max_frames", self.max_frames, count, "expected frames, an int >= 1"),
+            ("num_frames", self.num_frames, lambda x: x is None or count(x), "expected frames, an int >= 1, or None"),
+            ("sampling_rate", self.sampling_rate, count, "expected samples per second, an int >= 1"),
+            ("n_mels", self.n_mels, count, "expected mel bands, an int >= 1"),
+            ("max_audio_seconds", self.max_audio_seconds, positive, "expected seconds > 0"),
+            ("max_length", self.max_length, lambda x: x is None or count(x),
+             "expected prompt tokens, an int >= 1, or None (no limit)"),
+        ]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ProcessorConfig:

@@ -19,23 +19,43 @@ from unified.hub import write_auto_map
 from unified.local_dirs import PICKLE_SUFFIXES, require_safetensors
 from unified.model.adapters import save_model
 
-__all__ = ["PICKLE_SUFFIXES", "TASK_OPTIONS", "read_task_options", "require_safetensors", "write_servable"]
+__all__ = ["PICKLE_SUFFIXES", "TASK_OPTIONS", "TASK_SOURCES", "read_task_options", "read_task_sources",
+           "require_safetensors", "write_servable"]
 
 TASK_OPTIONS = "task_options.json"  # {task: its options} for every task the model was trained on
+TASK_SOURCES = "task_sources.json"  # {task: {module, package, version}}: where each task's code comes from
 
 
 def write_servable(directory: str | Path, model: Any, processor: Any,
-                   task_options: Mapping[str, Mapping[str, Any]] | None = None, **save_kwargs: Any) -> Path:
+                   task_options: Mapping[str, Mapping[str, Any]] | None = None,
+                   task_sources: Mapping[str, Mapping[str, str]] | None = None, **save_kwargs: Any) -> Path:
     """Write everything `unified.Model.from_pretrained` needs into `directory`; returns it. `task_options` holds
-    every task the model was trained on, each with its options ({} for the defaults): what it can be asked."""
+    every task the model was trained on, each with its options ({} for the defaults): what it can be asked;
+    `task_sources` where each task's code comes from (`unified.task_zoo.registry.task_sources`)."""
     directory = Path(directory)
     save_model(model, directory, **save_kwargs)
     processor.save_pretrained(directory)
     if task_options is not None:
         (directory / TASK_OPTIONS).write_text(json.dumps({k: dict(v) for k, v in task_options.items()}, indent=2))
+    if task_sources:
+        (directory / TASK_SOURCES).write_text(json.dumps({k: dict(v) for k, v in task_sources.items()}, indent=2))
 
     write_auto_map(directory)  # transformers' Auto classes load it in a fresh process (trust_remote_code=True)
     return directory
+
+
+def read_task_sources(directory: str | Path) -> dict[str, dict[str, str]]:
+    """Where the saved model's tasks come from ({} for a model saved before it was recorded)."""
+    path = Path(directory) / TASK_SOURCES
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise InputError(str(path), None, f"not valid JSON ({err})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise InputError(str(path), data, "expected {task: {module, package, version}}")
+    return data
 
 
 def read_task_options(directory: str | Path) -> dict[str, dict[str, Any]]:

@@ -11,10 +11,11 @@ Errors a user can cause raise `unified.errors.InputError`; undecodable media rai
 `MediaDecodeError`.
 """
 
-from unified.media.audio import load_audio
+from unified.media.audio import Samples, load_audio
 from unified.media.image import load_image
 from unified.media.mel import log_mel, mel_filters
 from unified.media.member import Member
 from unified.media.video import Video, load_video, sample_times
 
-__all__ = ["Member", "Video", "load_audio", "load_image", "load_video", "log_mel", "mel_filters", "sample_times"]
+__all__ = ["Member", "Samples", "Video", "load_audio", "load_image", "load_video", "log_mel", "mel_filters",
+           "sample_times"]

@@ -32,6 +32,7 @@ Containers are opened with `with` (always closed), so the loader is safe in Data
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,23 @@ from unified.media.member import Member, decoded_array
 _ARRAY_CHUNK = 1 << 16  # samples per AudioFrame when resampling an array
 
 
+@dataclass(frozen=True)
+class Samples:
+    """Samples in memory with their rate: a 1-D float array or tensor in [-1, 1] recorded at `rate` samples per
+    second. `Model.generate(audio=array, source_rate=...)` wraps arrays in it; `load_audio` takes it like any
+    source.
+
+        >>> load_audio(Samples(np.zeros(44100, np.float32), rate=44100)).shape
+        torch.Size([16000])
+    """
+
+    samples: Any
+    rate: int
+
+    def __post_init__(self) -> None:
+        _check_rate("source_rate", self.rate)
+
+
 def load_audio(source: Any, *, sampling_rate: int = 16000, source_rate: int | None = None) -> torch.Tensor:
     """Decode and resample to mono float32 [N] at `sampling_rate` (see the module docstring).
 
@@ -55,6 +73,10 @@ def load_audio(source: Any, *, sampling_rate: int = 16000, source_rate: int | No
     _check_rate("sampling_rate", sampling_rate)
     if source_rate is not None:
         _check_rate("source_rate", source_rate)
+    if isinstance(source, Samples):
+        if source_rate is not None and source_rate != source.rate:
+            raise InputError("source_rate", source_rate, f"the samples state their own rate ({source.rate})")
+        return _load_array(source.samples, sampling_rate, source.rate)
     if isinstance(source, Member):  # inside a tar shard: its bytes, or the waveform decoded when it was sharded
         if source.decoded is not None:
             return torch.from_numpy(decoded_array(source, "audio", {"sampling_rate": sampling_rate}))

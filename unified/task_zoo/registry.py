@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, packages_distributions, version
 from typing import Any
 
 from unified.errors import ConfigError, InputError
@@ -94,6 +94,26 @@ def _lookup(name: str) -> type[Task]:
     if name not in TASKS:
         raise InputError("task", name, f"no task registered under this name; registered: {sorted(TASKS)}")
     return TASKS[name]
+
+
+def task_sources(names: Iterable[str]) -> dict[str, dict[str, str]]:
+    """{task: {"module", "package", "version"}}: where each registered task's class comes from, saved with a model
+    so that loading it where a plug-in is missing names the package to install. Unknown names are left out."""
+    load_plugins()
+    found = {}
+    for name in names:
+        if name not in TASKS:
+            continue
+        module = TASKS[name].__module__
+        top = module.split(".")[0]
+        packages = packages_distributions().get(top, [])
+        package = packages[0] if packages else top
+        try:
+            version_ = version(package)
+        except PackageNotFoundError:
+            version_ = ""
+        found[name] = {"module": module, "package": package, "version": version_}
+    return found
 
 
 COMMON_OPTIONS = ("max_new_tokens",)  # options every task takes (`Task.max_new_tokens`), set here, not by the task

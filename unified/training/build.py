@@ -128,12 +128,18 @@ def preflight(tasks, rows: dict[str, list], processor) -> None:
     `ConfigError` naming the task and the row:
     - every row of a task answered under its grammar gets a decoding constraint from this vocabulary (two options
       that encode alike raise);
-    - under a `max_length` budget (prompt tokens; text is never cut), every row's longest prompt fits it."""
+    - under a `max_length` budget (prompt tokens; text is never cut), every row's longest prompt fits it;
+    - fields a task reads from the media agree with them (`Task.complete`: a grounding row's `image_size` and its
+      image), the media read once into the processor's cache, which training then reads from."""
     tokenizer = processor.tokenizer
     for name, task in tasks.items():
         limit = processor.settings(name).max_length
         for row in rows.get(name, []):
             where = f"task {name!r} ({row.get('_source', 'a row')})"
+            try:
+                task.complete(row, processor)
+            except InputError as err:
+                raise ConfigError(where, err.value, f"{err.what}: {err.reason} (found before training)") from err
             if task.answer_mode == "generate":
                 try:
                     constraint(task, row, tokenizer)
@@ -205,6 +211,9 @@ def check_run_settings(cfg: TrainConfig, model: Any, tasks: dict[str, Any]) -> N
         unknown = sorted(set(stage.tasks or []) - set(tasks))
         if unknown or stage.tasks == []:
             raise ConfigError(f"stages[{i}].tasks", stage.tasks, f"not in the training data's tasks {sorted(tasks)}")
+    if cfg.data.pack and all(task.contrastive for task in tasks.values()):
+        raise ConfigError("data.pack", True, f"nothing to pack: every task of this run ({sorted(tasks)}) is "
+                          "contrastive, trained on whole batches of pairs that are never packed")
     f = model.config.fusion
     if cfg.data.pack and (model.lm is not None or f.mode != "concat" or f.in_decoder):
         what = "a pretrained text backbone" if model.lm is not None else f"fusion.mode {f.mode!r}" + (

@@ -24,8 +24,14 @@ import torch
 
 from unified.errors import InputError
 from unified.saving import write_servable
+from unified.task_zoo.registry import task_sources
 from unified.training.config import to_dict
 from unified.training.report import flat_config
+
+# everything a run writes into its output_dir (`--overwrite` removes all of it; the synthetic data it wrote under
+# data/ stays, since it is rewritten whenever its settings differ)
+RUN_OUTPUTS = ("checkpoints", "final", "best", "ranks", "logs", "summary.json", "eval.jsonl", "loss.png",
+               "config.json")
 
 PREFIX = "step-"
 
@@ -60,7 +66,8 @@ def save_checkpoint(root: str | Path, step: int, model: Any, processor: Any, tra
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
-    write_servable(tmp, model, processor, task_options, safe_serialization=True)  # a servable model, plus:
+    sources = task_sources(task_options or {})
+    write_servable(tmp, model, processor, task_options, sources, safe_serialization=True)  # a servable model, plus:
     torch.save({**trainer_state, "step": step}, tmp / "trainer.pt")
     for file_name, text in (extra or {}).items():
         (tmp / file_name).write_text(text)
@@ -128,6 +135,24 @@ def fingerprint(cfg: Any, train_rows: dict[str, list], eval_rows: dict[str, list
     data = {f"train/{t}": digest(r) for t, r in train_rows.items()}
     data.update({f"eval/{t}": digest(r) for t, r in eval_rows.items()})
     return {"config": flat, "data": data}
+
+
+# what a checkpoint's weights, vocabulary, processor and adapters already fix: these cannot change on resume (the
+# run would train the checkpoint's model while its config.json recorded another); model settings that only change
+# how the model runs may
+FIXED_BY_CHECKPOINT = ("model.", "tokenizer.", "processor.", "lora.")
+RUNTIME_MODEL_SETTINGS = ("model.gradient_checkpointing", "model.compile")
+
+
+def fixed_changes(checkpoint: Path, now: dict[str, Any]) -> list[str]:
+    """The config keys the checkpoint fixes (`FIXED_BY_CHECKPOINT`) whose value differs in `now`, one phrase each."""
+    file = checkpoint / FINGERPRINT
+    if not file.is_file():
+        return []
+    old, new = json.loads(file.read_text()).get("config", {}), now.get("config", {})
+    return [f"{key}: {old.get(key, '(absent)')} -> {new.get(key, '(absent)')}" for key in sorted(set(old) | set(new))
+            if old.get(key) != new.get(key) and key.startswith(FIXED_BY_CHECKPOINT)
+            and not key.startswith(RUNTIME_MODEL_SETTINGS)]
 
 
 def fingerprint_changes(checkpoint: Path, now: dict[str, Any]) -> list[str]:

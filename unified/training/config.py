@@ -27,6 +27,7 @@ import yaml
 
 from unified.errors import ConfigError
 from unified.model.configuration import PRESETS, PresetName
+from unified.processing import ProcessorConfig
 from unified.settings import check_choices, setting
 from unified.tokenizers.layout import VocabLayout
 
@@ -224,6 +225,7 @@ class TrainConfig:
         for key, value, ok, reason in number_rules(self):
             if value is not None and not ok(value):
                 raise ConfigError(key, value, reason)
+        check_budgets(self)
         cache = self.data.media_cache_mb
         if isinstance(cache, bool) or not isinstance(cache, int) or cache < 0:
             raise ConfigError("data.media_cache_mb", cache, "expected megabytes >= 0 (0 = no cache)")
@@ -266,6 +268,24 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------------------ number ranges
+def check_budgets(cfg: TrainConfig) -> None:
+    """Each media budget's fields and values, as the processor will read them, when the config loads (not at the
+    first batch, after the model was built): `ConfigError` naming `budgets.<task>.<field>` or `data.budget.<field>`."""
+    if not isinstance(cfg.budgets, dict) or not all(isinstance(b, dict) for b in cfg.budgets.values()):
+        raise ConfigError("budgets", cfg.budgets, "expected {task: {budget field: value}}")
+    p = cfg.processor
+    base = dict(image_size=p.image_size, video_fps=p.video_fps, max_frames=p.max_frames, fit=p.fit)
+    checks = [("data.budget", {"all tasks": cfg.data.budget})]
+    checks += [("budgets", {task: {**cfg.data.budget, **b}}) for task, b in cfg.budgets.items()]
+    for prefix, budgets in checks:
+        try:
+            ProcessorConfig(**base, budgets=budgets).validate()
+        except ConfigError as err:
+            field = err.field.split(".")[-1] if prefix == "data.budget" else err.field.removeprefix("budgets.")
+            raise ConfigError(f"{prefix}.{field}", err.value, err.reason) from None
+
+
+
 def number_rules(cfg: TrainConfig) -> list[tuple[str, Any, Any, str]]:
     """(dotted key, value, test, what is expected) for every number whose range is known: a negative learning
     rate or a dropout of 1.5 is refused before anything trains."""

@@ -10,6 +10,7 @@ lengths (less padding), still one permutation per epoch.
 from __future__ import annotations
 
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,20 @@ from unified.errors import ConfigError, MediaDecodeError
 
 
 def _synthetic(out: Path, n: int, seed: int, split: str, log) -> Path:
-    done = out / ".complete"
-    if not done.is_file():
+    """The synthetic split under `out`, written once for these settings; rewritten when they differ (another
+    n, seed or split must never train on the clips of the earlier one)."""
+    done, wanted = out / ".complete", f"{n} {seed} {split}\n"
+    if done.is_file() and done.read_text() == wanted:
+        return out
+    if out.exists():
+        earlier = done.read_text().strip() if done.is_file() else "an unfinished write"
+        log(f"{out} holds synthetic clips of other settings ({earlier}); writing {n} {split} clips of seed {seed} "
+            "instead")
+        shutil.rmtree(out)
+    else:
         log(f"writing {n} synthetic {split} clips to {out}")
-        write_split(out, n, seed=seed, split=split, progress=True)
-        done.write_text(f"{n} {seed} {split}\n")
+    write_split(out, n, seed=seed, split=split, progress=True)
+    done.write_text(wanted)
     return out
 
 

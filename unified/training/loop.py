@@ -48,13 +48,16 @@ from unified.model.backbone import lora_targets
 from unified.saving import write_servable
 from unified.task_zoo import fit_tasks
 from unified.task_zoo.evaluation import evaluate
+from unified.task_zoo.registry import task_sources
 from unified.training.batches import PlannedBatches, Planner, Prepared, batch_loader
 from unified.training.build import build_stack, check_run_settings, preflight, unused_parameters
 from unified.training.callbacks import Callback, Callbacks, KeepBest, LossPlot, Trackers
 from unified.training.checkpoint import (
     FINGERPRINT,
+    RUN_OUTPUTS,
     fingerprint,
     fingerprint_changes,
+    fixed_changes,
     latest_checkpoint,
     load_trainer_state,
     rng_state,
@@ -384,10 +387,12 @@ class Run:
         differ from the checkpoint's stops, naming what changed, unless `allow_changes`."""
         latest = latest_checkpoint(self.ckpt_root)
         if overwrite:
-            if self.main and (latest is not None or (self.out / "final").exists()):
-                self.log(f"--overwrite: removing the earlier run's checkpoints and final/ under {self.out}")
-                shutil.rmtree(self.ckpt_root, ignore_errors=True)
-                shutil.rmtree(self.out / "final", ignore_errors=True)
+            earlier = [self.out / name for name in RUN_OUTPUTS if (self.out / name).exists()]
+            if self.main and earlier:
+                self.log(f"--overwrite: removing the earlier run's {', '.join(p.name for p in earlier)} under "
+                         f"{self.out}")
+                for path in earlier:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
             self.accelerator.wait_for_everyone()
             return None
         if resume == "never":
@@ -398,6 +403,11 @@ class Run:
         path = latest if resume == "auto" else Path(resume)
         if path is None:
             return None
+        fixed = fixed_changes(path, self.fingerprint)
+        if fixed:  # even with --allow-changes: the checkpoint's model would train under another model's record
+            raise ConfigError("--resume", str(path), f"the checkpoint fixes what these settings would change: "
+                              f"{'; '.join(fixed)}. Start a new run from its weights instead (model.init_from="
+                              f"{path} in another output_dir), or put the settings back")
         changes = fingerprint_changes(path, self.fingerprint)
         if changes and not allow_changes:
             raise ConfigError("--resume", str(path), f"the run's {'; '.join(changes)} since this checkpoint; "
@@ -447,7 +457,7 @@ class Run:
         model = self.servable()
         if self.main:
             with self.callbacks.serving(self, model):
-                write_servable(self.out / "final", model, self.processor, self.served)
+                write_servable(self.out / "final", model, self.processor, self.served, task_sources(self.served))
         write_rank_report(self.out, self.accelerator, param_checksum(self.core), self.seen,
                           find_unused_parameters=self.sharding is None and self.ddp.find_unused_parameters,
                           fsdp=None if self.sharding is None else self.sharding.strategy)

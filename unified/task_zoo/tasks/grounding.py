@@ -4,6 +4,7 @@ start and end of the moment as two time tokens, relative to the clip's duration)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,10 @@ from unified.errors import InputError
 from unified.task_zoo.base import Task
 from unified.task_zoo.registry import register_task
 from unified.tokenizers import Box, box_to_tokens, span_to_tokens, tokens_to_box, tokens_to_span
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @register_task("grounding")
@@ -27,11 +32,35 @@ class Grounding(Task):
                    "image_size": [64, 64]}
 
     def complete(self, row: Mapping[str, Any], media: Any) -> dict[str, Any]:
+        """The frame size read from the image or video; a given `image_size` must agree with it (boxes are in
+        its pixels: another size would move every box)."""
         row = dict(row)
+        modality = "image" if row.get("image") is not None else "video"
+        size = list(media.frame_size(row[modality], modality))
         if row.get("image_size") is None:
-            modality = "image" if row.get("image") is not None else "video"
-            row["image_size"] = list(media.frame_size(row[modality], modality))
+            row["image_size"] = size
+        elif [float(v) for v in row["image_size"]] != [float(v) for v in size]:
+            raise InputError(f"grounding image_size of {row.get('_source', 'a row')}", row["image_size"],
+                             f"contradicts its {modality}, whose frames are {size[0]} x {size[1]} px")
         return row
+
+    def check_row(self, row: Mapping[str, Any], with_target: bool = True) -> None:
+        """Also: `image_size` is two positive numbers, and the box four numbers with x1 < x2 and y1 < y2 inside it."""
+        super().check_row(row, with_target)
+        size = row.get("image_size")
+        if size is not None and not (len(size) == 2 and all(_number(v) and v > 0 for v in size)):
+            raise InputError("grounding image_size", size, "expected [width, height] in pixels, both > 0")
+        box = row.get("box")
+        if not with_target or box is None:
+            return
+        if len(box) != 4 or not all(_number(v) for v in box):
+            raise InputError("grounding box", box, "expected [x1, y1, x2, y2] in pixels")
+        x1, y1, x2, y2 = box
+        if not (x1 < x2 and y1 < y2):
+            raise InputError("grounding box", box, "expected x1 < x2 and y1 < y2")
+        if size is not None and (min(x1, y1) < 0 or x2 > size[0] or y2 > size[1]):
+            raise InputError("grounding box", box, f"lies outside the image of {size[0]} x {size[1]} px "
+                             "(image_size)")
 
     def answer_length(self, row: Mapping[str, Any]) -> int:
         return 4  # x1 y1 x2 y2
@@ -71,11 +100,20 @@ class TemporalGrounding(Task):
         return row
 
     def check_row(self, row: Mapping[str, Any], with_target: bool = True) -> None:
+        """Also: `duration` is positive, and the span [start, end] has start < end inside [0, duration]."""
         super().check_row(row, with_target)
+        duration = row.get("duration")
+        if duration is not None and not (_number(duration) and duration > 0):
+            raise InputError("temporal_grounding duration", duration, "expected seconds > 0")
         span = row.get("span")
-        if with_target and (len(span) != 2 or not all(isinstance(t, (int, float)) and not isinstance(t, bool)
-                                                      for t in span)):
+        if not with_target or span is None:
+            return
+        if len(span) != 2 or not all(_number(t) for t in span):
             raise InputError("temporal_grounding span", span, "expected [start, end] in seconds")
+        if not 0 <= span[0] < span[1]:
+            raise InputError("temporal_grounding span", span, "expected 0 <= start < end")
+        if duration is not None and span[1] > duration:
+            raise InputError("temporal_grounding span", span, f"ends past the clip's duration {duration} s")
 
     def answer_length(self, row: Mapping[str, Any]) -> int:
         return 2  # start, end
