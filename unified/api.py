@@ -303,30 +303,33 @@ def with_audio_rate(audio: Any, source_rate: int | None, default_rate: int) -> A
     """Audio given as samples in memory (1-D float arrays or tensors) wrapped with their rate
     (`unified.media.audio.Samples`); files and bytes as given. Samples without a rate are taken to be at
     `default_rate` (the processor's), with a warning naming the assumption."""
-    items = list(audio) if isinstance(audio, (list, tuple)) else [audio]
-    arrays = [isinstance(a, (np.ndarray, torch.Tensor)) for a in items]
-    if source_rate is not None and not any(arrays):
-        raise InputError("source_rate", source_rate, "only for audio given as samples in memory; a file or bytes "
-                         "carry their own rate")
-    if any(arrays) and source_rate is None:
+    def missing():
         warnings.warn(f"audio samples given without source_rate= are taken to be at {default_rate} Hz (the "
-                      "processor's rate); give their rate to be sure", stacklevel=4)
-        source_rate = default_rate
-    out = [Samples(a, source_rate) if is_array else a for a, is_array in zip(items, arrays)]
-    return out if isinstance(audio, (list, tuple)) else out[0]
+                      "processor's rate); give their rate to be sure", stacklevel=5)
+        return default_rate
+
+    return _with_rate(audio, source_rate, "source_rate", "audio given as samples in memory", Samples, missing)
 
 
 def with_rate(video: Any, source_fps: float | None) -> Any:
     """Videos given as frames in memory ([T, H, W, 3] uint8 arrays or tensors) wrapped with their rate
     (`unified.media.video.Frames`); files and bytes as given. Frames without a rate raise: taking them as 1 fps
     would misplace every moment in time."""
-    items = list(video) if isinstance(video, (list, tuple)) else [video]
-    arrays = [isinstance(v, (np.ndarray, torch.Tensor)) for v in items]
-    if source_fps is not None and not any(arrays):
-        raise InputError("source_fps", source_fps, "only for a video given as frames in memory; a file or "
-                         "bytes carry their own rate")
-    if any(arrays) and source_fps is None:
+    def missing():
         raise InputError("video", "frames in memory", "give source_fps= (their frame rate); a file's rate is read "
                          "from the file")
-    out = [Frames(v, source_fps) if is_array else v for v, is_array in zip(items, arrays)]
-    return out if isinstance(video, (list, tuple)) else out[0]
+
+    return _with_rate(video, source_fps, "source_fps", "a video given as frames in memory", Frames, missing)
+
+
+def _with_rate(media: Any, rate: Any, name: str, what: str, wrap: Any, missing: Any) -> Any:
+    # arrays (one, or a list: a batch) wrapped with their rate; a rate for files only is refused, since a file
+    # states its own; arrays without one get what `missing` says (a default, or an error)
+    items = list(media) if isinstance(media, (list, tuple)) else [media]
+    arrays = [isinstance(m, (np.ndarray, torch.Tensor)) for m in items]
+    if rate is not None and not any(arrays):
+        raise InputError(name, rate, f"only for {what}; a file or bytes carry their own rate")
+    if any(arrays) and rate is None:
+        rate = missing()
+    out = [wrap(m, rate) if is_array else m for m, is_array in zip(items, arrays)]
+    return out if isinstance(media, (list, tuple)) else out[0]

@@ -46,21 +46,16 @@ def write_servable(directory: str | Path, model: Any, processor: Any,
 
 def read_task_sources(directory: str | Path) -> dict[str, dict[str, str]]:
     """Where the saved model's tasks come from ({} for a model saved before it was recorded)."""
-    path = Path(directory) / TASK_SOURCES
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise InputError(str(path), None, f"not valid JSON ({err})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise InputError(str(path), data, "expected {task: {module, package, version}}")
-    return data
+    return _read_per_task(Path(directory) / TASK_SOURCES, "{task: {module, package, version}}")
 
 
 def read_task_options(directory: str | Path) -> dict[str, dict[str, Any]]:
     """The per-task settings saved with a model ({} when it has none)."""
-    path = Path(directory) / TASK_OPTIONS
+    return _read_per_task(Path(directory) / TASK_OPTIONS, "{task: {option: value}}")
+
+
+def _read_per_task(path: Path, expected: str) -> dict[str, dict[str, Any]]:
+    # {task: {...}} from a JSON file beside the weights; absent: {}; anything else names the file
     if not path.is_file():
         return {}
     try:
@@ -68,5 +63,5 @@ def read_task_options(directory: str | Path) -> dict[str, dict[str, Any]]:
     except json.JSONDecodeError as err:
         raise InputError(str(path), None, f"not valid JSON ({err})") from None
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise InputError(str(path), data, "expected {task: {option: value}}")
+        raise InputError(str(path), data, f"expected {expected}")
     return data
