@@ -4,7 +4,9 @@ server, real pretrained checkpoints, a long run) is marked with `<!-- not run: r
 
 from __future__ import annotations
 
+import contextlib
 import re
+import shlex
 import textwrap
 from pathlib import Path
 
@@ -66,6 +68,8 @@ def workspace(tmp_path_factory):
     write_split(root / "data" / "test", 3, seed=1, split="test", progress=False)
     (root / "runs" / "shapes-small").mkdir(parents=True)
     (root / "runs" / "shapes-small" / "best").symlink_to(DEFAULT_MODEL_DIR)
+    (root / "runs" / "shapes").mkdir()
+    (root / "runs" / "shapes" / "best").symlink_to(DEFAULT_MODEL_DIR)
     from task_rows import tiny_stack
 
     _, _, tiny = tiny_stack()
@@ -88,16 +92,38 @@ def workspace(tmp_path_factory):
     return {"root": root, "ran": set()}
 
 
+@contextlib.contextmanager
+def documented_server(page: Path, log: Path):
+    """The page's own `unified serve ... --port 8000` command run on a free port, with the base URL its blocks should
+    reach it at; nothing for a page that starts no server."""
+    command = next((line for line in page.read_text().splitlines() if line.startswith("unified serve ")), None)
+    if command is None:
+        yield None
+        return
+    from serving_fixtures import start_cli_server, stop
+
+    args = shlex.split(command)[2:]
+    port = args.index("--port")
+    proc, base = start_cli_server(args[:port] + args[port + 2:], log)
+    try:
+        yield base
+    finally:
+        stop(proc)
+
+
 @pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
-def test_every_python_block_runs_in_order(workspace, monkeypatch, page):
+def test_every_python_block_runs_in_order(workspace, monkeypatch, page, tmp_path):
     monkeypatch.chdir(workspace["root"])
     namespace = {"__name__": f"docs_{page.stem}"}
     try:
-        for i, (code, skip) in enumerate(blocks(page)):
-            if skip is not None or code in workspace["ran"]:  # a block shown on two pages runs once
-                continue
-            exec(compile(code, f"{page.name} block {i}", "exec"), namespace)
-            workspace["ran"].add(code)
+        with documented_server(page, tmp_path / "server.log") as base:
+            for i, (code, skip) in enumerate(blocks(page)):
+                if skip is not None or code in workspace["ran"]:  # a block shown on two pages runs once
+                    continue
+                if base is not None:
+                    code = code.replace("http://127.0.0.1:8000", base)
+                exec(compile(code, f"{page.name} block {i}", "exec"), namespace)
+                workspace["ran"].add(code)
     finally:
         registry.TASKS.pop("count_shapes", None)
     if page.name == "evaluation.md":
