@@ -24,6 +24,7 @@ LAYERS = [
     {"model", "heads"},  # the network and its output heads
     {"processing"},  # rows of media and text -> batches
     {"saving", "hub"},  # a servable directory, and the shim transformers' Auto classes load it through
+    {"merging"},  # saved models merged weight by weight into a new servable directory
     {"task_zoo"},  # tasks: prompts, grammars, decoding, metrics, evaluation
     {"data"},  # data files, shards, the synthetic world
     {"training"},  # the training loop and what it builds

@@ -6,7 +6,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "__version__"]
+__all__ = ["Model", "__version__", "merge"]
 
 
 def __getattr__(name: str):
@@ -15,4 +15,8 @@ def __getattr__(name: str):
         from unified.api import Model
 
         return Model
+    if name == "merge":  # saved models merged into one (unified.merging)
+        from unified.merging import merge
+
+        return merge
     raise AttributeError(f"module 'unified' has no attribute {name!r}")

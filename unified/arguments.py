@@ -53,6 +53,16 @@ def _number(low: float, inclusive: bool):
     return parse
 
 
+def _real(text: str):
+    value = float(text)
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def _fraction(text: str):
+    value = float(text)
+    return value if 0.0 <= value <= 1.0 else None
+
+
 def _directory(text: str):
     return text if Path(text).is_dir() else None
 
@@ -82,6 +92,8 @@ seed = _checked("seed", _integer(0), "an integer >= 0", "-1")
 port = _checked("port", lambda t: (lambda v: v if 1 <= v <= 65535 else None)(int(t)), "a port 1..65535", "0")
 positive_number = _checked("positive_number", _number(0.0, inclusive=False), "a number > 0", "0")
 non_negative_number = _checked("non_negative_number", _number(0.0, inclusive=True), "a number >= 0", "-1")
+real = _checked("real", _real, "a finite number", "nan")
+fraction = _checked("fraction", _fraction, "a number in [0, 1]", "1.5")
 directory = _checked("directory", _directory, "an existing directory", "/nonexistent/unified-dir")
 existing = _checked("existing", _existing, "an existing file or directory", "/nonexistent/unified-path")
 file = _checked("file", _file, "an existing file", "/nonexistent/unified-file")

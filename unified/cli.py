@@ -13,6 +13,9 @@
     unified predict [MODEL] --data DIR|FILE --out predictions.jsonl [--task NAME] [--strict] [--ray]
                                                       answer every row of a corpus, resumable
     unified ui [MODEL] [--port P]                     a web page to try the model (Gradio)
+    unified merge A B [...] --method linear|slerp|ties|dare|svd-delta [--base BASE] [--weights W ...] [--t T]
+                  [--rank R] [--density D] --out DIR [--overwrite]
+                                                      saved models merged weight by weight (docs/toolkit.md)
 
 A user's mistake (a missing file, an unknown task) prints one `unified: error: ...` line and exits with 2.
 """
@@ -29,12 +32,14 @@ from unified.arguments import (
     directory,
     existing,
     file,
+    fraction,
     new_file,
     non_negative,
     non_negative_number,
     out_directory,
     port,
     positive_number,
+    real,
     seed,
 )
 from unified.errors import UnifiedError
@@ -201,6 +206,15 @@ def _ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from unified.merging import merge
+
+    out = merge(args.models, args.out, method=args.method, base=args.base, weights=args.weights, t=args.t,
+                rank=args.rank, density=args.density, seed=args.seed, overwrite=args.overwrite)
+    print(f"merged {len(args.models)} models ({args.method}) into {out}")
+    return 0
+
+
 def _model_name(path: str | None) -> str:
     from pathlib import Path
 
@@ -331,6 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=port, default=7860)
     ui.set_defaults(func=_ui)
+
+    mrg = sub.add_parser("merge", help="merge saved models of one architecture into a new one (docs/toolkit.md)")
+    mrg.add_argument("models", nargs="+", type=directory, help="saved model directories (svd-delta: OLDER NEWER)")
+    mrg.add_argument("--method", default="linear", choices=["linear", "slerp", "ties", "dare", "svd-delta"])
+    mrg.add_argument("--base", type=directory, default=None,
+                     help="the common ancestor task vectors are taken from (ties, dare, svd-delta)")
+    mrg.add_argument("--weights", nargs="+", type=real, default=None, help="one per model (linear, ties, dare)")
+    mrg.add_argument("--t", type=fraction, default=0.5, help="slerp / svd-delta: 0 = the first model, 1 = the second")
+    mrg.add_argument("--rank", type=count, default=16, help="svd-delta: rank of the newer model's delta")
+    mrg.add_argument("--density", type=fraction, default=0.5, help="ties / dare: share of each task vector kept")
+    mrg.add_argument("--seed", type=seed, default=0, help="dare: seed of the dropped entries")
+    mrg.add_argument("--out", type=out_directory, required=True)
+    mrg.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    mrg.set_defaults(func=_merge)
 
     tasks = sub.add_parser("tasks", help="the registered tasks with their inputs, prompts and metrics")
     tasks.add_argument("--json", action="store_true")
