@@ -60,7 +60,7 @@ BASE = {  # the smallest valid command line of each subcommand, positionals last
     "generate": ["--task", "caption"], "eval": ["--data", "."], "data synth": ["--out", "OUT"],
     "data check": ["."], "data shard": [".", "--out", "OUT"], "train": ["training/configs/tiny-smoke.yaml"],
     "predict": ["--data", ".", "--out", "OUT/p.jsonl"], "serve": [], "ui": [], "demo": [], "tasks": [],
-    "merge": [".", ".", "--out", "OUT/merged"],
+    "merge": [".", ".", "--out", "OUT/merged"], "export": [".", "--out", "OUT/exported"],
 }
 
 

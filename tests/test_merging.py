@@ -116,7 +116,8 @@ def test_cli_merge_with_svd_delta_and_refusals(saved, tmp_path, capsys):
     expected = wbase[key] + truncate_rank(wb[key] - wbase[key], 2)  # t = 1: base + rank-2 delta of B
     assert torch.allclose(merged[key], expected, atol=1e-5)
     assert main(args) == 2 and "already holds files" in capsys.readouterr().err  # nothing overwritten
-    assert main([*args, "--overwrite"]) == 0
+    assert main(["merge", str(paths["a"]), str(paths["b"]), "--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["merge"]["method"] == "linear"
     assert main(["merge", str(paths["a"]), str(paths["b"]), "--method", "ties", "--out", str(tmp_path / "x")]) == 2
     assert "--base" in capsys.readouterr().err
 

@@ -16,6 +16,8 @@
     unified merge A B [...] --method linear|slerp|ties|dare|svd-delta [--base BASE] [--weights W ...] [--t T]
                   [--rank R] [--density D] --out DIR [--overwrite]
                                                       saved models merged weight by weight (docs/toolkit.md)
+    unified export MODEL --out DIR [--merge-adapters] [--dtype bf16|fp16|fp32] [--quantize int8|int4]
+                   [--max-size 4.5GB] [--overwrite]   a model rewritten for shipping (docs/toolkit.md)
 
 A user's mistake (a missing file, an unknown task) prints one `unified: error: ...` line and exits with 2.
 """
@@ -41,6 +43,7 @@ from unified.arguments import (
     positive_number,
     real,
     seed,
+    size,
 )
 from unified.errors import UnifiedError
 
@@ -215,6 +218,15 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from unified.exporting import export
+
+    out = export(args.source, args.out, dtype=args.dtype, quantize=args.quantize, merge_adapters=args.merge_adapters,
+                 max_size=args.max_size, overwrite=args.overwrite)
+    print(f"exported {args.source} to {out}")
+    return 0
+
+
 def _model_name(path: str | None) -> str:
     from pathlib import Path
 
@@ -359,6 +371,21 @@ def build_parser() -> argparse.ArgumentParser:
     mrg.add_argument("--out", type=out_directory, required=True)
     mrg.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     mrg.set_defaults(func=_merge)
+
+    exp = sub.add_parser("export", help="a saved model rewritten for shipping: adapters folded in, a smaller dtype, "
+                                        "int8 / int4 linear layers, under a size budget (docs/toolkit.md)")
+    exp.add_argument("source", type=directory, help="a saved model directory")
+    exp.add_argument("--out", type=out_directory, required=True)
+    exp.add_argument("--merge-adapters", action="store_true",
+                     help="fold per-task LoRA adapters into the weights: one directory per adapter under --out")
+    exp.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
+                     help="of every floating weight (default: as saved)")
+    exp.add_argument("--quantize", default=None, choices=["int8", "int4"],
+                     help="weight-only linear layers of the language model (torchao: the `quant` extra)")
+    exp.add_argument("--max-size", type=size, default=None,
+                     help="refuse, writing nothing, when the export is larger (4.5GB, 900MB, 2GiB)")
+    exp.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    exp.set_defaults(func=_export)
 
     tasks = sub.add_parser("tasks", help="the registered tasks with their inputs, prompts and metrics")
     tasks.add_argument("--json", action="store_true")
