@@ -28,7 +28,7 @@ from transformers import GenerationConfig
 from unified.errors import ConfigError, InputError
 
 __all__ = ["SCHEMES", "describe", "load_quantized", "quantize_linears", "quantized_state", "read_quantization",
-           "torchao_missing"]
+           "save_quantized", "torchao_missing"]
 
 SCHEMES = ("int8", "int4")
 INT4_GROUP = 32
@@ -76,15 +76,29 @@ def _tied(network: nn.Module) -> set[str]:
     return set(tied()) if tied is not None else set()
 
 
-def quantized_state(network: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def quantized_state(network: nn.Module, state: dict[str, torch.Tensor] | None = None
+                    ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(plain tensors, metadata) for `safetensors.torch.save_file`: torchao's tensors as their parts (int8 data,
     scales, zero points) and a JSON description of each in the metadata; tied copies left out."""
     from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
 
     tied = _tied(network)
-    state = {k: v.detach() for k, v in network.state_dict().items() if k not in tied}
+    state = {k: v.detach() for k, v in (network.state_dict() if state is None else state).items() if k not in tied}
     tensors, metadata = flatten_tensor_state_dict(state)
     return {k: v.contiguous() for k, v in tensors.items()}, {**metadata, "format": "pt"}
+
+
+def save_quantized(network: nn.Module, directory: str | Path, state: dict[str, torch.Tensor] | None = None) -> None:
+    """config.json, generation_config.json and model.safetensors of a network with quantised weights (`state`: its
+    weights under the names to save, by default its own state dict)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors, metadata = quantized_state(network, state)
+    network.config.save_pretrained(directory)
+    network.generation_config.save_pretrained(directory)
+    save_file(tensors, str(directory / "model.safetensors"), metadata=metadata)
 
 
 def load_quantized(directory: str | Path, dtype: torch.dtype, model_class: type) -> nn.Module:
