@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[dev,metrics,docs,serve,ui,ray]"
+	$(PY) -m pip install -q -e ".[dev,metrics,docs,serve,ui,ray,quant]"
 	-$(MAKE) --no-print-directory chromium
 	touch $@
 

@@ -60,6 +60,7 @@ BASE = {  # the smallest valid command line of each subcommand, positionals last
     "generate": ["--task", "caption"], "eval": ["--data", "."], "data synth": ["--out", "OUT"],
     "data check": ["."], "data shard": [".", "--out", "OUT"], "train": ["training/configs/tiny-smoke.yaml"],
     "predict": ["--data", ".", "--out", "OUT/p.jsonl"], "serve": [], "ui": [], "demo": [], "tasks": [],
+    "merge": [".", ".", "--out", "OUT/merged"], "export": [".", "--out", "OUT/exported"],
 }
 
 
@@ -67,7 +68,7 @@ def _argv(path: str, flag: str, value: str, tmp_path) -> list[str]:
     base = [a.replace("OUT", str(tmp_path)) for a in BASE[path]]
     if flag.startswith("-"):
         return [*path.split(), *base, flag, value]
-    positional = {"dir": 0, "config": 0, "model": None, "overrides": None}[flag]
+    positional = {"dir": 0, "config": 0, "model": None, "overrides": None, "models": 0, "source": 0}[flag]
     if positional is None:  # an optional positional: after the base
         return [*path.split(), *base, value]
     return [*path.split(), value, *base[1:]]

@@ -24,11 +24,13 @@ LAYERS = [
     {"model", "heads"},  # the network and its output heads
     {"processing"},  # rows of media and text -> batches
     {"saving", "hub"},  # a servable directory, and the shim transformers' Auto classes load it through
+    {"merging"},  # saved models merged weight by weight into a new servable directory
     {"task_zoo"},  # tasks: prompts, grammars, decoding, metrics, evaluation
     {"data"},  # data files, shards, the synthetic world
     {"training"},  # the training loop and what it builds
     # front doors (`arguments`: the command line's value types; `packing`: names at their old address)
-    {"api", "demo", "serving", "cli", "arguments", "packing", "__init__"},
+    # and `exporting`: a saved model rewritten for shipping, through the front door's Model
+    {"api", "demo", "serving", "cli", "arguments", "packing", "exporting", "__init__"},
 ]
 
 # units that are not importable code of the package

@@ -6,7 +6,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["Model", "__version__"]
+__all__ = ["Model", "__version__", "export", "merge"]
 
 
 def __getattr__(name: str):
@@ -15,4 +15,12 @@ def __getattr__(name: str):
         from unified.api import Model
 
         return Model
+    if name == "merge":  # saved models merged into one (unified.merging)
+        from unified.merging import merge
+
+        return merge
+    if name == "export":  # a saved model rewritten for shipping (unified.exporting)
+        from unified.exporting import export
+
+        return export
     raise AttributeError(f"module 'unified' has no attribute {name!r}")

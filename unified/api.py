@@ -28,6 +28,7 @@ embeddings), so a confident answer can be told from a guess:
 from __future__ import annotations
 
 import difflib
+import json
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -46,6 +47,7 @@ from unified.media.video import Frames
 from unified.model import UnifiedModel
 from unified.model.adapters import load_saved_adapters
 from unified.model.modeling import DEFAULT_MAX_NEW_TOKENS
+from unified.model.quantization import load_quantized
 from unified.processing import UnifiedProcessor
 from unified.saving import read_task_options, read_task_sources, require_safetensors, write_servable
 from unified.task_zoo import build_tasks, list_tasks
@@ -55,6 +57,7 @@ from unified.task_zoo.evaluation import evaluate
 from unified.task_zoo.registry import task_sources
 
 DEFAULT_MODEL_DIR = Path(__file__).parent / "default_model"
+EXPORT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _default: Model | None = None
 _default_lock = threading.Lock()
 
@@ -113,12 +116,20 @@ class Model:
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str | torch.device | None = None,
                         dtype: torch.dtype | None = None) -> Model:
-        """A directory written by `save_pretrained` (or by training): config + safetensors + vocabulary + processor."""
+        """A directory written by `save_pretrained` (or by training): config + safetensors + vocabulary + processor.
+        Loaded in float32, unless `dtype` says otherwise or the directory is an export (`unified export`), which
+        loads in the dtype it was exported in, its quantised layers as they were written."""
         path = Path(path)
         if not (path / "config.json").is_file():
             raise InputError("model", str(path), "not a saved model: no config.json there")
         require_safetensors(path, "model")
-        network = UnifiedModel.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
+        config = json.loads((path / "config.json").read_text())
+        # an export (`unified export`) loads in the dtype it was written in; a trained model in float32
+        dtype = dtype or EXPORT_DTYPES.get((config.get("export") or {}).get("dtype"), torch.float32)
+        if config.get("quantization"):
+            network = load_quantized(path, dtype, UnifiedModel)
+        else:
+            network = UnifiedModel.from_pretrained(path, dtype=dtype, use_safetensors=True)
         load_saved_adapters(network, path)  # per-task LoRA adapters, chosen by task in generate/evaluate
         if network.generation_config.max_new_tokens is None:  # saved before the default existed
             network.generation_config.max_new_tokens = DEFAULT_MAX_NEW_TOKENS

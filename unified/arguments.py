@@ -13,6 +13,7 @@ every subcommand: a flag added without a checked type (or a declared free-text r
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import NoReturn
 
@@ -53,6 +54,22 @@ def _number(low: float, inclusive: bool):
     return parse
 
 
+def _real(text: str):
+    value = float(text)
+    return value if value == value and abs(value) != float("inf") else None
+
+
+def _fraction(text: str):
+    value = float(text)
+    return value if 0.0 <= value <= 1.0 else None
+
+
+def _size(text: str):
+    # bytes written 4.5GB, 900MB, 2GiB or a plain number (GB = 10^9 bytes, GiB = 2^30)
+    found = re.fullmatch(r"([0-9]*\.?[0-9]+)([KMG]i?B|B)?", text.strip(), flags=re.IGNORECASE)
+    return text if found and float(found.group(1)) > 0 else None
+
+
 def _directory(text: str):
     return text if Path(text).is_dir() else None
 
@@ -82,6 +99,9 @@ seed = _checked("seed", _integer(0), "an integer >= 0", "-1")
 port = _checked("port", lambda t: (lambda v: v if 1 <= v <= 65535 else None)(int(t)), "a port 1..65535", "0")
 positive_number = _checked("positive_number", _number(0.0, inclusive=False), "a number > 0", "0")
 non_negative_number = _checked("non_negative_number", _number(0.0, inclusive=True), "a number >= 0", "-1")
+real = _checked("real", _real, "a finite number", "nan")
+fraction = _checked("fraction", _fraction, "a number in [0, 1]", "1.5")
+size = _checked("size", _size, "a size such as 4.5GB, 900MB or 2GiB", "4.5XB")
 directory = _checked("directory", _directory, "an existing directory", "/nonexistent/unified-dir")
 existing = _checked("existing", _existing, "an existing file or directory", "/nonexistent/unified-path")
 file = _checked("file", _file, "an existing file", "/nonexistent/unified-file")

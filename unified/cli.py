@@ -13,6 +13,11 @@
     unified predict [MODEL] --data DIR|FILE --out predictions.jsonl [--task NAME] [--strict] [--ray]
                                                       answer every row of a corpus, resumable
     unified ui [MODEL] [--port P]                     a web page to try the model (Gradio)
+    unified merge A B [...] --method linear|slerp|ties|dare|svd-delta [--base BASE] [--weights W ...] [--t T]
+                  [--rank R] [--density D] --out DIR [--overwrite]
+                                                      saved models merged weight by weight (docs/toolkit.md)
+    unified export MODEL --out DIR [--merge-adapters] [--dtype bf16|fp16|fp32] [--quantize int8|int4]
+                   [--max-size 4.5GB] [--overwrite]   a model rewritten for shipping (docs/toolkit.md)
 
 A user's mistake (a missing file, an unknown task) prints one `unified: error: ...` line and exits with 2.
 """
@@ -29,13 +34,16 @@ from unified.arguments import (
     directory,
     existing,
     file,
+    fraction,
     new_file,
     non_negative,
     non_negative_number,
     out_directory,
     port,
     positive_number,
+    real,
     seed,
+    size,
 )
 from unified.errors import UnifiedError
 
@@ -201,6 +209,24 @@ def _ui(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge(args: argparse.Namespace) -> int:
+    from unified.merging import merge
+
+    out = merge(args.models, args.out, method=args.method, base=args.base, weights=args.weights, t=args.t,
+                rank=args.rank, density=args.density, seed=args.seed, overwrite=args.overwrite)
+    print(f"merged {len(args.models)} models ({args.method}) into {out}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from unified.exporting import export
+
+    out = export(args.source, args.out, dtype=args.dtype, quantize=args.quantize, merge_adapters=args.merge_adapters,
+                 max_size=args.max_size, overwrite=args.overwrite)
+    print(f"exported {args.source} to {out}")
+    return 0
+
+
 def _model_name(path: str | None) -> str:
     from pathlib import Path
 
@@ -331,6 +357,35 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=port, default=7860)
     ui.set_defaults(func=_ui)
+
+    mrg = sub.add_parser("merge", help="merge saved models of one architecture into a new one (docs/toolkit.md)")
+    mrg.add_argument("models", nargs="+", type=directory, help="saved model directories (svd-delta: OLDER NEWER)")
+    mrg.add_argument("--method", default="linear", choices=["linear", "slerp", "ties", "dare", "svd-delta"])
+    mrg.add_argument("--base", type=directory, default=None,
+                     help="the common ancestor task vectors are taken from (ties, dare, svd-delta)")
+    mrg.add_argument("--weights", nargs="+", type=real, default=None, help="one per model (linear, ties, dare)")
+    mrg.add_argument("--t", type=fraction, default=0.5, help="slerp / svd-delta: 0 = the first model, 1 = the second")
+    mrg.add_argument("--rank", type=count, default=16, help="svd-delta: rank of the newer model's delta")
+    mrg.add_argument("--density", type=fraction, default=0.5, help="ties / dare: share of each task vector kept")
+    mrg.add_argument("--seed", type=seed, default=0, help="dare: seed of the dropped entries")
+    mrg.add_argument("--out", type=out_directory, required=True)
+    mrg.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    mrg.set_defaults(func=_merge)
+
+    exp = sub.add_parser("export", help="a saved model rewritten for shipping: adapters folded in, a smaller dtype, "
+                                        "int8 / int4 linear layers, under a size budget (docs/toolkit.md)")
+    exp.add_argument("source", type=directory, help="a saved model directory")
+    exp.add_argument("--out", type=out_directory, required=True)
+    exp.add_argument("--merge-adapters", action="store_true",
+                     help="fold per-task LoRA adapters into the weights: one directory per adapter under --out")
+    exp.add_argument("--dtype", default=None, choices=["bf16", "fp16", "fp32"],
+                     help="of every floating weight (default: as saved)")
+    exp.add_argument("--quantize", default=None, choices=["int8", "int4"],
+                     help="weight-only linear layers of the language model (torchao: the `quant` extra)")
+    exp.add_argument("--max-size", type=size, default=None,
+                     help="refuse, writing nothing, when the export is larger (4.5GB, 900MB, 2GiB)")
+    exp.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    exp.set_defaults(func=_export)
 
     tasks = sub.add_parser("tasks", help="the registered tasks with their inputs, prompts and metrics")
     tasks.add_argument("--json", action="store_true")

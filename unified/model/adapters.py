@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from unified.errors import ConfigError, InputError
+from unified.model.quantization import save_quantized
 
 __all__ = ["DEFAULT_TARGETS", "TaskAdapters", "load_saved_adapters", "save_model", "select_adapter"]
 
@@ -161,6 +162,8 @@ def _inject(model: nn.Module, name: str, settings: dict) -> None:
         with warnings.catch_warnings():  # peft warns that a second adapter is being added: that is the point here
             warnings.filterwarnings("ignore", message="Already found a `peft_config`")
             warnings.filterwarnings("ignore", message="You have passed exclude_modules")  # a model without media
+            # an int8 QLoRA base (`model.quantize`): adapters train and run over it; folding them in is not offered
+            warnings.filterwarnings("ignore", message="TorchaoLoraLinear was instantiated")
             inject_adapter_in_model(config, model, adapter_name=name)
     except ValueError as exc:  # peft: no module matched target_modules
         raise ConfigError("lora.target_modules", settings["target_modules"], str(exc)) from exc
@@ -176,10 +179,14 @@ def select_adapter(model: nn.Module, task: str) -> str | None:
 def save_model(model: nn.Module, directory: str | Path, **kwargs) -> None:
     """`save_pretrained`, writing adapters (if any) to `directory/adapters` and the base weights under plain names."""
     adapters = getattr(model, "task_adapters", None)
+    quantized = getattr(model.config, "quantization", None)  # a QLoRA base (`model.quantize`)
     if adapters is None:
-        model.save_pretrained(directory, **kwargs)
+        save_quantized(model, directory) if quantized else model.save_pretrained(directory, **kwargs)
         return
-    model.save_pretrained(directory, state_dict=adapters.base_state_dict(), **kwargs)
+    if quantized:
+        save_quantized(model, directory, adapters.base_state_dict())
+    else:
+        model.save_pretrained(directory, state_dict=adapters.base_state_dict(), **kwargs)
     adapters.save(Path(directory) / "adapters")
 
 

@@ -16,6 +16,7 @@ from unified.errors import ConfigError, InputError
 from unified.model import UnifiedConfig, UnifiedModel
 from unified.model.adapters import load_saved_adapters
 from unified.model.pretrained import image_processor_settings
+from unified.model.quantization import describe, load_quantized, quantize_linears, read_quantization
 from unified.processing import PROCESSOR_CONFIG, ProcessorConfig, UnifiedProcessor
 from unified.task_zoo import fit_tasks
 from unified.task_zoo.base import NthPrompt
@@ -39,10 +40,17 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print, weight
         processor = UnifiedProcessor.from_pretrained(source)
         if budgets:  # the run's budgets replace the saved ones (a fine-tune may sample differently)
             processor.config = replace(processor.config, budgets=budgets).validate()
-        # float32 master weights whatever the saved dtype (the shipped model is bf16); autocast does the rest
-        model = UnifiedModel.from_pretrained(source, dtype=torch.float32)
+        quantized = read_quantization(source)
+        if quantized and quantized.get("scheme") != cfg.model.quantize:
+            raise ConfigError("model.init_from", str(source), f"is quantised ({quantized.get('scheme')}): train "
+                              f"adapters on it with model.quantize: {quantized.get('scheme')} (QLoRA), or start from "
+                              "the unquantised model")
+        if quantized:
+            model = load_quantized(source, torch.float32, UnifiedModel)
+        else:  # float32 master weights whatever the saved dtype (the shipped model is bf16); autocast does the rest
+            model = UnifiedModel.from_pretrained(source, dtype=torch.float32)
         load_saved_adapters(model, source)
-        return processor.tokenizer, processor, model
+        return processor.tokenizer, processor, quantize_base(model, cfg.model.quantize)
     backbone = cfg.model.text.get("pretrained_path")
     if cfg.model.text.get("backbone") and not backbone:
         raise ConfigError("model.text.backbone", "...", "set model.text.pretrained_path (the backbone's directory); "
@@ -76,7 +84,16 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print, weight
                                  **vision_processor_settings(config, p.image_size, log))
     torch.manual_seed(cfg.seed)
     model = UnifiedModel.from_pretrained_parts(config)  # weights of each configured pretrained_path copied in
-    return tokenizer, processor, model
+    return tokenizer, processor, quantize_base(model, cfg.model.quantize)
+
+
+def quantize_base(model: UnifiedModel, scheme: str) -> UnifiedModel:
+    """QLoRA's frozen base (`model.quantize`): the encoder and decoder linears quantised in place, before adapters
+    are attached over them; recorded in the config so checkpoints save and load it quantised."""
+    if scheme == "none" or getattr(model.config, "quantization", None):
+        return model
+    model.config.quantization = describe(scheme, quantize_linears(model, scheme))
+    return model
 
 
 def media_budgets(cfg: TrainConfig, train_rows: dict[str, list]) -> dict[str, dict[str, Any]]:

@@ -17,12 +17,14 @@ allowed values, which `validate` enforces and the generated configuration refere
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 import yaml
 
 from unified.errors import ConfigError
@@ -53,6 +55,9 @@ class ModelSection:
                                           "vocabulary and processor")
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass to save memory")
     compile: bool = setting(False, "`torch.compile` the training step (with graph breaks where media are spliced)")
+    quantize: Literal["none", "int8", "nf4"] = setting("none", "QLoRA: the frozen base's encoder and decoder linears "
+                                                               "in int8 (torchao, CPU or CUDA) or nf4 (bitsandbytes, "
+                                                               "CUDA) under LoRA adapters")
 
 
 @dataclass
@@ -249,6 +254,7 @@ class TrainConfig:
         if self.lora.enabled and not uses_lora:
             raise ConfigError("stages", [s.train for s in self.stages],
                               "lora.enabled but no stage trains the 'lora' group")
+        check_quantize(self)
         d = self.data
         synthetic_eval = d.train_dir is None and d.synthetic is not None and d.synthetic.n_eval > 0
         if d.validation_split and (d.eval_dir is not None or synthetic_eval):
@@ -265,6 +271,41 @@ class TrainConfig:
         for name, value, reason in inert_settings(self):
             raise ConfigError(name, value, reason)
         return self
+
+
+# ------------------------------------------------------------------------------------------------ QLoRA
+QUANTIZED_GROUPS = ("encoder", "decoder", "xattn")  # the groups holding the linears `model.quantize` freezes
+
+
+def check_quantize(cfg: TrainConfig) -> None:
+    """`model.quantize` trains LoRA adapters on a frozen quantised base: it needs adapters, stages that leave the
+    quantised groups frozen, and the library (and device) of its scheme. `ConfigError` naming what is missing."""
+    scheme = cfg.model.quantize
+    if scheme == "none":
+        return
+    if not cfg.lora.enabled:
+        raise ConfigError("model.quantize", scheme, "quantises the frozen base that LoRA adapters train on: set "
+                          "lora.enabled: true and a stage training [lora]")
+    trained = sorted({g for stage in cfg.stages for g in stage.train if g in QUANTIZED_GROUPS})
+    if trained:
+        raise ConfigError("stages", trained, f"model.quantize: {scheme} keeps the encoder and decoder linears frozen "
+                          f"in {scheme}; stages may train {', '.join(g for g in GROUPS if g not in QUANTIZED_GROUPS)}")
+    if cfg.fsdp.enabled:
+        raise ConfigError("fsdp.enabled", True, f"model.quantize: {scheme} is not sharded; train it with DDP or "
+                          "one process")
+    if scheme == "nf4":
+        missing = [need for need, ok in (("a CUDA device", torch.cuda.is_available()),
+                                         ("bitsandbytes (pip install bitsandbytes)", _importable("bitsandbytes")))
+                   if not ok]
+        reason = (f"QLoRA's 4-bit NormalFloat base needs {' and '.join(missing)}; int8 (torchao) runs on CPU"
+                  if missing else "nf4 training through bitsandbytes is not built yet; use int8 (torchao)")
+        raise ConfigError("model.quantize", scheme, reason)
+    if not _importable("torchao"):
+        raise ConfigError("model.quantize", scheme, "needs torchao (pip install 'unified[quant]')")
+
+
+def _importable(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
 
 
 # ------------------------------------------------------------------------------------------------ number ranges
@@ -367,7 +408,7 @@ def inert_settings(cfg: TrainConfig) -> list[tuple[str, Any, str]]:
     m = cfg.model
     if m.init_from:
         why = f"model.init_from={m.init_from!r} brings its own architecture, vocabulary and processor"
-        acting = {"init_from", "gradient_checkpointing", "compile"}
+        acting = {"init_from", "gradient_checkpointing", "compile", "quantize"}
         for section, default in (("model", ModelSection()), ("tokenizer", TokenizerSection()),
                                  ("processor", ProcessorSection())):
             given = getattr(cfg, section)

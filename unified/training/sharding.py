@@ -106,6 +106,12 @@ def by_name(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
             "param_groups": [{**g, "params": [names[int(i)] for i in g["params"]]} for g in state["param_groups"]]}
 
 
+def _plain(p: torch.Tensor) -> torch.Tensor:
+    # a QLoRA base's int8 weight (a torchao tensor, `model.quantize`) counts with the values it stands for
+    data = p.data
+    return data.dequantize() if type(data) is not torch.Tensor and hasattr(data, "dequantize") else p
+
+
 def param_checksum(model: nn.Module) -> float:
     """Sum of |parameter| over the whole model, the same number on every rank whether its parameters are sharded
     (each rank sums its shards, then all ranks add up) or replicated."""
@@ -113,7 +119,7 @@ def param_checksum(model: nn.Module) -> float:
     from torch.distributed.tensor import DTensor
 
     with torch.no_grad():
-        local = [(p.to_local() if isinstance(p, DTensor) else p) for p in model.parameters()]
+        local = [(p.to_local() if isinstance(p, DTensor) else _plain(p)) for p in model.parameters()]
         total = torch.tensor(float(sum(p.double().abs().sum() for p in local)), dtype=torch.float64,
                              device=local[0].device)  # NCCL reduces accelerator tensors only
     if any(isinstance(p, DTensor) for p in model.parameters()):

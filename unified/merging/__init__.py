@@ -1,0 +1,12 @@
+"""Merging saved models: whole checkpoints weight by weight (`checkpoints`), through the methods on plain tensors
+(`methods`: linear, slerp, ties, dare, svd-delta).
+
+    >>> from unified import merge
+    >>> merge(["runs/a/final", "runs/b/final"], "merged", method="slerp", t=0.3)
+    >>> merge(["old", "new"], "merged", method="svd-delta", base="pretrained", rank=16)
+"""
+
+from unified.merging.checkpoints import merge_checkpoints as merge
+from unified.merging.methods import METHODS
+
+__all__ = ["METHODS", "merge"]
