@@ -59,7 +59,7 @@ The protocol, with each hook's default:
       evaluate(model, processor, rows)   (metrics, details): predict + `score` + `details`, or retrieval metrics
       details(predictions, truths, rows) extra evaluation tables (default: none)
       show(answer) / show_row(row)   the demo's answer cell / (question, truth) cells
-      message_field                  the input field a chat message's text fills (`unified.serving.chat`)
+      message_field                  the input field a chat message's text fills (`unified.data.chat`)
       answer_json(answer, row)       the typed answer as JSON: {"type", "value"[, "index", "field"]} (the server's
                                      `answer`, `unified predict`'s lines)
 """
@@ -338,7 +338,7 @@ class Task:
 
     @property
     def message_field(self) -> str | None:
-        """The input field the text of a chat message fills (`unified.serving.chat`): by default the one text field
+        """The input field the text of a chat message fills (`unified.data.chat`): by default the one text field
         a user gives (a question, a phrase, a text); None when the task has none (a caption's prompt is fixed) or
         several (then each is named in the request)."""
         kinds = self.field_kinds
