@@ -118,7 +118,8 @@ def test_openai_jsonl_shares_the_servers_parser(media):
     assert inline.suffix == ".png" and inline.read_bytes() == FRAME.read_bytes()
     reasons = {b.source: b.reason for b in report.skipped}
     assert reasons["chat.jsonl:3"].startswith("messages[0].content[0].image_url: URL scheme 'https' is refused")
-    assert reasons["chat.jsonl:4 reply 1"].startswith("vqa input: this task accepts ['image', 'video']")
+    assert reasons["chat.jsonl:4 reply 1"] == ("a question turn with ['audio']: no task takes it (tasks taking "
+                                               "question turns: ['vqa'])")
     assert reasons["chat.jsonl:5"].startswith("line 5: not valid JSON")
     # one mapper: the server's row for the same user message is the importer's row minus the reply
     message = records[0]["messages"][1]

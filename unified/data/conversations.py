@@ -12,7 +12,8 @@ Formats (each as its own documentation writes it):
 - ``llava`` (LLaVA, LLaVA-OneVision / LLaVA-Video): {"id", "image" | "video": path or [paths], "conversations":
   [{"from": "human" | "gpt", "value"}]}, tags as in ShareGPT.
 
-The rule (`pick_task`; ``task=`` overrides it): options given (a record's "options" list, or lines ``A. ...`` /
+The rule (`turn_kind`, then `pick_task`: the task declaring that `chat_turn` and taking those media; ``task=``
+overrides it): options given (a record's "options" list, or lines ``A. ...`` /
 ``(B) ...`` in the user's text) -> multiple choice (`audio_video_mcqa` with a video and audio, `video_mcqa` with a
 video); media and a request for a description with no question (no text, or words such as "describe", "caption",
 "summarise") -> `caption`; media and a question -> `vqa`; no media -> `text2text`. Each assistant turn is one row
@@ -36,7 +37,7 @@ from unified.data.chat import MediaItem, Turn, parse_message
 from unified.data.files import BadRow, RowReport
 from unified.data.sources import MediaPolicy
 from unified.errors import InputError
-from unified.task_zoo import build_tasks, get_task
+from unified.task_zoo import build_tasks, get_task, list_tasks
 
 MEDIA = ("image", "video", "audio")
 PLURAL = {"image": "images", "video": "videos", "audio": "audios"}
@@ -193,18 +194,28 @@ def answer_index(reply: str, options: list[str]) -> int:
     raise Skip(f"the reply {reply[:40]!r} names none of the options {[chr(65 + i) for i in range(len(options))]}")
 
 
-def pick_task(text: str, modalities: set[str], has_options: bool) -> str:
-    """The rule (module docstring): which task a turn becomes."""
+def turn_kind(text: str, modalities: set[str], has_options: bool) -> str:
+    """The rule (module docstring): what kind of turn this is, one of `CHAT_TURNS`."""
     if has_options:
-        if {"video", "audio"} <= modalities:
-            return "audio_video_mcqa"
-        if "video" in modalities:
-            return "video_mcqa"
-        raise Skip(f"options given, but the multiple-choice tasks take a video (video_mcqa) or a video and audio "
-                   f"(audio_video_mcqa); this turn has {sorted(modalities) or 'no media'}")
+        return "options"
     if not modalities:
-        return "text2text"
-    return "caption" if not text or DESCRIBE.search(text) else "vqa"
+        return "text"
+    return "description" if not text or DESCRIBE.search(text) else "question"
+
+
+def pick_task(kind: str, modalities: set[str]) -> Any:
+    """The registered task that takes turns of this `kind` (`Task.chat_turn`) with these media: among those whose
+    `requires` <= media <= `accepts`, the one requiring most (a video and audio: audio_video_mcqa over video_mcqa)."""
+    fits = []
+    for name in list_tasks():
+        task = get_task(name)
+        if task.chat_turn == kind and task.requires <= modalities <= task.accepts:
+            fits.append((-len(task.requires), name, task))
+    if not fits:
+        takers = sorted(n for n in list_tasks() if get_task(n).chat_turn == kind)
+        raise Skip(f"a {kind} turn with {sorted(modalities) or 'no media'}: no task takes it (tasks taking {kind} "
+                   f"turns: {takers})")
+    return min(fits, key=lambda f: f[:2])[2]
 
 
 def turn_rows(turns: list[Turn], record: Mapping[str, Any] | None = None, task: Any = None
@@ -247,7 +258,7 @@ def _row(text: str, reply: str, media: list[MediaItem], context: list[str], give
     if isinstance(given, list) and given:
         options = [str(o) for o in given]
     modalities = {item.modality for item in media}
-    chosen = task if task is not None else get_task(pick_task(question, modalities, bool(options)))
+    chosen = task if task is not None else pick_task(turn_kind(question, modalities, bool(options)), modalities)
     row: dict[str, Any] = {}
     for item in media:
         row.setdefault(item.modality, []).append(item.source)

@@ -86,7 +86,7 @@ def prepare(tasks: Mapping[str, Any], processor: Any, named_rows: Sequence[tuple
     generative = [(n, r) for n, r in named_rows if not tasks[n].contrastive]
     batch, packs = None, None
     if generative:
-        items = [process_row(processor, tasks[n], tasks[n].to_example(r, rng=rng), r) for n, r in generative]
+        items = [process_row(processor, tasks[n], tasks[n].example(r, rng=rng), r) for n, r in generative]
         if pack:
             items = pack_items(items)
             packs = [item.pop("members") for item in items]
