@@ -38,7 +38,7 @@ The protocol, with each hook's default:
       example_row                    a complete training row: registration runs the task on it, `unified tasks`
                                      prints it
       contrastive                    trained with InfoNCE between `to_example` and `pair_example` (grammar
-                                     "embedding"), not through the LM head
+                                     "embedding"), not through the LM head (an `own_loss` task)
       increasing                     (later, earlier) pairs of answer tokens whose bins must increase (a box's
                                      x2 > x1: (2, 0)); decoding enforces them
       chat_turn                      which turns of an imported conversation become its rows: one of CHAT_TURNS
@@ -46,6 +46,12 @@ The protocol, with each hook's default:
     hooks (methods)
       complete(row, media)           a row given at inference -> the row with its derived fields (default: as is)
       inputs(row)                    a data row -> what `Model.generate` is given (the row minus target fields)
+      own_loss                       trained by its own `loss` on whole batches of its rows (`loss_batch`),
+                                     never mixed or packed with other tasks' rows; default: contrastive tasks
+      loss_batch(rows, processor, rng)   the tensors `loss` reads (default: pairs for contrastive tasks, else
+                                     the rows' examples and targets)
+      loss(model, batch)             a scalar training loss (default: InfoNCE for contrastive tasks, else the LM
+                                     head's token cross-entropy); the mixture weights it like any task's
       fit(rows)                      options learnt from the training rows, saved with the model (regress's
                                      fitted scaler); default none
       synthetic_rows(scene)          rows about one scene of the synthetic world (`unified.data.scene.Scene`),
@@ -78,6 +84,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from unified.errors import ConfigError, InputError
+from unified.heads.embedding import info_nce
+from unified.task_zoo.batching import contrastive_batch, task_batch
 from unified.task_zoo.decoding import pair_metrics, predict
 from unified.task_zoo.metrics import METRICS, get_metric
 from unified.task_zoo.protocol import (
@@ -247,6 +255,32 @@ class Task:
             shown = self.to_example(demo, rng=None)
             texts.append(f"{' '.join(PLACEHOLDER.sub(' ', shown.text).split())} {shown.target}")
         return texts
+
+    # ------------------------------------------------------------------ training loss
+    @property
+    def own_loss(self) -> bool:
+        """Trained by `loss` on `loss_batch` (whole batches of its own rows) instead of sharing the LM head's
+        token cross-entropy with other tasks' rows. A task sets `own_loss = True` to use its own; default: the
+        contrastive tasks."""
+        return self.contrastive
+
+    def loss_batch(self, rows: Sequence[Mapping[str, Any]], processor: Any, rng: random.Random | None
+                   ) -> dict[str, Any]:
+        """The tensors `loss` needs for `rows` (built where batches are prepared, in DataLoader workers too):
+        contrastive tasks' rows then their pairs, else the rows' examples with their targets."""
+        if self.contrastive:
+            return contrastive_batch(self, rows, processor, rng)
+        return task_batch(self, rows, processor, rng=rng)
+
+    def loss(self, model: Any, batch: Mapping[str, Any]) -> Any:
+        """One `loss_batch`'s training loss, a scalar tensor (the batch is on the model's device): symmetric
+        InfoNCE for contrastive tasks, else the LM head's token cross-entropy."""
+        if self.contrastive:
+            embeddings = model(**batch, return_embeddings=True)  # (2N, E): the rows, then their pairs
+            n = embeddings.shape[0] // 2
+            core = getattr(model, "module", model)  # DDP/accelerate wrap the model; the temperature lives on it
+            return info_nce(embeddings[:n], embeddings[n:], core.embed_head.temperature)
+        return model(**batch).loss
 
     def pair_example(self, row: Mapping[str, Any]) -> Example:
         """A contrastive task's other side of the pair (retrieval: the text that matches the clip)."""
