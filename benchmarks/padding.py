@@ -35,7 +35,7 @@ def measure(data: Path, out: Path, overrides: list[str], steps: int, timed: int
     for _ in range(steps):
         prepared = next(run.batches)
         run.planner.consumed(prepared.plan)
-        batches = [b for b in (prepared.batch, *prepared.contrastive.values()) if b is not None]
+        batches = [b for b in (prepared.batch, *prepared.own.values()) if b is not None]
         for b in batches:
             pad["rows"] += b["input_ids"].shape[0]
             pad["enc"][0] += int((b["attention_mask"] == 0).sum())

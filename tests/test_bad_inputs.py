@@ -16,6 +16,7 @@ from task_rows import tiny_stack, write_media
 
 from unified import Model
 from unified.data import read_rows
+from unified.data.conversations import read_conversations
 from unified.errors import ConfigError, InputError, MediaDecodeError, UnifiedError
 from unified.training.config import load_config
 
@@ -45,6 +46,14 @@ def _rows(task, row, suffix=".jsonl", **kwargs):
         path = folder / "sub" / f"{task}{suffix}" if kwargs.pop("nested", False) else folder / f"{task}{suffix}"
         path.write_text(json.dumps(fixed) + "\n")
         return read_rows(path, task, **kwargs)
+    return call
+
+
+def _conversations(text, fmt):
+    def call(e):
+        path = e["tmp"] / "conversations.json"
+        path.write_text(text)
+        return read_conversations(path, fmt)
     return call
 
 
@@ -147,6 +156,11 @@ CASES = [
      ConfigError, r"config.yaml.*object tags .* are refused"),
     ("config/override-object-tag", _config(overrides=["optim.lr=!!python/object/apply:os.system [ls]"]),
      ConfigError, r"'optim.lr'.*not a YAML value"),
+    # conversation files to import (a bad record is listed with its reason, not raised: tests/test_conversations.py)
+    ("import/unknown-format", _conversations("[]", "alpaca"),
+     InputError, r"format='alpaca': expected one of \['llava', 'openai', 'sharegpt'\]"),
+    ("import/not-a-list", _conversations('{"conversations": []}', "sharegpt"),
+     InputError, r"conversation file=.*conversations.json': expected a JSON list of records \(or JSONL\)"),
     # saved models: pickle weights are refused
     ("from_pretrained/pickle-weights", _pickled_model,
      InputError, r"model=.*pickled.*holds weights only as pickle \(pytorch_model.bin\)"),

@@ -21,6 +21,7 @@ AT_USE = {
     ("eval", "--tasks"): "no_such_task",
     ("data check", "--tasks"): "no_such_task",
     ("data shard", "--tasks"): "no_such_task",
+    ("data import", "--task"): "no_such_task",
     ("train", "overrides"): "optim.lr=-1",  # the config's own checks
     ("train", "--resume"): "/nonexistent/step-00000001",  # a checkpoint directory, 'auto' or 'never'
     ("predict", "--task"): "no_such_task",
@@ -58,7 +59,9 @@ def _flags():
 FLAGS = _flags()
 BASE = {  # the smallest valid command line of each subcommand, positionals last
     "generate": ["--task", "caption"], "eval": ["--data", "."], "data synth": ["--out", "OUT"],
-    "data check": ["."], "data shard": [".", "--out", "OUT"], "train": ["training/configs/tiny-smoke.yaml"],
+    "data check": ["."], "data shard": [".", "--out", "OUT"],
+    "data import": ["README.md", "--format", "sharegpt", "--out", "OUT"],
+    "train": ["training/configs/tiny-smoke.yaml"],
     "predict": ["--data", ".", "--out", "OUT/p.jsonl"], "serve": [], "ui": [], "demo": [], "tasks": [],
     "merge": [".", ".", "--out", "OUT/merged"], "export": [".", "--out", "OUT/exported"],
 }
@@ -68,7 +71,7 @@ def _argv(path: str, flag: str, value: str, tmp_path) -> list[str]:
     base = [a.replace("OUT", str(tmp_path)) for a in BASE[path]]
     if flag.startswith("-"):
         return [*path.split(), *base, flag, value]
-    positional = {"dir": 0, "config": 0, "model": None, "overrides": None, "models": 0, "source": 0}[flag]
+    positional = {"dir": 0, "file": 0, "config": 0, "model": None, "overrides": None, "models": 0, "source": 0}[flag]
     if positional is None:  # an optional positional: after the base
         return [*path.split(), *base, value]
     return [*path.split(), value, *base[1:]]

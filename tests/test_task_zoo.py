@@ -47,10 +47,12 @@ def check_prediction(task, prediction, row):
     elif task.grammar == "val":
         assert len(prediction) == len(row["values"]) and all(math.isfinite(v) for v in prediction)
     elif task.grammar == "options":
-        allowed = [str(o) for o in row.get("options", row.get("labels"))]
+        allowed = [str(o) for o in row.get("options", row.get("labels", []))] or [True, False, None]  # yes/no
         assert prediction in allowed
     elif task.grammar == "embedding":
         assert prediction.shape == (128,) and abs(float(prediction.norm()) - 1.0) < 1e-4
+    elif task.name == "tags":  # a set of tags, most likely first
+        assert isinstance(prediction, list) and all(isinstance(t, str) and t for t in prediction)
     else:
         assert isinstance(prediction, str)
 

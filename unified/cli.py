@@ -5,6 +5,8 @@
     unified eval --model PATH --data DIR [--tasks ...] [--ablate] [--json]
     unified data synth --out DIR --n N --seed S --split train|test|compositional
     unified data check DIR [--workers N] [--json]    decode every media file; bad rows by file:row (exit 1 if any)
+    unified data import FILE --format sharegpt|openai|llava --out DIR [--task NAME] [--media-root DIR]
+                                                      conversations -> a data directory; left-out records listed
     unified train CONFIG [key=value ...] [--resume auto|never|PATH] [--overwrite] [--allow-changes]
                                                       the same loop as `accelerate launch training/multitask.py`
     unified tasks [--json]                            the registered tasks: inputs, grammar, prompts, metrics
@@ -122,6 +124,18 @@ def _check(args: argparse.Namespace) -> int:
             print(f"{b.source}: {b.reason}")
         print(f"{rows} rows in {len(data)} task file(s): {len(bad)} bad")
     return 1 if bad else 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from unified.data.conversations import import_conversations
+
+    files, report = import_conversations(args.file, args.format, args.out, media_root=args.media_root,
+                                         task=args.task)
+    for name, (path, n) in sorted(files.items()):
+        print(f"{name:<20} {n:>6} rows  {path}")
+    print(report.summary())
+    print(f"{len(report.skipped)} left out, each with its reason, in {args.out}/skipped.jsonl")
+    return 0
 
 
 def _shard(args: argparse.Namespace) -> int:
@@ -293,6 +307,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--allow-outside-paths", action="store_true")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=_check)
+    imp = data.add_parser("import", help="conversations in ShareGPT, OpenAI or LLaVA format -> a data directory "
+                                         "(one file per task, by the rule in docs/data.md)")
+    imp.add_argument("file", type=file)
+    imp.add_argument("--format", required=True, choices=["sharegpt", "openai", "llava"])
+    imp.add_argument("--out", type=out_directory, required=True)
+    imp.add_argument("--task", default=None, help="put every turn in this task instead of the rule's choice")
+    imp.add_argument("--media-root", type=directory, default=None,
+                     help="the folder media paths are relative to (default: the file's folder)")
+    imp.set_defaults(func=_import)
     shard = data.add_parser("shard", help="pack a data directory into tar shards with the media inside (train "
                                           "from them with data.train_dir=OUT)")
     shard.add_argument("dir", type=directory)

@@ -30,9 +30,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from unified.data.chat import chat_row
 from unified.errors import ConfigError, InputError
 from unified.serving import protocol
-from unified.serving.chat import chat_row
 from unified.serving.engine import Engine, ServingConfig, fields_without
 from unified.serving.protocol import ApiError
 

@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from unified.api import check_fields
+from unified.data.sources import MediaPolicy
 from unified.errors import ConfigError, InputError
 from unified.serving.batching import Batcher
 from unified.serving.metrics import Metrics
-from unified.serving.sources import MediaPolicy
 from unified.serving.streaming import BatchStreamer
 from unified.task_zoo import build_tasks, list_tasks
 from unified.task_zoo.base import MODALITIES

@@ -18,8 +18,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from unified.data.sources import UploadTooLarge
 from unified.errors import InputError, MediaDecodeError
-from unified.serving.sources import UploadTooLarge
 
 CHAT_FIELDS = {"model", "messages", "max_tokens", "max_completion_tokens", "stream", "stream_options",
                "temperature", "top_p", "n", "seed", "user", "task"}

@@ -38,12 +38,20 @@ The protocol, with each hook's default:
       example_row                    a complete training row: registration runs the task on it, `unified tasks`
                                      prints it
       contrastive                    trained with InfoNCE between `to_example` and `pair_example` (grammar
-                                     "embedding"), not through the LM head
+                                     "embedding"), not through the LM head (an `own_loss` task)
       increasing                     (later, earlier) pairs of answer tokens whose bins must increase (a box's
                                      x2 > x1: (2, 0)); decoding enforces them
+      chat_turn                      which turns of an imported conversation become its rows: one of CHAT_TURNS
+                                     ("options", "description", "question", "text") or None (none)
     hooks (methods)
       complete(row, media)           a row given at inference -> the row with its derived fields (default: as is)
       inputs(row)                    a data row -> what `Model.generate` is given (the row minus target fields)
+      own_loss                       trained by its own `loss` on whole batches of its rows (`loss_batch`),
+                                     never mixed or packed with other tasks' rows; default: contrastive tasks
+      loss_batch(rows, processor, rng)   the tensors `loss` reads (default: pairs for contrastive tasks, else
+                                     the rows' examples and targets)
+      loss(model, batch)             a scalar training loss (default: InfoNCE for contrastive tasks, else the LM
+                                     head's token cross-entropy); the mixture weights it like any task's
       fit(rows)                      options learnt from the training rows, saved with the model (regress's
                                      fitted scaler); default none
       synthetic_rows(scene)          rows about one scene of the synthetic world (`unified.data.scene.Scene`),
@@ -59,7 +67,9 @@ The protocol, with each hook's default:
       evaluate(model, processor, rows)   (metrics, details): predict + `score` + `details`, or retrieval metrics
       details(predictions, truths, rows) extra evaluation tables (default: none)
       show(answer) / show_row(row)   the demo's answer cell / (question, truth) cells
-      message_field                  the input field a chat message's text fills (`unified.serving.chat`)
+      example(row, rng)              `to_example` with the `demos` demonstrations written before the query: what
+                                     generic code calls (the common option `demos: k`, saved `demo_rows`)
+      message_field                  the input field a chat message's text fills (`unified.data.chat`)
       answer_json(answer, row)       the typed answer as JSON: {"type", "value"[, "index", "field"]} (the server's
                                      `answer`, `unified predict`'s lines)
 """
@@ -67,23 +77,30 @@ The protocol, with each hook's default:
 from __future__ import annotations
 
 import random
+import re
 import string
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from unified.errors import ConfigError, InputError
+from unified.heads.embedding import info_nce
+from unified.task_zoo.batching import contrastive_batch, task_batch
 from unified.task_zoo.decoding import pair_metrics, predict
 from unified.task_zoo.metrics import METRICS, get_metric
 from unified.task_zoo.protocol import (
     ANSWER_MODES,
     ANSWER_TYPES,
+    CHAT_TURNS,
     FIXED_LENGTH,
     GRAMMARS,
     MAX_INT_TOKENS,
     MODALITIES,
 )
 from unified.tokenizers.layout import VocabLayout
+
+DEMO_SEPARATOR = " | "  # between demonstrations, and before the query
+PLACEHOLDER = re.compile(r"<(?:image|video|audio)>")
 
 __all__ = ["ANSWER_MODES", "ANSWER_TYPES", "FIXED_LENGTH", "GRAMMARS", "MAX_INT_TOKENS", "MODALITIES", "Example",
            "NthPrompt", "Task", "validate_task_class"]
@@ -134,9 +151,15 @@ class Task:
     example_row: ClassVar[Mapping[str, Any]] = {}  # a complete training row (registration runs the task on it)
     contrastive: ClassVar[bool] = False  # InfoNCE between `to_example` and `pair_example` instead of the LM loss
     increasing: ClassVar[tuple[tuple[int, int], ...]] = ()  # (later, earlier) answer tokens: later's bin is greater
+    chat_turn: ClassVar[str | None] = None  # the imported conversation turns that become its rows (CHAT_TURNS)
     # the longest "text" answer `Model.generate` / evaluation write when the caller gives no `max_new_tokens`; a run
     # sets it per task with the common option `task_options: {caption: {max_new_tokens: 48}}`, saved with the model
     max_new_tokens: int = 32
+    # Gato's prompt conditioning: `task_options: {vqa: {demos: 2}}` writes 2 solved examples before each query (see
+    # `example`); `demo_rows` are the ones saved with the model, `demo_pool` the training rows drawn from in training
+    demos: int = 0
+    demo_rows: Sequence[Mapping[str, Any]] = ()
+    demo_pool: Sequence[Mapping[str, Any]] = ()
     layout: VocabLayout = VocabLayout()
 
     def __init__(self, **options: Any):
@@ -200,6 +223,65 @@ class Task:
         target = self.target(row) if with_target and not self.contrastive else None  # contrastive: no decoder text
         return Example(self.prompt(row, media, rng), media, target, self.options(row, rng))
 
+    def example(self, row: Mapping[str, Any], *, rng: random.Random | None = None,
+                with_target: bool = True) -> Example:
+        """`to_example` with the task's `demos` demonstrations before the query, each as "prompt answer" (the
+        evaluation prompt, media placeholders left out: their media are not encoded), joined by " | ":
+
+            what shape? circle | what size? big | <video> what colour?
+
+        What every generic caller (training batches, evaluation, `Model.generate`) uses. In training (`rng` given)
+        the demonstrations are drawn from `demo_pool`, the task's training rows, never the row itself; otherwise
+        they are the first `demos` of `demo_rows`, saved with the model or set by the caller."""
+        example = self.to_example(row, rng=rng, with_target=with_target)
+        if self.demos:
+            example.text = DEMO_SEPARATOR.join([*self.demo_texts(row, rng), example.text])
+        return example
+
+    def demo_texts(self, row: Mapping[str, Any], rng: random.Random | None) -> list[str]:
+        """The `demos` demonstrations written before `row`'s prompt (see `example`)."""
+        k, pool = self.demos, self.demo_pool
+        if rng is not None and len(pool) > k:
+            source = row.get("_source")
+            picks = [pool[i] for i in rng.sample(range(len(pool)), k + 1)]
+            chosen = [d for d in picks if d is not row and (source is None or d.get("_source") != source)][:k]
+        elif len(self.demo_rows) >= k:
+            chosen = list(self.demo_rows[:k])
+        else:
+            raise InputError(f"{self.name} demos", k, f"only {len(self.demo_rows)} demonstration row(s); give "
+                             "task_options demo_rows (training saves them with the model)")
+        texts = []
+        for demo in chosen:
+            shown = self.to_example(demo, rng=None)
+            texts.append(f"{' '.join(PLACEHOLDER.sub(' ', shown.text).split())} {shown.target}")
+        return texts
+
+    # ------------------------------------------------------------------ training loss
+    @property
+    def own_loss(self) -> bool:
+        """Trained by `loss` on `loss_batch` (whole batches of its own rows) instead of sharing the LM head's
+        token cross-entropy with other tasks' rows. A task sets `own_loss = True` to use its own; default: the
+        contrastive tasks."""
+        return self.contrastive
+
+    def loss_batch(self, rows: Sequence[Mapping[str, Any]], processor: Any, rng: random.Random | None
+                   ) -> dict[str, Any]:
+        """The tensors `loss` needs for `rows` (built where batches are prepared, in DataLoader workers too):
+        contrastive tasks' rows then their pairs, else the rows' examples with their targets."""
+        if self.contrastive:
+            return contrastive_batch(self, rows, processor, rng)
+        return task_batch(self, rows, processor, rng=rng)
+
+    def loss(self, model: Any, batch: Mapping[str, Any]) -> Any:
+        """One `loss_batch`'s training loss, a scalar tensor (the batch is on the model's device): symmetric
+        InfoNCE for contrastive tasks, else the LM head's token cross-entropy."""
+        if self.contrastive:
+            embeddings = model(**batch, return_embeddings=True)  # (2N, E): the rows, then their pairs
+            n = embeddings.shape[0] // 2
+            core = getattr(model, "module", model)  # DDP/accelerate wrap the model; the temperature lives on it
+            return info_nce(embeddings[:n], embeddings[n:], core.embed_head.temperature)
+        return model(**batch).loss
+
     def pair_example(self, row: Mapping[str, Any]) -> Example:
         """A contrastive task's other side of the pair (retrieval: the text that matches the clip)."""
         raise NotImplementedError(f"{type(self).__name__}.pair_example (needed by contrastive tasks)")
@@ -259,7 +341,7 @@ class Task:
         texts = []
         for row in rows:
             for _ in range(2):
-                example = self.to_example(row, rng=rng)
+                example = self.example(row, rng=rng)
                 texts.append(example.text)
                 if example.target:
                     texts.append(example.target)
@@ -338,7 +420,7 @@ class Task:
 
     @property
     def message_field(self) -> str | None:
-        """The input field the text of a chat message fills (`unified.serving.chat`): by default the one text field
+        """The input field the text of a chat message fills (`unified.data.chat`): by default the one text field
         a user gives (a question, a phrase, a text); None when the task has none (a caption's prompt is fixed) or
         several (then each is named in the request)."""
         kinds = self.field_kinds
@@ -448,6 +530,8 @@ def validate_task_class(cls: type[Task]) -> None:
         if missing:
             fail("prompts", template, f"uses {missing}, which are not among its row, optional or derived fields "
                  f"{sorted(known)}")
+    if cls.chat_turn is not None and cls.chat_turn not in CHAT_TURNS:
+        fail("chat_turn", cls.chat_turn, f"expected None or one of {CHAT_TURNS}")
     if cls.contrastive != (cls.grammar == "embedding"):
         fail("contrastive", cls.contrastive, "contrastive tasks and only they use the 'embedding' grammar")
     if cls.contrastive and cls.pair_example is Task.pair_example:

@@ -35,7 +35,7 @@ def task_batch(task: Any, rows: Sequence[Mapping[str, Any]], processor: Any, *, 
         raise InputError(f"{task.name} rows", [], "expected at least one row")
     items = []
     for row in rows:
-        example = task.to_example(row, rng=rng, with_target=with_target)
+        example = task.example(row, rng=rng, with_target=with_target)
         items.append(process_row(processor, task, example, row))
     return processor.collate(items)
 
@@ -49,7 +49,7 @@ def contrastive_batch(task: Any, rows: Sequence[Mapping[str, Any]], processor: A
                       rng: random.Random | None = None) -> dict[str, torch.Tensor]:
     """A contrastive task's rows and their pairs in one batch (one forward, as DDP wants): rows 0..N-1 the
     examples, N..2N-1 their pairs (`Task.pair_example`)."""
-    items = [process_row(processor, task, task.to_example(row, rng=rng), row) for row in rows]
+    items = [process_row(processor, task, task.example(row, rng=rng), row) for row in rows]
     items += [process_row(processor, task, task.pair_example(row), row) for row in rows]
     return processor.collate(items)
 

@@ -94,7 +94,7 @@ def constraint(task: Any, row: Mapping[str, Any], tokenizer: Any, max_new_tokens
 def encode_row(task: Any, row: Mapping[str, Any], processor: Any, *, text_side: bool = False) -> dict[str, Any]:
     """One row at inference through the processor (its media decoded): an item `predict(..., items=...)` collates.
     `text_side`: a contrastive task's pair side (`Task.pair_example`)."""
-    example = task.pair_example(row) if text_side else task.to_example(row, rng=None, with_target=False)
+    example = task.pair_example(row) if text_side else task.example(row, rng=None, with_target=False)
     return process_row(processor, task, example, row)
 
 
@@ -204,7 +204,7 @@ def rank_options(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[s
     for index, row in enumerate(rows):
         options = task.choices(row)
         if items is None:
-            example = {**task.to_example(row, rng=None, with_target=False).as_processor_input(), "task": task.name}
+            example = {**task.example(row, rng=None, with_target=False).as_processor_input(), "task": task.name}
             batch = processor([{**example, "target": option} for option in options])
         else:
             batch = processor.collate([{**items[index], "labels": torch.tensor(tokenizer.encode(o, add_eos=True))}

@@ -65,6 +65,47 @@ def accuracy(predictions: Sequence[Any], truths: Sequence[Any]) -> float:
     return sum(normalise(p) == normalise(t) for p, t in zip(predictions, truths)) / len(truths)
 
 
+# ------------------------------------------------------------------------------------------ tag sets
+def _tag_lists(predictions: Sequence[Any], truths: Sequence[Any]) -> list[tuple[list[str], set[str]]]:
+    """(ranked predicted tags without repeats, true tag set) per row; tags compared as `normalise` writes them."""
+    _pairs(predictions, truths)
+    out = []
+    for predicted, true in zip(predictions, truths):
+        ranked = list(dict.fromkeys(normalise(t) for t in (predicted or []) if normalise(t)))
+        out.append((ranked, {normalise(t) for t in true if normalise(t)}))
+    return out
+
+
+@register_metric("tags_map")
+def tags_map(predictions: Sequence[Any], truths: Sequence[Any]) -> float:
+    """Mean over rows of the average precision of the ranked predicted tags: (1 / |true|) * the sum, over the ranks
+    k holding a true tag, of precision at k (a true tag never predicted adds 0)."""
+    scores = []
+    for ranked, true in _tag_lists(predictions, truths):
+        hits, total = 0, 0.0
+        for k, tag in enumerate(ranked, start=1):
+            if tag in true:
+                hits += 1
+                total += hits / k
+        scores.append(total / len(true) if true else float(not ranked))
+    return sum(scores) / len(scores)
+
+
+@register_metric("tags_f1")
+def tags_f1(predictions: Sequence[Any], truths: Sequence[Any]) -> float:
+    """Micro F1 over every (row, tag): 2 * right / (predicted + true)."""
+    pairs = _tag_lists(predictions, truths)
+    right = sum(len(set(ranked) & true) for ranked, true in pairs)
+    given = sum(len(ranked) + len(true) for ranked, true in pairs)
+    return 2 * right / given if given else 1.0
+
+
+@register_metric("tags_p_at_1")
+def tags_precision_at_1(predictions: Sequence[Any], truths: Sequence[Any]) -> float:
+    """The fraction of rows whose first predicted tag is true (precision at k = 1)."""
+    return sum(bool(ranked) and ranked[0] in true for ranked, true in _tag_lists(predictions, truths)) / len(truths)
+
+
 @register_metric("label_distribution")
 def label_distribution(predicted: Sequence[str], true: Sequence[str]) -> dict[str, dict[str, float]]:
     """Per label: the fraction of predictions picking it vs the fraction of truths that are it."""

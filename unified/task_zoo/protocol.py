@@ -12,3 +12,6 @@ MAX_INT_TOKENS = 4  # the "int" grammar's default length limit (`answer_length`)
 # what `Task.answer_json` calls an answer of each grammar (a box in pixels, a span in seconds)
 ANSWER_TYPES = {"text": "text", "loc": "box", "time": "span", "val": "numbers", "int": "integer",
                 "options": "option", "embedding": "embedding"}
+# the turns of an imported conversation a task takes (`Task.chat_turn`, `unified.data.conversations`): the user lists
+# options; gives media and asks for a description; gives media and asks a question; gives text alone
+CHAT_TURNS = ("options", "description", "question", "text")

@@ -15,12 +15,13 @@ Example:
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, entry_points, packages_distributions, version
 from typing import Any
 
 from unified.errors import ConfigError, InputError
-from unified.task_zoo.base import Task, validate_task_class
+from unified.task_zoo.base import MODALITIES, Task, validate_task_class
 from unified.tokenizers.layout import VocabLayout
 
 ENTRY_POINT_GROUP = "unified.tasks"
@@ -116,7 +117,9 @@ def task_sources(names: Iterable[str]) -> dict[str, dict[str, str]]:
     return found
 
 
-COMMON_OPTIONS = ("max_new_tokens",)  # options every task takes (`Task.max_new_tokens`), set here, not by the task
+# options every task takes, set here, not by the task: `Task.max_new_tokens`, and `Task.demos` with the demonstrations
+# saved with the model (`demo_rows`, drawn from the training rows by `fit_tasks`)
+COMMON_OPTIONS = ("max_new_tokens", "demos", "demo_rows")
 
 
 def build_tasks(names: Iterable[str], task_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -147,7 +150,30 @@ def build_tasks(names: Iterable[str], task_options: Mapping[str, Mapping[str, An
                 raise ConfigError(f"task_options.{name}.max_new_tokens", limit, "expected a positive whole number "
                                   "of tokens")
             tasks[name].max_new_tokens = limit
+        _set_demos(tasks[name], given)
     return tasks
+
+
+def _set_demos(task: Task, given: Mapping[str, Any]) -> None:
+    where = f"task_options.{task.name}"
+    k = given.get("demos", 0)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ConfigError(f"{where}.demos", k, "expected a whole number of demonstrations >= 0")
+    if k and task.answer_mode == "embed":
+        raise ConfigError(f"{where}.demos", k, "an embedding task writes no answer for a demonstration to show")
+    rows = given.get("demo_rows", [])
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, Mapping) for r in rows):
+        raise ConfigError(f"{where}.demo_rows", rows, "expected a list of complete rows of the task")
+    if rows and not k:
+        raise ConfigError(f"{where}.demo_rows", f"{len(rows)} row(s)", "demos is 0: no demonstration is written")
+    if rows and len(rows) < k:
+        raise ConfigError(f"{where}.demo_rows", f"{len(rows)} row(s)", f"fewer than demos: {k}")
+    for index, row in enumerate(rows):
+        try:
+            task.to_example(row, rng=None)
+        except InputError as err:
+            raise ConfigError(f"{where}.demo_rows[{index}]", err.value, f"{err.what}: {err.reason}") from err
+    task.demos, task.demo_rows = k, list(rows)
 
 
 def fit_tasks(rows: Mapping[str, Any], task_options: Mapping[str, Mapping[str, Any]] | None = None,
@@ -157,8 +183,33 @@ def fit_tasks(rows: Mapping[str, Any], task_options: Mapping[str, Mapping[str, A
     `task_options.json`, so inference builds the tasks exactly as training did."""
     tasks = build_tasks(rows, task_options, layout)
     options = {name: dict((task_options or {}).get(name) or {}) for name in tasks}
-    learnt = {name: task.fit(rows[name]) for name, task in tasks.items()}
-    if not any(learnt.values()):
-        return tasks, options
-    options = {name: {**options[name], **learnt[name]} for name in tasks}
-    return build_tasks(rows, options, layout), options
+    learnt = {name: {**task.fit(rows[name]), **_demo_rows(task, rows[name], options[name])}
+              for name, task in tasks.items()}
+    if any(learnt.values()):
+        options = {name: {**options[name], **learnt[name]} for name in tasks}
+        tasks = build_tasks(rows, options, layout)
+    for name, task in tasks.items():
+        task.demo_pool = rows[name]  # training draws each row's demonstrations from the other training rows
+    return tasks, options
+
+
+def _demo_rows(task: Task, rows: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """{"demo_rows": `demos` training rows drawn with a seed of the task's name} (without `_` keys), the
+    demonstrations evaluation and inference write; none when the task has no `demos` or was given its own."""
+    if not task.demos or "demo_rows" in options:
+        return {}
+    if len(rows) < task.demos:
+        raise ConfigError(f"task_options.{task.name}.demos", task.demos, f"only {len(rows)} training row(s) to "
+                          "draw demonstrations from")
+    picks = random.Random(f"demos:{task.name}").sample(range(len(rows)), task.demos)
+    return {"demo_rows": [_saved(rows[i]) for i in picks]}
+
+
+def _saved(row: Mapping[str, Any]) -> dict[str, Any]:
+    # a demonstration's media are never encoded, only their presence checked: keep paths, name what is not one
+    def media(value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            return [media(v) for v in value]
+        return value if isinstance(value, str) else f"({type(value).__name__} in the training data)"
+
+    return {k: media(v) if k in MODALITIES else v for k, v in dict(row).items() if not k.startswith("_")}

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from unified.errors import UnifiedError
-from unified.task_zoo.batching import contrastive_batch, process_row
+from unified.task_zoo.batching import process_row
 from unified.training.packing import pack_items
 from unified.training.stages import stage_at
 
@@ -51,13 +51,15 @@ class Plan:
 @dataclass
 class Prepared:
     """A plan's tensors. `single`: the batch's one task (None: a mixed batch); `batch`: the generative rows
-    collated, `names` their tasks; `contrastive`: task -> its rows then their pairs, collated (2N rows)."""
+    collated, `names` their tasks; `own`: task -> its `Task.loss_batch` for the tasks with their own loss
+    (contrastive: its rows then their pairs), `own_rows` how many rows each holds."""
 
     plan: Plan
     single: str | None
     batch: dict[str, torch.Tensor] | None
     names: list[str]
-    contrastive: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    own: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    own_rows: dict[str, int] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
     packs: list[list[int]] | None = None  # packed: the generative rows (indices into `names`) of each batch row
     fitted: dict[str, int] = field(default_factory=dict)  # media fitted to budgets in a worker, for the main count
@@ -67,7 +69,7 @@ class Prepared:
             return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in b.items()}
 
         self.batch = pin(self.batch) if self.batch is not None else None
-        self.contrastive = {k: pin(b) for k, b in self.contrastive.items()}
+        self.own = {k: pin(b) for k, b in self.own.items()}
         return self
 
 
@@ -80,21 +82,21 @@ class Failed:
 def prepare(tasks: Mapping[str, Any], processor: Any, named_rows: Sequence[tuple[str, Mapping[str, Any]]],
             rng: random.Random | None, plan: Plan | None = None, pack: bool = False) -> Prepared:
     """Rows of one or several tasks -> a `Prepared` batch: generative rows through the processor together (with
-    `pack`, packed several to a row: `unified.training.packing`), each contrastive task's rows with their pairs (prompts
-    drawn from `rng` in that order)."""
+    `pack`, packed several to a row: `unified.training.packing`), each own-loss task's rows through its
+    `Task.loss_batch` (prompts drawn from `rng` in that order)."""
     names = [n for n, _ in named_rows]
-    generative = [(n, r) for n, r in named_rows if not tasks[n].contrastive]
+    generative = [(n, r) for n, r in named_rows if not tasks[n].own_loss]
     batch, packs = None, None
     if generative:
-        items = [process_row(processor, tasks[n], tasks[n].to_example(r, rng=rng), r) for n, r in generative]
+        items = [process_row(processor, tasks[n], tasks[n].example(r, rng=rng), r) for n, r in generative]
         if pack:
             items = pack_items(items)
             packs = [item.pop("members") for item in items]
         batch = processor.collate(items)
-    contrastive = {name: contrastive_batch(tasks[name], [r for n, r in named_rows if n == name], processor, rng)
-                   for name in dict.fromkeys(n for n in names if tasks[n].contrastive)}
+    own_rows = {name: [r for n, r in named_rows if n == name] for name in names if tasks[name].own_loss}
+    own = {name: tasks[name].loss_batch(rows, processor, rng) for name, rows in own_rows.items()}
     return Prepared(plan=plan, single=names[0] if len(set(names)) == 1 else None, batch=batch,
-                    names=[n for n, _ in generative], contrastive=contrastive,
+                    names=[n for n, _ in generative], own=own, own_rows={n: len(r) for n, r in own_rows.items()},
                     sources=[str(r.get("_source", "")) for _, r in named_rows], packs=packs)
 
 
@@ -128,7 +130,7 @@ class Planner:
                  start: int = 0):
         self.cfg, self.sampler, self.stream, self.rank, self.world = cfg, sampler, stream, rank, world
         self.stage_at = stage_at
-        self.whole = [name for name, task in tasks.items() if task.contrastive]  # InfoNCE needs a whole batch
+        self.whole = [name for name, task in tasks.items() if task.own_loss]  # its loss reads a whole batch
         self.next = (start, 0)  # (step, micro) of the next plan to make
         self.pending: deque[Plan] = deque()  # made (handed to the DataLoader) but not yet trained
         self.replay: deque[Plan] = deque()  # a resumed run's pending plans, handed out before new ones

@@ -228,9 +228,9 @@ def check_run_settings(cfg: TrainConfig, model: Any, tasks: dict[str, Any]) -> N
         unknown = sorted(set(stage.tasks or []) - set(tasks))
         if unknown or stage.tasks == []:
             raise ConfigError(f"stages[{i}].tasks", stage.tasks, f"not in the training data's tasks {sorted(tasks)}")
-    if cfg.data.pack and all(task.contrastive for task in tasks.values()):
-        raise ConfigError("data.pack", True, f"nothing to pack: every task of this run ({sorted(tasks)}) is "
-                          "contrastive, trained on whole batches of pairs that are never packed")
+    if cfg.data.pack and all(task.own_loss for task in tasks.values()):
+        raise ConfigError("data.pack", True, f"nothing to pack: every task of this run ({sorted(tasks)}) has its "
+                          "own loss, trained on whole batches of its rows that are never packed")
     f = model.config.fusion
     if cfg.data.pack and (model.lm is not None or f.mode != "concat" or f.in_decoder):
         what = "a pretrained text backbone" if model.lm is not None else f"fusion.mode {f.mode!r}" + (

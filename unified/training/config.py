@@ -36,6 +36,7 @@ from unified.tokenizers.layout import VocabLayout
 Strategy = Literal["proportional", "temperature", "uniform", "weights", "annealed", "dynamic"]
 Tracker = Literal["auto", "none", "tensorboard", "wandb", "mlflow", "comet_ml", "aim", "clearml", "dvclive"]
 FsdpStrategy = Literal["full_shard", "shard_grad_op"]  # resharded after each forward, or kept gathered until backward
+DataFormat = Literal["tasks", "sharegpt", "openai", "llava"]
 Group = Literal["media", "resampler", "xattn", "gates", "encoder", "decoder", "embeddings", "heads", "lora"]
 FSDP_STRATEGIES, GROUPS = typing.get_args(FsdpStrategy), typing.get_args(Group)
 
@@ -80,6 +81,10 @@ class DataSection:
                                            "rows (drawn with `seed`) as the held-out set")
     synthetic: SyntheticSection | None = setting(None, "write synthetic-world clips when no train_dir is given")
     tasks: list[str] | None = setting(None, "the tasks to train; null: every task with a file in train_dir")
+    format: DataFormat = setting("tasks", "what train_dir / eval_dir are: data directories (tasks), or one "
+                                          "conversation file each, mapped to rows by `unified data import`'s rule")
+    media_root: str | None = setting(None, "the folder a conversation file's media paths are relative to "
+                                           "(default: the file's folder)")
     budget: dict = setting(doc="a media budget for every task of the data (`video_fps`, `max_frames`...); a task's "
                                "own `budgets` entry wins", factory=dict)
     skip_bad_rows: bool = setting(False, "leave out bad rows and undecodable media (reported) instead of stopping")
@@ -391,6 +396,9 @@ RESAMPLER_FIELDS = {  # visual resampler mode -> the resampler fields it uses
 def inert_settings(cfg: TrainConfig) -> list[tuple[str, Any, str]]:
     """(dotted key, value, why it would do nothing) for each setting this config gives that cannot act."""
     found = []
+    if cfg.data.format == "tasks" and cfg.data.media_root is not None:
+        found.append(("data.media_root", cfg.data.media_root, "data.format is 'tasks': data files hold media paths "
+                      "relative to themselves"))
     if not cfg.fsdp.enabled and cfg.fsdp.strategy != FsdpSection.strategy:
         found.append(("fsdp.strategy", cfg.fsdp.strategy, "fsdp.enabled is false: nothing is sharded"))
     strategy, default_mixture = cfg.mixture.strategy, MixtureSection()

@@ -16,11 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from unified.data import load_data_dir
+from unified.data import RowReport, load_data_dir
 from unified.data.check import check_media, drop_rows
+from unified.data.conversations import read_conversations
 from unified.data.shards import ShardedRows
 from unified.data.synthetic import write_split
-from unified.errors import ConfigError, MediaDecodeError
+from unified.errors import ConfigError, InputError, MediaDecodeError
 
 
 def _synthetic(out: Path, n: int, seed: int, split: str, log) -> Path:
@@ -51,24 +52,47 @@ def load_training_data(cfg: Any, log=print) -> tuple[dict[str, list], dict[str, 
         train_dir = _synthetic(root / "train", s.n_train, s.seed, "train", log)
         if eval_dir is None and s.n_eval > 0:
             eval_dir = _synthetic(root / "test", s.n_eval, s.seed, "test", log)
-    options = cfg.task_options  # rows are checked by the tasks as configured (labels, modes), not the defaults
-    train, reports = load_data_dir(train_dir, d.tasks, skip_bad_rows=d.skip_bad_rows, task_options=options,
-                                   allow_outside_paths=d.allow_outside_paths)
+    train, reports = _read(train_dir, cfg)
     evaluation = {}
     if eval_dir is not None:
-        evaluation, more = load_data_dir(eval_dir, d.tasks, skip_bad_rows=d.skip_bad_rows, task_options=options,
-                                         allow_outside_paths=d.allow_outside_paths)
+        evaluation, more = _read(eval_dir, cfg)
         reports += more
     for report in reports:
         if report.skipped:
             log(f"skipped rows: {report.summary()}")
     if d.check_media:
-        train = _media_checked(train, train_dir, d.skip_bad_rows, log)
+        train = _media_checked(train, _folder(train_dir), d.skip_bad_rows, log)
         if evaluation:
-            evaluation = _media_checked(evaluation, eval_dir, d.skip_bad_rows, log)
+            evaluation = _media_checked(evaluation, _folder(eval_dir), d.skip_bad_rows, log)
     if d.validation_split:
         train, evaluation = hold_out(train, d.validation_split, cfg.seed, log)
     return train, evaluation
+
+
+def _read(source: Any, cfg: Any) -> tuple[dict[str, list], list[RowReport]]:
+    """A data directory, or with `data.format` a conversation file (`read_conversations`: inline media are written
+    under `output_dir/data/media`); a left-out record stops the run unless `data.skip_bad_rows`."""
+    d, options = cfg.data, cfg.task_options  # rows are checked by the tasks as configured (labels, modes)
+    if d.format == "tasks":
+        return load_data_dir(source, d.tasks, skip_bad_rows=d.skip_bad_rows, task_options=options,
+                             allow_outside_paths=d.allow_outside_paths)
+    rows, report = read_conversations(source, d.format, media_root=d.media_root, task_options=options,
+                                      media_dir=Path(cfg.output_dir) / "data" / "media")
+    if report.skipped and not d.skip_bad_rows:
+        raise InputError(f"data {source}", f"{len(report.skipped)} record(s)", f"left out by the {d.format} import "
+                         f"rule: {report.summary()} (data.skip_bad_rows: true trains on the rest; `unified data "
+                         "import` lists them all)")
+    if d.tasks is not None:
+        missing = [t for t in d.tasks if t not in rows]
+        if missing:
+            raise InputError("data.tasks", missing, f"{source} gives no rows of them; it gives {sorted(rows)}")
+        rows = {t: rows[t] for t in d.tasks}
+    return rows, [report]
+
+
+def _folder(source: Any) -> Path:
+    path = Path(source)
+    return path if path.is_dir() else path.parent  # a conversation file's checks are cached beside it
 
 
 def hold_out(rows: dict[str, list], fraction: float, seed: int, log=print) -> tuple[dict[str, list], dict[str, list]]:

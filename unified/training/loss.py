@@ -4,9 +4,9 @@
     loss, parts = mixed_loss(tasks, [(name, row), ...], model, processor)          # rows of several tasks
     loss, parts = batch_loss(cfg, tasks, prepared, model, device)                   # a planned batch (the loop)
 
-Every task trains through the LM head on its target text (token-mean cross-entropy), except contrastive tasks
-(`Task.contrastive`), which pull each row's embedding towards its pair's (`Task.pair_example`) and away from the
-other pairs in the batch (symmetric InfoNCE, `unified.heads.info_nce`).
+Every task trains through the LM head on its target text (token-mean cross-entropy), except tasks with their own
+loss (`Task.own_loss`: contrastive tasks' InfoNCE, a plug-in's BCE...), which build their batch
+(`Task.loss_batch`) and compute it (`Task.loss`); this module never asks which task it has.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from unified.heads.embedding import info_nce
 from unified.model.adapters import select_adapter
 from unified.model.ordinal import token_cross_entropy
-from unified.task_zoo.batching import contrastive_batch, task_batch, to_device
+from unified.task_zoo.batching import to_device
 from unified.training.batches import Prepared, prepare
 
 if TYPE_CHECKING:
@@ -32,17 +31,7 @@ def task_loss(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str,
     """The task's training loss on `rows` (a scalar)."""
     device = device if device is not None else next(model.parameters()).device
     select_adapter(model, task.name)  # per-task LoRA adapters, when the model has them
-    if task.contrastive:
-        return contrastive_loss(model, to_device(contrastive_batch(task, rows, processor, rng), device))
-    return model(**to_device(task_batch(task, rows, processor, rng=rng), device)).loss
-
-
-def contrastive_loss(model: Any, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """Symmetric InfoNCE of a `contrastive_batch` (rows 0..N-1 the examples, N..2N-1 their pairs)."""
-    embeddings = model(**batch, return_embeddings=True)  # (2N, E)
-    n = embeddings.shape[0] // 2
-    core = getattr(model, "module", model)  # DDP/accelerate wrap the model; the temperature lives on it
-    return info_nce(embeddings[:n], embeddings[n:], core.embed_head.temperature)
+    return task.loss(model, to_device(task.loss_batch(rows, processor, rng), device))
 
 
 def mixed_loss(tasks: Mapping[str, Any], named_rows: Sequence[tuple[str, Mapping[str, Any]]], model: Any,
@@ -57,9 +46,9 @@ def prepared_mixed_loss(tasks: Mapping[str, Any], prepared: Prepared, model: Any
                         loss_weights: Mapping[str, float] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """A mixed `Prepared` batch's loss. Generative rows went through ONE forward pass: each target token's
     cross-entropy is weighted by its task's loss weight and the sum is divided by the number of target tokens (the
-    same token mean as a one-task batch). Contrastive rows take their own InfoNCE pass per task; the parts are
-    combined by row count."""
-    weights = {name: float((loss_weights or {}).get(name, 1.0)) for name in [*prepared.names, *prepared.contrastive]}
+    same token mean as a one-task batch). The rows of a task with its own loss take their own pass per task
+    (`Task.loss`); the parts are combined by row count."""
+    weights = {name: float((loss_weights or {}).get(name, 1.0)) for name in [*prepared.names, *prepared.own]}
     parts: dict[str, float] = {}
     total, rows_done = None, 0
     if prepared.batch is not None:
@@ -78,10 +67,10 @@ def prepared_mixed_loss(tasks: Mapping[str, Any], prepared: Prepared, model: Any
         for k, name in enumerate(kinds):
             parts[name] = float(token_loss[(token_task == k) & real].mean().detach())
         total, rows_done = total * len(names), len(names)
-    for name, batch in prepared.contrastive.items():
+    for name, batch in prepared.own.items():
         select_adapter(model, name)
-        loss = contrastive_loss(model, to_device(batch, device))
-        rows = batch["input_ids"].shape[0] // 2
+        loss = tasks[name].loss(model, to_device(batch, device))
+        rows = prepared.own_rows[name]
         parts[name] = float(loss.detach())
         weighted = loss * weights[name] * rows
         total = weighted if total is None else total + weighted
@@ -111,9 +100,7 @@ def batch_loss(cfg: TrainConfig, tasks: Mapping[str, Any], prepared: Prepared, m
     if name is None:
         return prepared_mixed_loss(tasks, prepared, model, device, cfg.mixture.loss_weights)
     select_adapter(model, name)
-    if tasks[name].contrastive:
-        loss = contrastive_loss(model, to_device(prepared.contrastive[name], device))
-    else:
-        loss = model(**to_device(prepared.batch, device)).loss
+    batch = prepared.own[name] if tasks[name].own_loss else prepared.batch
+    loss = tasks[name].loss(model, to_device(batch, device))
     loss = loss * float(cfg.mixture.loss_weights.get(name, 1.0))
     return loss, {name: float(loss.detach())}

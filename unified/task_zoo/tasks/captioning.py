@@ -18,6 +18,7 @@ class Caption(Task):
     prompts = ("what does the clip show?", "describe the clip.", "write a caption for this.",
                "what happens here?")
     grammar = "text"
+    chat_turn = "description"  # an imported turn asking to describe its media
     metrics = ("meteor", "cider", "bleu4", "rouge_l")
     main_metric = "meteor"
     row_fields = ("caption",)

@@ -29,6 +29,7 @@ class MultipleChoice(Task):
     prompts = ("{question} options: {choices} answer:", "question: {question} choose from {choices}.",
                "{question} pick one: {choices}")
     grammar = "options"
+    chat_turn = "options"  # an imported turn whose user lists lettered options
     metrics = ("accuracy",)
     row_fields = ("question", "options", "answer_index")
     target_fields = ("answer_index",)

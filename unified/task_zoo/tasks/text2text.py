@@ -16,6 +16,7 @@ class Text2Text(Task):
     accepts = frozenset()
     prompts = ("{text}",)
     grammar = "text"
+    chat_turn = "text"  # an imported turn with no media
     metrics = ("accuracy",)
     row_fields = ("text", "target")
     target_fields = ("target",)

@@ -16,6 +16,7 @@ class VQA(Task):
     requires = frozenset()
     prompts = ("{question}", "question: {question} answer:", "answer briefly: {question}")
     grammar = "text"
+    chat_turn = "question"  # an imported turn asking about its media
     metrics = ("accuracy",)
     row_fields = ("question", "answer")
     target_fields = ("answer",)

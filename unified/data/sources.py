@@ -1,4 +1,5 @@
-"""Where a request's media come from: a `data:` URL carried in the request, or a file under the server's media root.
+"""Where a chat message's media come from (a server's request, a conversation file being imported): a `data:` URL
+carried in the message, or a file under the media root.
 
     url (image_url / video_url / audio_url .url)   ->  bytes (a data: URL) or the path of a file under the root
     input_audio {"data": base64, "format"}        ->  bytes
@@ -39,7 +40,7 @@ class MediaPolicy:
     def resolve(self, url: str, what: str) -> bytes | str:
         """A part's URL -> bytes (data:) or an absolute path inside the root; `what` names the part in errors."""
         if not isinstance(url, str) or not url:
-            raise InputError(what, url, "expected a data: URL or a path under the server's media root")
+            raise InputError(what, url, "expected a data: URL or a path under the media root")
         if url.startswith("data:"):
             return self._data_url(url, what)
         scheme = urlsplit(url).scheme
@@ -81,10 +82,9 @@ class MediaPolicy:
         root = self.root.resolve()
         target = (root / path).resolve()  # an absolute `path` replaces root here, then must still lie inside it
         if not target.is_relative_to(root):
-            raise InputError(what, path[:200], "outside the server's media root (paths are read only under "
-                             "--media-root)")
+            raise InputError(what, path[:200], "outside the media root (paths are read only under --media-root)")
         if not target.is_file():
-            raise InputError(what, path[:200], "no such file under the server's media root")
+            raise InputError(what, path[:200], "no such file under the media root")
         return str(target)
 
     def _too_large(self, what: str, size: int) -> UploadTooLarge:
