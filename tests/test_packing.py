@@ -112,13 +112,14 @@ def test_packing_is_refused_where_it_cannot_be_exact(setup, tmp_path):
         Run(cfg, progress=False)
 
 
-def test_a_run_with_packing_trains_mixed_batches_in_fewer_rows(tmp_path):
+def test_a_run_packs_mixed_batches_to_a_token_budget(tmp_path):
     from unified.data.synthetic import write_split
     from unified.training import load_config, train
 
     write_split(tmp_path / "train", 12, seed=0, split="train", progress=False)
     cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'run'}", f"data.train_dir={tmp_path / 'train'}",
                               "data.synthetic=null", "data.pack=true", "tokenizer.text_vocab_size=200",
+                              "data.pack_length=64", "data.pack_target_length=24", "optim.batch_size=2",
                               "model.fusion={mode: concat}",
                               "model.resampler={mode: pool3d, pool_frames: 4, pool_hw: 2}",
                               "model.audio={resampler: pool}", "mixture.mixed_batches=true", "optim.max_steps=4",

@@ -190,32 +190,54 @@ def generate_texts(task: Any, model: Any, processor: Any, rows: Sequence[Mapping
     return texts
 
 
+def option_labels(tokenizer: Any, options: Sequence[str]) -> torch.Tensor:
+    """Each option's target tokens (as the processor writes a target: eos added), padded with -100: (N, Lt)."""
+    rows = [torch.tensor(tokenizer.encode(o, add_eos=True)) for o in options]
+    return torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=-100)
+
+
+def _repeat(value: Any, n: int) -> Any:
+    """A one-row tensor seen n times along the batch (a view, no copy); anything else as it is."""
+    return value.expand(n, *value.shape[1:]) if isinstance(value, torch.Tensor) and value.dim() else value
+
+
+def score_row_options(model: Any, batch: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """One prompt (a batch of one row, no labels) against N options' labels (N, Lt) -> (N,) scores
+    (`score_options`). The prompt and its media go through the encoder once; the decoder then reads that one
+    encoder output for every option, so an option costs a decoder pass and nothing more."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    encoded = model.get_encoder()(**inputs, return_dict=True)  # (1, L', D) and what the decoder needs with it
+    n = labels.shape[0]
+    for field in ("last_hidden_state", "attention_mask", "media", "media_keep", "segment_ids"):
+        if getattr(encoded, field, None) is not None:
+            setattr(encoded, field, _repeat(getattr(encoded, field), n))
+    encoded.hidden_states = encoded.attentions = None
+    out = model(encoder_outputs=encoded, attention_mask=_repeat(inputs["attention_mask"], n), labels=labels,
+                use_cache=False)
+    return score_options(out.logits, labels)  # (N,)
+
+
 @torch.no_grad()
 def rank_options(task: Any, model: Any, processor: Any, rows: Sequence[Mapping[str, Any]], *,
                  on_batch: Callable[[int], None] | None = None, items: Sequence[Any] | None = None,
                  details: list | None = None) -> list[str]:
-    """Multiple choice by likelihood: each option text scored as the target (mean log-probability per token). With
-    `items` (the rows processed without a target), each option's labels are added to its row's item, so the media
-    are not decoded again per option."""
+    """Multiple choice by likelihood: each option text scored as the target (mean log-probability per token).
+    Each row's prompt and media are processed and encoded once, whatever the number of options
+    (`score_row_options`); with `items` (the rows processed without a target) nothing is decoded here."""
 
     device, tokenizer = next(model.parameters()).device, processor.tokenizer
     select_adapter(model, task.name)
     answers = []
     for index, row in enumerate(rows):
         options = task.choices(row)
-        if items is None:
-            example = {**task.example(row, rng=None, with_target=False).as_processor_input(), "task": task.name}
-            batch = processor([{**example, "target": option} for option in options])
-        else:
-            batch = processor.collate([{**items[index], "labels": torch.tensor(tokenizer.encode(o, add_eos=True))}
-                                       for o in options])
-        out = model(**to_device(batch, device))
-        scores = score_options(out.logits, batch["labels"].to(device))  # (n_options,)
+        batch = _batch(task, rows, processor, items, [index], device)
+        labels = option_labels(tokenizer, options).to(device)  # (N, Lt)
+        scores = score_row_options(model, batch, labels)  # (N,)
         best = int(scores.argmax())
         answers.append(options[best])
         if details is not None:
-            details.append({"score": float(scores[best]), "prompt_tokens": int(batch["attention_mask"][best].sum()),
-                            "answer_tokens": int((batch["labels"][best] != -100).sum()), "stopped": True})
+            details.append({"score": float(scores[best]), "prompt_tokens": int(batch["attention_mask"][0].sum()),
+                            "answer_tokens": int((labels[best] != -100).sum()), "stopped": True})
         if on_batch:
             on_batch(1)
     return answers

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,15 @@ import torch
 
 from unified.errors import UnifiedError
 from unified.task_zoo.batching import process_row
-from unified.training.packing import pack_items
+from unified.training.packing import (
+    PACK_BUFFER,
+    PackLimits,
+    fullest,
+    lower_bound,
+    pack_items,
+    pack_to_budget,
+    row_rng,
+)
 from unified.training.stages import stage_at
 
 
@@ -39,13 +47,17 @@ class Plan:
     step: int
     micro: int
     rows: tuple[tuple[str, int], ...]  # (task, index into the task's rows), in the order the mixture drew them
+    # token-budget packing: each pack's rows (indices into `rows`); every other row is contrastive
+    packs: tuple[tuple[int, ...], ...] | None = None
 
     def to_list(self) -> list:
-        return [self.step, self.micro, [[t, i] for t, i in self.rows]]
+        out = [self.step, self.micro, [[t, i] for t, i in self.rows]]
+        return out if self.packs is None else [*out, [list(p) for p in self.packs]]
 
     @classmethod
     def from_list(cls, data: Sequence) -> Plan:
-        return cls(int(data[0]), int(data[1]), tuple((str(t), int(i)) for t, i in data[2]))
+        packs = tuple(tuple(int(i) for i in p) for p in data[3]) if len(data) > 3 else None
+        return cls(int(data[0]), int(data[1]), tuple((str(t), int(i)) for t, i in data[2]), packs)
 
 
 @dataclass
@@ -80,23 +92,31 @@ class Failed:
 
 
 def prepare(tasks: Mapping[str, Any], processor: Any, named_rows: Sequence[tuple[str, Mapping[str, Any]]],
-            rng: random.Random | None, plan: Plan | None = None, pack: bool = False) -> Prepared:
+            rng: random.Random | None, plan: Plan | None = None, pack: bool = False,
+            row_rngs: Sequence[random.Random] | None = None) -> Prepared:
     """Rows of one or several tasks -> a `Prepared` batch: generative rows through the processor together (with
-    `pack`, packed several to a row: `unified.training.packing`), each own-loss task's rows through its
-    `Task.loss_batch` (prompts drawn from `rng` in that order)."""
+    `pack`, packed several to a row: `unified.training.packing`; as `plan.packs` say when the plan has them), each
+    own-loss task's rows through its `Task.loss_batch` (prompts drawn from `rng` in that order, or each generative
+    row's from its own `row_rngs` entry)."""
     names = [n for n, _ in named_rows]
-    generative = [(n, r) for n, r in named_rows if not tasks[n].own_loss]
+    rngs = list(row_rngs) if row_rngs is not None else [rng] * len(named_rows)
+    generative = [k for k, (n, _) in enumerate(named_rows) if not tasks[n].own_loss]
     batch, packs = None, None
     if generative:
-        items = [process_row(processor, tasks[n], tasks[n].example(r, rng=rng), r) for n, r in generative]
+        items = [process_row(processor, tasks[named_rows[k][0]],
+                             tasks[named_rows[k][0]].example(named_rows[k][1], rng=rngs[k]), named_rows[k][1])
+                 for k in generative]
         if pack:
-            items = pack_items(items)
+            where = {k: j for j, k in enumerate(generative)}  # plan row -> generative item
+            planned = None if plan is None or plan.packs is None else [[where[k] for k in p] for p in plan.packs]
+            items = pack_items(items, planned)
             packs = [item.pop("members") for item in items]
         batch = processor.collate(items)
     own_rows = {name: [r for n, r in named_rows if n == name] for name in names if tasks[name].own_loss}
     own = {name: tasks[name].loss_batch(rows, processor, rng) for name, rows in own_rows.items()}
     return Prepared(plan=plan, single=names[0] if len(set(names)) == 1 else None, batch=batch,
-                    names=[n for n, _ in generative], own=own, own_rows={n: len(r) for n, r in own_rows.items()},
+                    names=[named_rows[k][0] for k in generative], own=own,
+                    own_rows={n: len(r) for n, r in own_rows.items()},
                     sources=[str(r.get("_source", "")) for _, r in named_rows], packs=packs)
 
 
@@ -110,9 +130,12 @@ class PlannedBatches(torch.utils.data.Dataset):
     def __getitem__(self, plan: Plan) -> Prepared | Failed:
         rng = random.Random((self.seed * 1_000_003 + plan.step) * 64 + plan.micro)  # prompt templates
         named = [(task, self.rows[task][i]) for task, i in plan.rows]
+        rngs = None
+        if plan.packs is not None:  # token-budget packs: each row's prompt as the planner measured it
+            rngs = [row_rng(self.seed, plan.step, plan.micro, task, i) for task, i in plan.rows]
         before = Counter(self.processor.fitted)
         try:
-            prepared = prepare(self.tasks, self.processor, named, rng, plan, self.pack)
+            prepared = prepare(self.tasks, self.processor, named, rng, plan, self.pack, rngs)
         except UnifiedError as exc:  # DataLoader would re-raise it as a RuntimeError wrapping a traceback
             return Failed(plan, exc)
         if torch.utils.data.get_worker_info() is not None:  # counted in a worker's copy: the training process adds
@@ -124,18 +147,78 @@ class PlannedBatches(torch.utils.data.Dataset):
 
 
 class Planner:
-    """The DataLoader's sampler: yields the run's plans from `start` on, the pending ones of a resumed run first."""
+    """The DataLoader's sampler: yields the run's plans from `start` on, the pending ones of a resumed run first.
+
+    With token-budget packing (`data.pack_length`; `measure` gives a row's `Need`) a plan is `optim.batch_size`
+    packs: the mixture draws rows a batch's worth at a time into a buffer until they fill `PACK_BUFFER` batches'
+    worth and more than that many packs (`pack_to_budget`), the fullest packs become the plan and the other rows
+    wait for the next one. Every process
+    keeps every rank's buffer, so all draw the same number of times and the row stream's split between ranks
+    holds. A draw whose first task is contrastive (a whole batch of pairs) is a plan of its own, as without
+    packing."""
 
     def __init__(self, cfg: Any, sampler: Any, stream: Any, tasks: Mapping[str, Any], rank: int = 0, world: int = 1,
-                 start: int = 0):
+                 start: int = 0, measure: Callable[[str, int, random.Random], tuple] | None = None):
         self.cfg, self.sampler, self.stream, self.rank, self.world = cfg, sampler, stream, rank, world
         self.stage_at = stage_at
         self.whole = [name for name, task in tasks.items() if task.own_loss]  # its loss reads a whole batch
         self.next = (start, 0)  # (step, micro) of the next plan to make
         self.pending: deque[Plan] = deque()  # made (handed to the DataLoader) but not yet trained
         self.replay: deque[Plan] = deque()  # a resumed run's pending plans, handed out before new ones
+        d = cfg.data
+        self.measure = measure if d.pack and d.pack_length else None
+        self.limits = PackLimits(d.pack_length, d.pack_target_length, d.pack_max_visual,
+                                 d.pack_max_audio) if self.measure else None
+        self.buffers: list[list[tuple[str, int]]] = [[] for _ in range(world)]  # rows drawn, not yet in a plan
+
+    def _draw(self, step: int, only: Sequence[str] | None) -> tuple[list[str], list[list[tuple[str, int]]]]:
+        """A batch's worth of tasks from the mixture and every rank's rows for them."""
+        cfg = self.cfg
+        drawn = self.sampler.batch_tasks(step, cfg.optim.batch_size, mixed=cfg.mixture.mixed_batches, only=only,
+                                         whole=self.whole)
+        rows: list[list[tuple[str, int]]] = [[] for _ in range(self.world)]
+        for name in dict.fromkeys(drawn):  # each task's rows in one take, so ranks still split them
+            taken = self.stream.take_indices(name, drawn.count(name) * self.world)
+            for r in range(self.world):
+                rows[r] += [(name, i) for i in taken[r::self.world]]
+        return drawn, rows
+
+    def _packed_plan(self, step: int, micro: int) -> Plan:
+        size, only = self.cfg.optim.batch_size, self.stage_at(self.cfg, step).tasks
+        generative = None if only is None else [t for t in only if t not in self.whole]
+        first, known = True, {}
+        while True:
+            for buffer in self.buffers:  # each row measured once per plan (its prompt is drawn per plan)
+                for t, i in buffer:
+                    if (t, i) not in known:
+                        known[t, i] = self.measure(t, i, row_rng(self.cfg.seed, step, micro, t, i))
+            needs = [[known[row] for row in buffer] for buffer in self.buffers]
+            limits = self.limits.as_tuple()
+            if all(lower_bound(n, limits) >= PACK_BUFFER * size for n in needs):
+                packs = [pack_to_budget(n, limits) for n in needs]
+                if all(len(p) > size for p in packs):
+                    break
+            drawn, rows = self._draw(step, only if first else (generative or [t for t in self.sampler.tasks
+                                                                              if t not in self.whole]))
+            if first and drawn[0] in self.whole:  # a contrastive batch: a plan of its own, the buffers wait
+                return Plan(step, micro, tuple(rows[self.rank]))
+            first = False
+            for buffer, new in zip(self.buffers, rows):
+                buffer += new
+        chosen = [fullest(p, n, self.limits, size) for p, n in zip(packs, needs)]
+        mine = self.buffers[self.rank]
+        order = [i for pack in chosen[self.rank] for i in pack]
+        plan_rows = tuple(mine[i] for i in order)
+        position = iter(range(len(order)))
+        plan_packs = tuple(tuple(next(position) for _ in pack) for pack in chosen[self.rank])
+        for r, buffer in enumerate(self.buffers):
+            taken = {i for pack in chosen[r] for i in pack}
+            self.buffers[r] = [row for i, row in enumerate(buffer) if i not in taken]
+        return Plan(step, micro, plan_rows, plan_packs)
 
     def plan(self, step: int, micro: int) -> Plan:
+        if self.measure is not None:
+            return self._packed_plan(step, micro)
         cfg = self.cfg
         drawn = self.sampler.batch_tasks(step, cfg.optim.batch_size, mixed=cfg.mixture.mixed_batches,
                                          only=self.stage_at(cfg, step).tasks, whole=self.whole)
@@ -164,12 +247,15 @@ class Planner:
                                f"{expected and (expected.step, expected.micro)}")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"next": list(self.next), "pending": [p.to_list() for p in (*self.pending, *self.replay)]}
+        return {"next": list(self.next), "pending": [p.to_list() for p in (*self.pending, *self.replay)],
+                "buffers": [[[t, i] for t, i in buffer] for buffer in self.buffers]}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.next = (int(state["next"][0]), int(state["next"][1]))
         self.replay = deque(Plan.from_list(p) for p in state["pending"])
         self.pending.clear()
+        buffers = state.get("buffers") or [[] for _ in range(self.world)]
+        self.buffers = [[(str(t), int(i)) for t, i in buffer] for buffer in buffers]
 
 
 def _as_is(item: Any) -> Any:  # collate_fn: a Prepared is already a batch

@@ -95,6 +95,12 @@ class DataSection:
     prefetch: int = setting(2, "batches each worker prepares ahead")
     length_buckets: int = setting(0, "sort rows by text length within chunks of this many steps' rows (0 = off)")
     pack: bool = setting(False, "pack several short rows per sequence with block-diagonal attention")
+    pack_length: int | None = setting(None, "token-budget packing: prompt tokens of one pack (the encoder length "
+                                            "before media are spliced in); null packs within each batch")
+    pack_target_length: int | None = setting(None, "token-budget packing: target tokens of one pack (the decoder "
+                                                   "length)")
+    pack_max_visual: int = setting(4, "token-budget packing: most images and videos in one pack")
+    pack_max_audio: int = setting(4, "token-budget packing: most audio items in one pack")
 
 
 @dataclass
@@ -352,6 +358,10 @@ def number_rules(cfg: TrainConfig) -> list[tuple[str, Any, Any, str]]:
         ("data.num_workers", d.num_workers, at_least_0, "expected worker processes >= 0 (0 = none)"),
         ("data.prefetch", d.prefetch, at_least_1, "expected batches per worker >= 1"),
         ("data.length_buckets", d.length_buckets, at_least_0, "expected steps per bucket >= 0 (0 = off)"),
+        ("data.pack_max_visual", d.pack_max_visual, at_least_1, "expected items per pack >= 1"),
+        ("data.pack_max_audio", d.pack_max_audio, at_least_1, "expected items per pack >= 1"),
+        *[(f"data.{key}", getattr(d, key), at_least_1, "expected tokens per pack >= 1")
+          for key in ("pack_length", "pack_target_length") if getattr(d, key) is not None],
         ("data.validation_split", d.validation_split, lambda x: _real(x) and 0 <= x < 1,
          "expected a fraction of the training rows in [0, 1) (0 = none)"),
         ("eval.every", cfg.eval.every, at_least_0, "expected steps >= 0 (0 = only at the end)"),
@@ -407,6 +417,17 @@ def inert_settings(cfg: TrainConfig) -> list[tuple[str, Any, str]]:
         if strategy not in readers and value != getattr(default_mixture, key):
             reason = f"mixture.strategy {strategy!r} does not read it (only {' / '.join(readers)} do)"
             found.append((f"mixture.{key}", value, reason))
+    d, default_data = cfg.data, DataSection()
+    budget = ("pack_length", "pack_target_length", "pack_max_visual", "pack_max_audio")
+    for key in budget:
+        value = getattr(d, key)
+        if value != getattr(default_data, key) and not (d.pack and d.pack_length is not None):
+            found.append((f"data.{key}", value, "token-budget packing is off: it needs data.pack: true with "
+                                                "data.pack_length and data.pack_target_length"))
+    if d.pack and (d.pack_length is None) != (d.pack_target_length is None):
+        given, missing = ("pack_length", "pack_target_length") if d.pack_length is not None else (
+            "pack_target_length", "pack_length")
+        found.append((f"data.{given}", getattr(d, given), f"token-budget packing needs data.{missing} too"))
     if not cfg.lora.enabled:
         default_lora = LoraSection()
         for f in dataclasses.fields(LoraSection):

@@ -70,6 +70,7 @@ from unified.training.ema import EMA
 from unified.training.launch import check_fsdp, fsdp_strategy
 from unified.training.loss import batch_loss
 from unified.training.mixture import TaskSampler
+from unified.training.packing import measure_row
 from unified.training.report import summarise, summary_table, trackers, write_rank_report
 from unified.training.sharding import Sharding, param_checksum
 from unified.training.stages import (
@@ -162,7 +163,12 @@ class Run:
                                    seed=cfg.seed)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.stream = self._row_stream(self.world)
-        self.planner = Planner(cfg, self.sampler, self.stream, self.tasks, self.rank, self.world)
+        self.planner = Planner(cfg, self.sampler, self.stream, self.tasks, self.rank, self.world,
+                               measure=self._measure)
+
+    def _measure(self, task: str, index: int, rng) -> tuple[int, int, int, int]:
+        """A training row's size as token-budget packing counts it (`unified.training.packing.measure_row`)."""
+        return measure_row(self.tasks[task], self.train_rows[task][index], self.tokenizer, rng)
 
     def setup_optimizer(self) -> None:
         """FSDP sharding (before the optimizer: it must hold the shards), AdamW over the parameter groups (weight
