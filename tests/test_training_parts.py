@@ -139,7 +139,7 @@ def test_planner_resumes_with_the_plans_its_workers_had_not_trained(strategy, tm
     cfg = load_config(CONFIGS[0], ["optim.max_steps=9", "optim.grad_accum=2", "mixture.mixed_batches=true",
                                    f"mixture.strategy={strategy}", "optim.batch_size=3"])
     data = {"vqa": [{"i": i} for i in range(7)], "caption": [{"i": i} for i in range(5)]}
-    tasks = {name: type("T", (), {"contrastive": False})() for name in data}
+    tasks = {name: type("T", (), {"own_loss": False})() for name in data}
 
     def planner():
         sampler = TaskSampler({t: len(r) for t, r in data.items()}, strategy, seed=0)
