@@ -79,10 +79,11 @@ def test_dare_drops_and_rescales_keeping_the_expectation():
 def saved(tmp_path_factory):
     """A "trained" on caption and vqa, B on classify, a base (seeds 0, 1, 2): one vocabulary."""
     root = tmp_path_factory.mktemp("merge")
-    _, processor, _ = tiny_stack()
+    _, processor, first = tiny_stack()
     paths = {}
     for name, seed, tasks in (("a", 0, ["caption", "vqa"]), ("b", 1, ["classify"]), ("base", 2, [])):
-        _, _, network = tiny_stack(seed)
+        torch.manual_seed(seed)
+        network = type(first)(first.config)  # one vocabulary, three initialisations
         Model(network, processor, {t: {} for t in tasks}).save_pretrained(root / name)
         paths[name] = root / name
     return paths

@@ -29,5 +29,5 @@ def test_export_benchmark_smoke(capsys):
 
 def test_merge_benchmark_smoke(capsys):
     rows = _script("merge").main(["--smoke"])
-    assert len(rows) == 4 and all(0.0 <= r["mean"] <= 1.0 for r in rows)
+    assert len(rows) == 3 and all(0.0 <= r["mean"] <= 1.0 for r in rows)
     assert "| ties (density 0.5) |" in capsys.readouterr().out
