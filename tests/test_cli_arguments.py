@@ -37,6 +37,7 @@ FREE_TEXT = {
     ("serve", "--api-key"): "any secret",
     ("ui", "--name"): "any name",
     ("ui", "--host"): "an address; Gradio reports one it cannot bind",
+    ("merge-adapters", "--name"): "any adapter name",
 }
 
 
@@ -64,6 +65,7 @@ BASE = {  # the smallest valid command line of each subcommand, positionals last
     "train": ["training/configs/tiny-smoke.yaml"],
     "predict": ["--data", ".", "--out", "OUT/p.jsonl"], "serve": [], "ui": [], "demo": [], "tasks": [],
     "merge": [".", ".", "--out", "OUT/merged"], "export": [".", "--out", "OUT/exported"],
+    "merge-adapters": [".", "--out", "OUT/merged"],
 }
 
 

@@ -69,6 +69,8 @@ def test_int8_export_is_smaller_and_close(source, tmp_path):
     assert again.generate(task="video_mcqa", video=media["video"], **QUESTION) == model.generate(
         task="video_mcqa", video=media["video"], **QUESTION)
     assert isinstance(again.generate(task="caption", video=media["video"], max_new_tokens=3), str)
+    with pytest.raises(InputError, match="already quantised"):
+        export(out, tmp_path / "twice", dtype="fp16")
 
 
 def test_max_size_refuses_and_writes_nothing(source, tmp_path, capsys):

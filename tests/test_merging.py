@@ -79,10 +79,11 @@ def test_dare_drops_and_rescales_keeping_the_expectation():
 def saved(tmp_path_factory):
     """A "trained" on caption and vqa, B on classify, a base (seeds 0, 1, 2): one vocabulary."""
     root = tmp_path_factory.mktemp("merge")
-    _, processor, _ = tiny_stack()
+    _, processor, first = tiny_stack()
     paths = {}
     for name, seed, tasks in (("a", 0, ["caption", "vqa"]), ("b", 1, ["classify"]), ("base", 2, [])):
-        _, _, network = tiny_stack(seed)
+        torch.manual_seed(seed)
+        network = type(first)(first.config)  # one vocabulary, three initialisations
         Model(network, processor, {t: {} for t in tasks}).save_pretrained(root / name)
         paths[name] = root / name
     return paths
@@ -147,3 +148,34 @@ def test_mismatched_models_are_refused_naming_the_tensor(saved, tmp_path):
     with pytest.raises(InputError, match="vocabulary text.model"):
         merge([paths["a"], odd], tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_adapters_merge_into_one_through_peft(tmp_path):
+    """Two per-task adapters stacked (`cat`) with weights 0.3 and 0.7: each layer's merged delta B A is
+    0.3 s B1 A1 + 0.7 s B2 A2 (s = alpha / r), from the saved factors; the merged model loads and answers both."""
+    from unified.merging.adapters import merge_adapters
+    from unified.model.adapters import TaskAdapters
+
+    _, processor, network = tiny_stack(0)
+    TaskAdapters.attach(network, ["caption", "vqa"], r=2, alpha=4)
+    torch.manual_seed(1)
+    for name, p in network.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+    Model(network, processor, {"caption": {}, "vqa": {}}).save_pretrained(tmp_path / "src")
+    assert main(["merge-adapters", str(tmp_path / "src"), "--weights", "0.3", "0.7", "--out",
+                 str(tmp_path / "one")]) == 0
+    out = tmp_path / "one"
+    index = json.loads((out / "adapters" / "adapters.json").read_text())
+    assert index["names"] == ["merged"] and index["groups"] == {"caption": "merged", "vqa": "merged"}
+    merged = load_file(str(out / "adapters" / "merged" / "adapter_model.safetensors"))
+    parts = [load_file(str(tmp_path / "src" / "adapters" / n / "adapter_model.safetensors"))
+             for n in ("caption", "vqa")]
+    key = next(k for k in merged if "decoder.layers.0.self_attn.q_proj.lora_A" in k)
+    a, b = key, key.replace("lora_A", "lora_B")
+    expected = sum(w * 2.0 * (p[b] @ p[a]) for w, p in zip((0.3, 0.7), parts))  # s = 4 / 2
+    assert torch.allclose(merged[b] @ merged[a], expected, atol=1e-5)  # merged scaling: alpha = r, s = 1
+    model = Model.from_pretrained(out)
+    assert sorted(model.task_options) == ["caption", "vqa"] and model.network.task_adapters.names == ["merged"]
+    with pytest.raises(InputError, match="one weight per adapter"):
+        merge_adapters(tmp_path / "src", tmp_path / "two", weights=[1.0])

@@ -18,6 +18,8 @@
     unified merge A B [...] --method linear|slerp|ties|dare|svd-delta [--base BASE] [--weights W ...] [--t T]
                   [--rank R] [--density D] --out DIR [--overwrite]
                                                       saved models merged weight by weight (docs/toolkit.md)
+    unified merge-adapters MODEL --method cat|linear|svd|ties|dare_linear|dare_ties [--weights W ...] --out DIR
+                                                      a model's per-task LoRA adapters combined into one (peft)
     unified export MODEL --out DIR [--merge-adapters] [--dtype bf16|fp16|fp32] [--quantize int8|int4]
                    [--max-size 4.5GB] [--overwrite]   a model rewritten for shipping (docs/toolkit.md)
 
@@ -232,6 +234,15 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _merge_adapters(args: argparse.Namespace) -> int:
+    from unified.merging import merge_adapters
+
+    out = merge_adapters(args.source, args.out, method=args.method, weights=args.weights, name=args.name,
+                         rank=args.rank, density=args.density, overwrite=args.overwrite)
+    print(f"merged the adapters of {args.source} ({args.method}) into {out}")
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from unified.exporting import export
 
@@ -394,6 +405,18 @@ def build_parser() -> argparse.ArgumentParser:
     mrg.add_argument("--out", type=out_directory, required=True)
     mrg.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     mrg.set_defaults(func=_merge)
+
+    madp = sub.add_parser("merge-adapters", help="combine a model's per-task LoRA adapters into one (peft's "
+                                                 "add_weighted_adapter; docs/toolkit.md)")
+    madp.add_argument("source", type=directory, help="a saved model with adapters/")
+    madp.add_argument("--method", default="cat", choices=["cat", "linear", "svd", "ties", "dare_linear", "dare_ties"])
+    madp.add_argument("--weights", nargs="+", type=real, default=None, help="one per adapter (adapters.json order)")
+    madp.add_argument("--name", default="merged", help="the combined adapter's name")
+    madp.add_argument("--rank", type=count, default=None, help="svd: the combined adapter's rank")
+    madp.add_argument("--density", type=fraction, default=0.5, help="ties / dare: share of each adapter kept")
+    madp.add_argument("--out", type=out_directory, required=True)
+    madp.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    madp.set_defaults(func=_merge_adapters)
 
     exp = sub.add_parser("export", help="a saved model rewritten for shipping: adapters folded in, a smaller dtype, "
                                         "int8 / int4 linear layers, under a size budget (docs/toolkit.md)")

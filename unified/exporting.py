@@ -26,7 +26,7 @@ from unified.errors import InputError
 from unified.hub import write_auto_map
 from unified.merging.checkpoints import check_out, replace_dir
 from unified.model import UnifiedModel
-from unified.model.quantization import SCHEMES, describe, quantize_linears, quantized_state
+from unified.model.quantization import SCHEMES, describe, quantize_linears, quantized_state, read_quantization
 from unified.saving import TASK_OPTIONS, TASK_SOURCES
 
 __all__ = ["DTYPES", "export", "parse_size"]
@@ -70,6 +70,8 @@ def export(model: str | Path, out: str | Path, *, dtype: str | None = None, quan
     limit = parse_size(max_size) if max_size is not None else None
     source, out = Path(model), Path(out)
     check_out(out, overwrite)
+    if (source / "config.json").is_file() and read_quantization(source):
+        raise InputError("model", str(source), "is already quantised (an export): export from the unquantised model")
     if (source / "adapters").is_dir() and quantize and not merge_adapters:
         raise InputError("quantize", quantize, f"{source} carries per-task LoRA adapters: fold them into the "
                          "weights first (--merge-adapters)")

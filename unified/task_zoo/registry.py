@@ -102,12 +102,12 @@ def task_sources(names: Iterable[str]) -> dict[str, dict[str, str]]:
     so that loading it where a plug-in is missing names the package to install. Unknown names are left out."""
     load_plugins()
     found = {}
-    for name in names:
-        if name not in TASKS:
-            continue
+    known = [name for name in names if name in TASKS]
+    distributions = packages_distributions() if known else {}  # a scan of every installed package: once
+    for name in known:
         module = TASKS[name].__module__
         top = module.split(".")[0]
-        packages = packages_distributions().get(top, [])
+        packages = distributions.get(top, [])
         package = packages[0] if packages else top
         try:
             version_ = version(package)
