@@ -6,7 +6,7 @@
 On the synthetic world (`unified.data.synthetic`):
 1. pretrain on the training clips with their captions only, through the self-supervised tasks: `span_corruption`
    (each caption), `clip_text_match` (clip and caption; the batch's hardest other caption as the negative) and
-   `tags` (the caption's content words as the clip's tags);
+   `tags` (the caption's content words as the clip's tags), and `masked_frames` (the frames alone);
 2. fine-tune on 10 % of every labelled task's training rows (`--fraction`), starting from that model;
 3. the same fine-tune from scratch: the same rows, steps, seed and vocabulary;
 4. evaluate both on the held-out clips: the table gives each task's normalised score and the integral.
@@ -43,7 +43,7 @@ LOOP = ["eval.every=0", "checkpoint.every=100000", "optim.warmup_steps=10", "opt
 
 def pretraining_rows(train: dict[str, list]) -> dict[str, list]:
     """The clips with their captions only, as rows of the self-supervised tasks."""
-    rows = {"span_corruption": [], "clip_text_match": [], "tags": []}
+    rows = {"span_corruption": [], "clip_text_match": [], "tags": [], "masked_frames": []}
     for row in train["caption"]:
         video, captions = row["video"], row.get("captions") or [row["caption"]]
         words = [w for w in re.findall(r"[a-z]+", " ".join(captions).lower()) if w not in STOPWORDS]
@@ -51,6 +51,7 @@ def pretraining_rows(train: dict[str, list]) -> dict[str, list]:
             rows["span_corruption"].append({"video": video, "text": caption})
         rows["clip_text_match"].append({"video": video, "text": captions[0]})
         rows["tags"].append({"video": video, "tags": list(dict.fromkeys(words))})
+        rows["masked_frames"].append({"video": video})
     return rows
 
 
