@@ -9,6 +9,7 @@ from PIL import Image
 
 from unified.model import UnifiedConfig, UnifiedModel
 from unified.processing import UnifiedProcessor
+from unified.samples import CLIP
 from unified.tokenizers import UnifiedTokenizer
 
 WORDS = ("a red circle moves left and a blue square appears which way does the shape move how many shapes "
@@ -54,6 +55,7 @@ def task_rows(media: dict[str, str]) -> dict[str, list[dict]]:
         "clip_text_match": [{"video": v, "text": "a red circle moves left"},
                             {"image": i, "text": "a red square", "match": False},
                             {"video": v, "text": "a blue square moves up"}],
+        "masked_frames": [{"video": v}, {"video": str(CLIP)}],
         "retrieval": [{"video": v, "text": "a red circle moves left", "group": 0},
                       {"image": i, "text": "a red square", "group": 1},
                       {"audio": a, "text": "a high beep", "group": 2}],

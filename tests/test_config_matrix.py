@@ -28,6 +28,7 @@ SMOKE = Path(__file__).resolve().parents[1] / "training" / "configs" / "tiny-smo
     (["model.resampler={mode: per_frame, num_latents: 4}"], "model.resampler.num_latents"),
     (["mixture.strategy=dynamic", "eval.every=0"], "eval.every"),
     (["tokenizer.path=some/tokenizer", "tokenizer.layout={num_loc_bins: 100}"], "tokenizer.path"),
+    (["data.media_root=clips"], "data.media_root"),  # data.format 'tasks': files hold their own media paths
     (["tokenizer.layout={num_loc_bins: 1}"], "tokenizer.layout.num_loc_bins"),
     (["tokenizer.layout={num_bins: 10}"], "tokenizer.layout.num_bins"),
     (["mixture.strategy=uniform", "mixture.temperature=3"], "mixture.temperature"),

@@ -11,6 +11,7 @@ import torch
 from task_rows import task_rows, tiny_stack, write_media
 
 from unified.errors import InputError
+from unified.samples import CLIP
 from unified.task_zoo import build_tasks, get_task
 from unified.task_zoo.metrics import get_metric
 from unified.task_zoo.tasks.clip_text_match import hard_negatives
@@ -96,3 +97,33 @@ def test_an_own_loss_task_is_weighted_in_the_mixture(stack_rows):
         three, _ = prepared_mixed_loss(tasks, prepared, model, "cpu", {"clip_text_match": 3.0})
     # total = (vqa part * 2 rows + w * match part * 3 rows) / 5 rows: w from 1 to 3 adds 2 * part * 3 / 5
     assert float(three - one) == pytest.approx(2 * parts["clip_text_match"] * 3 / 5, rel=1e-5)
+
+
+def test_masked_frames_takes_one_frame_out_and_matches_it_in_the_batch(stack_rows):
+    (_, processor, model), rows = stack_rows
+    task = get_task("masked_frames")
+    clips = [rows["masked_frames"][0], {"video": str(CLIP)}]  # two different clips
+    batch = task.loss_batch(clips, processor, None)
+    full = processor.collate([processor.process({"text": "<video> x", "video": [c["video"]]}) for c in clips])
+    real = int(full["pixel_mask"][0, 0].sum())
+    middle = real // 2  # evaluation takes out the middle real frame
+    assert batch["context_pixel_mask"][0, 0].tolist() == [t < real and t != middle for t in range(real)] + \
+        [False] * (full["pixel_mask"].shape[2] - real)
+    assert float(batch["context_pixel_values"][0, 0, middle].abs().sum()) == 0.0
+    assert torch.equal(batch["frame_pixel_values"][:, 0, 0], full["pixel_values"][:, 0, middle])
+    assert batch["frame_pixel_values"].shape[:3] == (2, 1, 1) and bool(batch["frame_pixel_mask"].all())
+    gates = [p for n, p in model.named_parameters() if "gate" in n]
+    with torch.no_grad():  # open the tanh gates (0 at init: media would not reach the text yet)
+        for gate in gates:
+            gate.fill_(0.5)
+    model.train()
+    model.zero_grad()
+    loss = task.loss(model, batch)
+    loss.backward()
+    assert torch.isfinite(loss) and float(model.embed_head.proj.weight.grad.abs().sum()) > 0
+    model.eval()
+    metrics, _ = task.evaluate(model, processor, clips, batch_size=2)
+    assert 0.0 <= metrics["frame_recall_at_1"] <= 1.0
+    with torch.no_grad():
+        for gate in gates:
+            gate.zero_()

@@ -106,6 +106,13 @@ def tags_precision_at_1(predictions: Sequence[Any], truths: Sequence[Any]) -> fl
     return sum(bool(ranked) and ranked[0] in true for ranked, true in _tag_lists(predictions, truths)) / len(truths)
 
 
+@register_metric("frame_recall_at_1")
+def frame_recall_at_1(picked: Sequence[int], own: Sequence[int]) -> float:
+    """The fraction of clips whose best-matching missing frame is their own (`masked_frames`)."""
+    _pairs(picked, own)
+    return sum(int(p) == int(o) for p, o in zip(picked, own)) / len(own)
+
+
 @register_metric("label_distribution")
 def label_distribution(predicted: Sequence[str], true: Sequence[str]) -> dict[str, dict[str, float]]:
     """Per label: the fraction of predictions picking it vs the fraction of truths that are it."""
