@@ -41,6 +41,13 @@ def setup(tmp_path_factory):
     return rows, processor, model, named
 
 
+def _config(model, fusion, resampler) -> UnifiedConfig:
+    t = model.config.text
+    return UnifiedConfig.preset("tiny", text={"vocab_size": t.vocab_size, "image_token_id": t.image_token_id,
+                                              "video_token_id": t.video_token_id, "audio_token_id": t.audio_token_id},
+                                fusion=fusion, resampler=resampler)
+
+
 def test_a_packed_row_scores_each_example_as_alone(setup):
     _, processor, model, named = setup
     tasks = build_tasks(list(TASKS))
@@ -63,6 +70,28 @@ def test_a_packed_row_scores_each_example_as_alone(setup):
         assert worst < 1e-5, worst
         plain = model(**processor.collate(items)).loss
         assert float(model(**batch).loss) == pytest.approx(float(plain), abs=1e-5)
+
+
+@pytest.mark.parametrize("fusion", [{"mode": "xattn"}, {"mode": "xattn", "in_decoder": True}],
+                         ids=["xattn", "xattn-in-decoder"])
+def test_gated_cross_attention_sees_only_its_own_examples_media(setup, fusion):
+    """Packed under gated cross-attention (gates open: 0.5), each example's tokens attend to its own media only,
+    in the encoder and, with in_decoder, in the decoder: per-token log-probabilities equal each example's alone."""
+    _, processor, model, named = setup
+    torch.manual_seed(0)
+    xattn = UnifiedModel(_config(model, {**fusion, "gate_init": 0.5}, {"mode": "global"})).eval()
+    tasks = build_tasks(list(TASKS))
+    chosen = [named[i] for i in (0, 1, 3, 5, 4)]  # vqa on a clip, on an image; audio caption; text; clip + audio
+    items = [process_row(processor, tasks[n], tasks[n].to_example(r, rng=random.Random(0)), r) for n, r in chosen]
+    packed = pack_items(items, [[0, 3, 1], [2, 4]])  # two media items in one row, text before and after them
+    batch = processor.collate(packed)
+    with torch.no_grad():
+        logp = xattn(**batch).logits.log_softmax(-1)
+        for b, p in enumerate(packed):
+            for k, i in enumerate(p["members"]):
+                alone = xattn(**processor.collate([items[i]])).logits.log_softmax(-1)[0]
+                mine = batch["decoder_segment_ids"][b] == k + 1
+                assert float((logp[b][mine] - alone[: int(mine.sum())]).abs().max()) < 1e-5
 
 
 def test_a_packed_mixed_batch_weighs_each_token_by_its_rows_task(setup):
@@ -96,18 +125,18 @@ def test_packing_is_refused_where_it_cannot_be_exact(setup, tmp_path):
     from unified.training import load_config
     from unified.training.loop import Run
 
-    rows, processor, _, _ = setup
-    xattn = tiny_stack()[2].eval()  # the tiny preset fuses media by gated cross-attention
+    rows, processor, model, _ = setup
+    both = UnifiedModel(_config(model, {"mode": "both"}, {"mode": "global"})).eval()
     vqa = build_tasks(["vqa"])["vqa"]
     items = [process_row(processor, vqa, vqa.to_example(r), r) for r in rows["vqa"][:2]]
-    with pytest.raises(InputError, match="fusion.mode 'concat'"):
-        xattn(**processor.collate(pack_items(items)))
+    with pytest.raises(InputError, match="not 'both'"):
+        both(**processor.collate(pack_items(items)))
     with pytest.raises(InputError, match="examples without targets"):
         pack_items([{k: v for k, v in items[0].items() if k != "labels"}])
     write_split(tmp_path / "train", 8, seed=0, split="train", progress=False)
     cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'run'}", f"data.train_dir={tmp_path / 'train'}",
                               "data.synthetic=null", "data.pack=true", "tokenizer.text_vocab_size=200",
-                              "data.tasks=[vqa]"])
+                              "data.tasks=[vqa]", "model.fusion={mode: both}"])
     with pytest.raises(ConfigError, match="data.pack"):
         Run(cfg, progress=False)
 

@@ -161,7 +161,8 @@ class EncoderDecoderStack:
                                           output_hidden_states=output_hidden_states,
                                           segment_ids=decoder_segment_ids,
                                           encoder_segment_ids=encoder_outputs.segment_ids,
-                                          inputs_embeds=decoder_inputs_embeds)
+                                          inputs_embeds=decoder_inputs_embeds,
+                                          media_segment_ids=encoder_outputs.media_segment_ids)
             return states, (tuple(hidden) if hidden else None), past_key_values, own.last(), cross.last()
 
 

@@ -215,9 +215,8 @@ def check_run_settings(cfg: TrainConfig, model: Any, tasks: dict[str, Any]) -> N
         raise ConfigError("data.pack", True, f"nothing to pack: every task of this run ({sorted(tasks)}) is "
                           "contrastive, trained on whole batches of pairs that are never packed")
     f = model.config.fusion
-    if cfg.data.pack and (model.lm is not None or f.mode != "concat" or f.in_decoder):
-        what = "a pretrained text backbone" if model.lm is not None else f"fusion.mode {f.mode!r}" + (
-            " with in_decoder" if f.in_decoder else "")
+    if cfg.data.pack and (model.lm is not None or f.mode == "both"):
+        what = "a pretrained text backbone" if model.lm is not None else "fusion.mode 'both'"
         raise ConfigError("data.pack", True, f"packing needs the model's own backbone with fusion.mode 'concat' "
-                          f"(this model: {what}): gated cross-attention and a backbone's attention take no "
-                          "block-diagonal mask here")
+                          f"or 'xattn' (this model: {what}): a backbone's attention takes no block-diagonal mask "
+                          "here")
