@@ -156,3 +156,59 @@ def test_a_run_packs_mixed_batches_to_a_token_budget(tmp_path):
     summary = train(cfg, progress=False)
     losses = [t["last_loss"] for t in summary["tasks"].values() if t["last_loss"] is not None]
     assert summary["steps"] == 4 and len(losses) >= 3 and all(math.isfinite(x) for x in losses)
+
+
+def _example(ids, labels, frames, seed):
+    g = torch.Generator().manual_seed(seed)
+    clips = [torch.randn(frames, 3, 32, 32, generator=g)] if frames else []
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "pixel_values": clips,
+            "frame_times": [torch.arange(frames, dtype=torch.float)] if frames else [],
+            "frame_time_ids": [torch.zeros(frames, dtype=torch.long)] if frames else [], "audio_features": []}
+
+
+def _collate(items) -> dict:
+    """Processed examples padded into a batch by hand (pad id 0, one frame size, no audio)."""
+    batch = {"input_ids": torch.nn.utils.rnn.pad_sequence([it["input_ids"] for it in items], batch_first=True),
+             "labels": torch.nn.utils.rnn.pad_sequence([it["labels"] for it in items], True, -100)}
+    batch["attention_mask"] = (torch.arange(batch["input_ids"].shape[1])[None]
+                               < torch.tensor([len(it["input_ids"]) for it in items])[:, None]).long()
+    for key in ("segment_ids", "decoder_segment_ids"):
+        if key in items[0]:
+            batch[key] = torch.nn.utils.rnn.pad_sequence([it[key] for it in items], batch_first=True)
+    slots, frames = max(len(it["pixel_values"]) for it in items), 3
+    if slots:
+        batch["pixel_values"] = torch.zeros(len(items), slots, frames, 3, 32, 32)
+        batch["pixel_mask"] = torch.zeros(len(items), slots, frames, dtype=torch.bool)
+        batch["frame_times"] = torch.zeros(len(items), slots, frames)
+        for b, it in enumerate(items):
+            for m, clip in enumerate(it["pixel_values"]):
+                batch["pixel_values"][b, m, :len(clip)] = clip
+                batch["pixel_mask"][b, m, :len(clip)] = True
+                batch["frame_times"][b, m, :len(clip)] = it["frame_times"][m]
+    return batch
+
+
+@pytest.mark.parametrize(("family", "fusion"), [("t5", "xattn"), ("mt5", "concat")])
+def test_a_packed_row_on_a_pretrained_backbone_scores_each_example_as_alone(tmp_path, family, fusion):
+    """T5 and mT5 (relative positions) packed through ready-made block-diagonal 4-D masks and decoder inputs
+    restarted per example: per-token log-probabilities equal each example's alone (gates open under xattn)."""
+    from transformers import MT5Config, MT5ForConditionalGeneration, T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    sizes = {"vocab_size": 99, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4,
+             "decoder_start_token_id": 0, "relative_attention_num_buckets": 8}
+    lm = T5ForConditionalGeneration(T5Config(**sizes)) if family == "t5" else MT5ForConditionalGeneration(
+        MT5Config(**sizes))
+    lm.save_pretrained(tmp_path)
+    config = UnifiedConfig.preset("tiny", text={"pretrained_path": str(tmp_path), "video_token_id": 50},
+                                  fusion={"mode": fusion, "gate_init": 0.5})
+    model = UnifiedModel.from_pretrained_parts(config).eval()
+    items = [_example([50, 20, 21, 22], [40, 41, 1], 3, 0), _example([30, 31, 32], [42, 1], 0, 1),
+             _example([50, 33, 34], [43, 44, 45, 1], 2, 2)]
+    packed = _collate(pack_items(items, [[0, 1, 2]]))
+    with torch.no_grad():
+        logp = model(**packed).logits.log_softmax(-1)[0]
+        for k, item in enumerate(items):
+            alone = model(**_collate([item])).logits.log_softmax(-1)[0]
+            mine = packed["decoder_segment_ids"][0] == k + 1
+            assert float((logp[mine] - alone).abs().max()) < 1e-5, (k, float((logp[mine] - alone).abs().max()))

@@ -27,6 +27,9 @@ from unified.model.ordinal import ordinal_rows
 from unified.model.pretrained import build_config, load_local
 
 FAMILIES = ("t5", "mt5", "umt5", "bart", "t5gemma", "t5gemma2")  # model_type values tested against transformers'
+# Families whose positions are relative (T5's bucketed bias): a block-diagonal 4-D mask alone packs them exactly.
+# BART's learned absolute positions and T5Gemma's sliding windows need more than a mask, and are not packed yet.
+PACKABLE = ("t5", "mt5")
 _GEMMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _T5_LINEARS = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")  # attention and MLP (v1.0 "wi", v1.1 "wi_0/1")
 LORA_TARGETS = {  # each family's attention and MLP projections, by the module names transformers gives them
@@ -180,12 +183,12 @@ class MediaHooks:
     """
 
     def __init__(self, layers: nn.ModuleList, blocks: dict[int, nn.Module]):
-        self.media: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self.media: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
         self.handles = [layers[i].register_forward_pre_hook(self._hook(block), with_kwargs=True)
                         for i, block in blocks.items()]
 
-    def set(self, media: torch.Tensor | None, mask: torch.Tensor | None) -> None:
-        self.media = None if media is None else (media, mask)
+    def set(self, media: torch.Tensor | None, mask: torch.Tensor | None, active: torch.Tensor | None = None) -> None:
+        self.media = None if media is None else (media, mask, active)
 
     def _hook(self, block: nn.Module):
         def run(module, args, kwargs):

@@ -23,7 +23,7 @@ from transformers.cache_utils import EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from unified.errors import InputError
-from unified.model.backbone import MediaHooks, encoder_layers
+from unified.model.backbone import PACKABLE, MediaHooks, encoder_layers
 from unified.model.configuration import UnifiedConfig
 from unified.model.encoders import TimeEmbedding
 from unified.model.fusion import GatedCrossAttentionBlock
@@ -31,7 +31,7 @@ from unified.model.layers import DecoderLayer, EncoderLayer, RMSNorm, RotaryEmbe
 from unified.model.media import MediaEncoder, cross_attention_memory, latent_segments, splice_latents
 from unified.model.media import media_mask as media_mask_for
 from unified.model.ordinal import ordinal_rows
-from unified.model.segments import segment_mask
+from unified.model.segments import additive_mask, segment_mask
 from unified.model.value_feature import ValueFeature
 
 
@@ -324,18 +324,24 @@ class BackboneEncoder(nn.Module):
                 output_hidden_states=None, return_dict=None, output_attentions=None, **kwargs) -> UnifiedEncoderOutput:
         output_attentions, output_hidden_states, return_dict = output_flags(self.config, output_attentions,
                                                                             output_hidden_states, return_dict)
-        if kwargs.get("segment_ids") is not None:
-            raise InputError("segment_ids", "packed examples", "packing is not supported on a pretrained backbone "
-                             "yet (its attention takes no block-diagonal mask here); turn data.pack off")
+        segment_ids = kwargs.get("segment_ids")
+        kind = self.lm.config.model_type
+        if segment_ids is not None and kind not in PACKABLE:
+            raise InputError("segment_ids", "packed examples", f"packing is not supported on a {kind} backbone yet "
+                             f"(only {', '.join(PACKABLE)}: relative positions); turn data.pack off")
         encoder = self.lm.get_encoder()
         fused = fuse_media(self.config, self.media, encoder.get_input_embeddings(), input_ids, attention_mask,
                            inputs_embeds, pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features,
-                           audio_mask, value_feature=self.value_feature)
-        self.hooks.set(fused.media, fused.media_mask)
-        out = encoder(inputs_embeds=fused.embeds, attention_mask=fused.mask, return_dict=True,
+                           audio_mask, segment_ids, value_feature=self.value_feature)
+        self.hooks.set(fused.media, fused.media_mask, fused.media_active)
+        mask = fused.mask
+        if fused.segments is not None:  # packed: block-diagonal, ready-made (transformers uses a 4-D mask as given)
+            mask = additive_mask(segment_mask(fused.segments, fused.segments), fused.embeds.dtype)
+        out = encoder(inputs_embeds=fused.embeds, attention_mask=mask, return_dict=True,
                       output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions))
         out = UnifiedEncoderOutput(last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states,
-                                   attentions=out.attentions, attention_mask=fused.mask, media=None, media_keep=None)
+                                   attentions=out.attentions, attention_mask=fused.mask, media=None, media_keep=None,
+                                   segment_ids=fused.segments)
         return out if return_dict else out.to_tuple()
 
 
