@@ -14,7 +14,7 @@ from task_rows import task_rows, tiny_stack, write_media
 
 from unified.errors import ConfigError, InputError
 from unified.model import UnifiedConfig, UnifiedModel
-from unified.model.segments import segment_mask, shift_right_segments
+from unified.model.segments import segment_mask, segment_positions, shift_right_segments
 from unified.task_zoo import build_tasks
 from unified.task_zoo.batching import process_row
 from unified.training.batches import prepare
@@ -118,6 +118,7 @@ def test_segment_masks_and_shifts_by_hand():
     labels = torch.tensor([[10, 11, 20, 21, 22, -100]])
     dseg = torch.tensor([[1, 1, 2, 2, 2, 0]])
     assert shift_right_segments(labels, dseg, start=0, pad=0).tolist() == [[0, 10, 0, 20, 21, 0]]
+    assert segment_positions(dseg).tolist() == [[0, 1, 0, 1, 2, 0]]  # BART's learned positions, per example
 
 
 def test_packing_is_refused_where_it_cannot_be_exact(setup, tmp_path):
@@ -188,17 +189,28 @@ def _collate(items) -> dict:
     return batch
 
 
-@pytest.mark.parametrize(("family", "fusion"), [("t5", "xattn"), ("mt5", "concat")])
+@pytest.mark.parametrize(("family", "fusion"), [("t5", "xattn"), ("mt5", "concat"), ("bart", "xattn")])
 def test_a_packed_row_on_a_pretrained_backbone_scores_each_example_as_alone(tmp_path, family, fusion):
-    """T5 and mT5 (relative positions) packed through ready-made block-diagonal 4-D masks and decoder inputs
-    restarted per example: per-token log-probabilities equal each example's alone (gates open under xattn)."""
-    from transformers import MT5Config, MT5ForConditionalGeneration, T5Config, T5ForConditionalGeneration
+    """T5, mT5 (relative positions) and BART (learned positions restarted per example) packed through ready-made
+    block-diagonal 4-D masks and decoder inputs restarted per example: per-token log-probabilities equal each
+    example's alone (gates open under xattn)."""
+    from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
+        MT5Config,
+        MT5ForConditionalGeneration,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
 
     torch.manual_seed(0)
     sizes = {"vocab_size": 99, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4,
              "decoder_start_token_id": 0, "relative_attention_num_buckets": 8}
-    lm = T5ForConditionalGeneration(T5Config(**sizes)) if family == "t5" else MT5ForConditionalGeneration(
-        MT5Config(**sizes))
+    lm = {"t5": lambda: T5ForConditionalGeneration(T5Config(**sizes)),
+          "mt5": lambda: MT5ForConditionalGeneration(MT5Config(**sizes)),
+          "bart": lambda: BartForConditionalGeneration(BartConfig(  # learned positions, restarted per example
+              vocab_size=99, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+              decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64))}[family]()
     lm.save_pretrained(tmp_path)
     config = UnifiedConfig.preset("tiny", text={"pretrained_path": str(tmp_path), "video_token_id": 50},
                                   fusion={"mode": fusion, "gate_init": 0.5})

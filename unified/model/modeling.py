@@ -39,6 +39,7 @@ from unified.model.stacks import (
     UnifiedPreTrainedModel,
     _inner,
     output_flags,
+    restarted_positions,
 )
 
 DEFAULT_MAX_NEW_TOKENS = 32  # generate()'s default answer length (a task's grammar sets its own)
@@ -364,11 +365,12 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
             mask = additive_mask(segment_mask(decoder_segment_ids, encoder_outputs.segment_ids), dtype)
             use_cache = False
         extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}  # not every family's forward has it
-        out = self.lm(attention_mask=mask, encoder_outputs=states, decoder_input_ids=decoder_input_ids,
-                      decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds,
-                      labels=labels, cache=past_key_values, use_cache=use_cache, return_dict=True,
-                      output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions),
-                      **extra)
+        with restarted_positions(self.encoder.positions, decoder_segment_ids):
+            out = self.lm(attention_mask=mask, encoder_outputs=states, decoder_input_ids=decoder_input_ids,
+                          decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds,
+                          labels=labels, cache=past_key_values, use_cache=use_cache, return_dict=True,
+                          output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions),
+                          **extra)
         loss, t = out.loss, self.config.text
         if labels is not None and t.ordinal_loss_sigma > 0:  # the backbone's own loss is plain cross-entropy
             loss = token_cross_entropy(out.logits, labels, t.ordinal_ranges, t.ordinal_loss_sigma)

@@ -18,6 +18,16 @@ def segment_mask(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     return (query[:, None, :, None] == key[:, None, None, :]) & (key > 0)[:, None, None, :]
 
 
+def segment_positions(segments: torch.Tensor) -> torch.Tensor:
+    """(B, L) long: each position's index within its own example (0 at every example's first position), for
+    backbones whose positions are learned and absolute (BART)."""
+    index = torch.arange(segments.shape[1], device=segments.device).expand_as(segments)
+    first = torch.ones_like(segments, dtype=torch.bool)
+    first[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    start = torch.where(first, index, torch.zeros_like(index)).cummax(dim=1).values  # (B, L)
+    return index - start
+
+
 def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A boolean mask as the additive float mask transformers' attention takes ready-made (4-D masks are used as
     given): 0 where allowed, the dtype's lowest value elsewhere."""

@@ -11,6 +11,7 @@ Axis legend: B batch, L encoder length, Lt decoder length, S media latents, D d_
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Self
 
@@ -23,7 +24,7 @@ from transformers.cache_utils import EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from unified.errors import InputError
-from unified.model.backbone import PACKABLE, MediaHooks, encoder_layers
+from unified.model.backbone import PACKABLE, MediaHooks, PositionHooks, encoder_layers
 from unified.model.configuration import UnifiedConfig
 from unified.model.encoders import TimeEmbedding
 from unified.model.fusion import GatedCrossAttentionBlock
@@ -31,7 +32,7 @@ from unified.model.layers import DecoderLayer, EncoderLayer, RMSNorm, RotaryEmbe
 from unified.model.media import MediaEncoder, cross_attention_memory, latent_segments, splice_latents
 from unified.model.media import media_mask as media_mask_for
 from unified.model.ordinal import ordinal_rows
-from unified.model.segments import additive_mask, segment_mask
+from unified.model.segments import additive_mask, segment_mask, segment_positions
 from unified.model.value_feature import ValueFeature
 
 
@@ -314,6 +315,9 @@ class BackboneEncoder(nn.Module):
         fused = [i for i in range(len(layers)) if f.mode in ("xattn", "both") and i % f.every_k_layers == 0]
         self.xattn = nn.ModuleDict({str(i): _xattn(config) for i in fused})  # keys: the backbone layer index
         self.hooks = MediaHooks(layers, {i: self.xattn[str(i)] for i in fused})
+        embeds = [getattr(part, "embed_positions", None) for part in (lm.get_encoder(), lm.get_decoder())]
+        learned = lm.config.model_type == "bart" and all(e is not None for e in embeds)
+        self.positions = PositionHooks(embeds) if learned else None  # packed: restarted per example
 
     @property
     def lm(self) -> nn.Module:
@@ -337,12 +341,26 @@ class BackboneEncoder(nn.Module):
         mask = fused.mask
         if fused.segments is not None:  # packed: block-diagonal, ready-made (transformers uses a 4-D mask as given)
             mask = additive_mask(segment_mask(fused.segments, fused.segments), fused.embeds.dtype)
-        out = encoder(inputs_embeds=fused.embeds, attention_mask=mask, return_dict=True,
-                      output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions))
+        with restarted_positions(self.positions, fused.segments):
+            out = encoder(inputs_embeds=fused.embeds, attention_mask=mask, return_dict=True,
+                          output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions))
         out = UnifiedEncoderOutput(last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states,
                                    attentions=out.attentions, attention_mask=fused.mask, media=None, media_keep=None,
                                    segment_ids=fused.segments)
         return out if return_dict else out.to_tuple()
+
+
+@contextlib.contextmanager
+def restarted_positions(hooks: PositionHooks | None, segments: torch.Tensor | None):
+    """While open, a learned-position backbone (BART) numbers each packed example's positions from 0."""
+    if hooks is None or segments is None:
+        yield
+        return
+    hooks.positions = segment_positions(segments)
+    try:
+        yield
+    finally:
+        hooks.positions = None
 
 
 class UnifiedDecoder(nn.Module):

@@ -220,5 +220,5 @@ def check_run_settings(cfg: TrainConfig, model: Any, tasks: dict[str, Any]) -> N
     if cfg.data.pack and (kind not in (None, *PACKABLE) or f.mode == "both"):
         what = f"a pretrained {kind} backbone" if kind not in (None, *PACKABLE) else "fusion.mode 'both'"
         raise ConfigError("data.pack", True, f"packing needs fusion.mode 'concat' or 'xattn' on our backbone or a "
-                          f"{' / '.join(PACKABLE)} one (this model: {what}): BART's learned positions and T5Gemma's "
-                          "sliding windows are not restarted per example yet")
+                          f"{' / '.join(PACKABLE)} one (this model: {what}): T5Gemma's sliding windows and RoPE "
+                          "positions are not restarted per example yet")
