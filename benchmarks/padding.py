@@ -77,7 +77,7 @@ def main() -> None:
     parser.add_argument("--pack-length", type=int, default=160, help="data.pack_length of the token-budget run")
     parser.add_argument("--pack-target-length", type=int, default=32)
     parser.add_argument("--pack-visual", type=int, default=10, help="data.pack_max_visual")
-    parser.add_argument("--only", nargs="*", default=None, help="run only the rows whose label has these words")
+    parser.add_argument("--only", nargs="*", default=None, help="run only the rows whose label has one of these words")
     args = parser.parse_args()
     budget = [f"data.pack_length={args.pack_length}", f"data.pack_target_length={args.pack_target_length}",
               f"data.pack_max_visual={args.pack_visual}"]
@@ -92,7 +92,7 @@ def main() -> None:
                 "one task per batch, length_buckets 8": (["mixture.mixed_batches=false", "data.length_buckets=8"],
                                                          args.timed)}
         if args.only:
-            runs = {k: v for k, v in runs.items() if all(word in k for word in args.only)}
+            runs = {k: v for k, v in runs.items() if any(word in k for word in args.only)}
         print(f"| shapes-small, batch 16, {args.clips} clips | encoder padding | decoder padding | rows a batch | "
               "steps/s | real tokens/s |")
         for i, (label, (overrides, timed)) in enumerate(runs.items()):

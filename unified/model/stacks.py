@@ -24,6 +24,7 @@ from transformers.cache_utils import EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from unified.errors import InputError
+from unified.model.attention import BlockDiagonal
 from unified.model.backbone import PACKABLE, MediaHooks, PositionHooks, encoder_layers
 from unified.model.configuration import UnifiedConfig
 from unified.model.encoders import TimeEmbedding
@@ -215,7 +216,7 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
         positions = torch.arange(x.shape[1], device=x.device)
         rotary = self.rotary(positions, x.dtype)
         segments = fused.segments  # packed examples: block-diagonal attention (`unified.model.segments`)
-        mask = _key_mask(attention_mask) if segments is None else segment_mask(segments, segments)
+        mask = _key_mask(attention_mask) if segments is None else BlockDiagonal(segments, segments)
         hidden = [x] if output_hidden_states else None
         for layer in self.layers:
             if isinstance(layer, FusedLayer):
@@ -405,8 +406,8 @@ class UnifiedDecoder(nn.Module):
                 self_mask = None  # a mask for the new tokens only: causal order already covers them
         cross_mask = _key_mask(encoder_mask)
         if segment_ids is not None:  # packed examples: each sees its own targets and its own encoder positions
-            self_mask = segment_mask(segment_ids, segment_ids)
-            cross_mask = segment_mask(segment_ids, encoder_segment_ids)
+            self_mask = BlockDiagonal(segment_ids, segment_ids)
+            cross_mask = BlockDiagonal(segment_ids, encoder_segment_ids)
         media_mask = media_active = None
         if media is not None and media_keep is not None:
             media_mask = media_keep[:, None, :].expand(-1, x.shape[1], -1)  # (B, Lt, S): every real latent
