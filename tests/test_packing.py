@@ -14,7 +14,7 @@ from task_rows import task_rows, tiny_stack, write_media
 
 from unified.errors import ConfigError, InputError
 from unified.model import UnifiedConfig, UnifiedModel
-from unified.model.segments import segment_mask, shift_right_segments
+from unified.model.segments import segment_mask, segment_positions, shift_right_segments
 from unified.task_zoo import build_tasks
 from unified.task_zoo.batching import process_row
 from unified.training.batches import prepare
@@ -41,6 +41,13 @@ def setup(tmp_path_factory):
     return rows, processor, model, named
 
 
+def _config(model, fusion, resampler) -> UnifiedConfig:
+    t = model.config.text
+    return UnifiedConfig.preset("tiny", text={"vocab_size": t.vocab_size, "image_token_id": t.image_token_id,
+                                              "video_token_id": t.video_token_id, "audio_token_id": t.audio_token_id},
+                                fusion=fusion, resampler=resampler)
+
+
 def test_a_packed_row_scores_each_example_as_alone(setup):
     _, processor, model, named = setup
     tasks = build_tasks(list(TASKS))
@@ -63,6 +70,28 @@ def test_a_packed_row_scores_each_example_as_alone(setup):
         assert worst < 1e-5, worst
         plain = model(**processor.collate(items)).loss
         assert float(model(**batch).loss) == pytest.approx(float(plain), abs=1e-5)
+
+
+@pytest.mark.parametrize("fusion", [{"mode": "xattn"}, {"mode": "xattn", "in_decoder": True}],
+                         ids=["xattn", "xattn-in-decoder"])
+def test_gated_cross_attention_sees_only_its_own_examples_media(setup, fusion):
+    """Packed under gated cross-attention (gates open: 0.5), each example's tokens attend to its own media only,
+    in the encoder and, with in_decoder, in the decoder: per-token log-probabilities equal each example's alone."""
+    _, processor, model, named = setup
+    torch.manual_seed(0)
+    xattn = UnifiedModel(_config(model, {**fusion, "gate_init": 0.5}, {"mode": "global"})).eval()
+    tasks = build_tasks(list(TASKS))
+    chosen = [named[i] for i in (0, 1, 3, 5, 4)]  # vqa on a clip, on an image; audio caption; text; clip + audio
+    items = [process_row(processor, tasks[n], tasks[n].to_example(r, rng=random.Random(0)), r) for n, r in chosen]
+    packed = pack_items(items, [[0, 3, 1], [2, 4]])  # two media items in one row, text before and after them
+    batch = processor.collate(packed)
+    with torch.no_grad():
+        logp = xattn(**batch).logits.log_softmax(-1)
+        for b, p in enumerate(packed):
+            for k, i in enumerate(p["members"]):
+                alone = xattn(**processor.collate([items[i]])).logits.log_softmax(-1)[0]
+                mine = batch["decoder_segment_ids"][b] == k + 1
+                assert float((logp[b][mine] - alone[: int(mine.sum())]).abs().max()) < 1e-5
 
 
 def test_a_packed_mixed_batch_weighs_each_token_by_its_rows_task(setup):
@@ -89,6 +118,7 @@ def test_segment_masks_and_shifts_by_hand():
     labels = torch.tensor([[10, 11, 20, 21, 22, -100]])
     dseg = torch.tensor([[1, 1, 2, 2, 2, 0]])
     assert shift_right_segments(labels, dseg, start=0, pad=0).tolist() == [[0, 10, 0, 20, 21, 0]]
+    assert segment_positions(dseg).tolist() == [[0, 1, 0, 1, 2, 0]]  # BART's learned positions, per example
 
 
 def test_packing_is_refused_where_it_cannot_be_exact(setup, tmp_path):
@@ -96,18 +126,18 @@ def test_packing_is_refused_where_it_cannot_be_exact(setup, tmp_path):
     from unified.training import load_config
     from unified.training.loop import Run
 
-    rows, processor, _, _ = setup
-    xattn = tiny_stack()[2].eval()  # the tiny preset fuses media by gated cross-attention
+    rows, processor, model, _ = setup
+    both = UnifiedModel(_config(model, {"mode": "both"}, {"mode": "global"})).eval()
     vqa = build_tasks(["vqa"])["vqa"]
     items = [process_row(processor, vqa, vqa.to_example(r), r) for r in rows["vqa"][:2]]
-    with pytest.raises(InputError, match="fusion.mode 'concat'"):
-        xattn(**processor.collate(pack_items(items)))
+    with pytest.raises(InputError, match="not 'both'"):
+        both(**processor.collate(pack_items(items)))
     with pytest.raises(InputError, match="examples without targets"):
         pack_items([{k: v for k, v in items[0].items() if k != "labels"}])
     write_split(tmp_path / "train", 8, seed=0, split="train", progress=False)
     cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'run'}", f"data.train_dir={tmp_path / 'train'}",
                               "data.synthetic=null", "data.pack=true", "tokenizer.text_vocab_size=200",
-                              "data.tasks=[vqa]"])
+                              "data.tasks=[vqa]", "model.fusion={mode: both}"])
     with pytest.raises(ConfigError, match="data.pack"):
         Run(cfg, progress=False)
 
@@ -127,3 +157,70 @@ def test_a_run_packs_mixed_batches_to_a_token_budget(tmp_path):
     summary = train(cfg, progress=False)
     losses = [t["last_loss"] for t in summary["tasks"].values() if t["last_loss"] is not None]
     assert summary["steps"] == 4 and len(losses) >= 3 and all(math.isfinite(x) for x in losses)
+
+
+def _example(ids, labels, frames, seed):
+    g = torch.Generator().manual_seed(seed)
+    clips = [torch.randn(frames, 3, 32, 32, generator=g)] if frames else []
+    return {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels), "pixel_values": clips,
+            "frame_times": [torch.arange(frames, dtype=torch.float)] if frames else [],
+            "frame_time_ids": [torch.zeros(frames, dtype=torch.long)] if frames else [], "audio_features": []}
+
+
+def _collate(items) -> dict:
+    """Processed examples padded into a batch by hand (pad id 0, one frame size, no audio)."""
+    batch = {"input_ids": torch.nn.utils.rnn.pad_sequence([it["input_ids"] for it in items], batch_first=True),
+             "labels": torch.nn.utils.rnn.pad_sequence([it["labels"] for it in items], True, -100)}
+    batch["attention_mask"] = (torch.arange(batch["input_ids"].shape[1])[None]
+                               < torch.tensor([len(it["input_ids"]) for it in items])[:, None]).long()
+    for key in ("segment_ids", "decoder_segment_ids"):
+        if key in items[0]:
+            batch[key] = torch.nn.utils.rnn.pad_sequence([it[key] for it in items], batch_first=True)
+    slots, frames = max(len(it["pixel_values"]) for it in items), 3
+    if slots:
+        batch["pixel_values"] = torch.zeros(len(items), slots, frames, 3, 32, 32)
+        batch["pixel_mask"] = torch.zeros(len(items), slots, frames, dtype=torch.bool)
+        batch["frame_times"] = torch.zeros(len(items), slots, frames)
+        for b, it in enumerate(items):
+            for m, clip in enumerate(it["pixel_values"]):
+                batch["pixel_values"][b, m, :len(clip)] = clip
+                batch["pixel_mask"][b, m, :len(clip)] = True
+                batch["frame_times"][b, m, :len(clip)] = it["frame_times"][m]
+    return batch
+
+
+@pytest.mark.parametrize(("family", "fusion"), [("t5", "xattn"), ("mt5", "concat"), ("bart", "xattn")])
+def test_a_packed_row_on_a_pretrained_backbone_scores_each_example_as_alone(tmp_path, family, fusion):
+    """T5, mT5 (relative positions) and BART (learned positions restarted per example) packed through ready-made
+    block-diagonal 4-D masks and decoder inputs restarted per example: per-token log-probabilities equal each
+    example's alone (gates open under xattn)."""
+    from transformers import (
+        BartConfig,
+        BartForConditionalGeneration,
+        MT5Config,
+        MT5ForConditionalGeneration,
+        T5Config,
+        T5ForConditionalGeneration,
+    )
+
+    torch.manual_seed(0)
+    sizes = {"vocab_size": 99, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4,
+             "decoder_start_token_id": 0, "relative_attention_num_buckets": 8}
+    lm = {"t5": lambda: T5ForConditionalGeneration(T5Config(**sizes)),
+          "mt5": lambda: MT5ForConditionalGeneration(MT5Config(**sizes)),
+          "bart": lambda: BartForConditionalGeneration(BartConfig(  # learned positions, restarted per example
+              vocab_size=99, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+              decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64))}[family]()
+    lm.save_pretrained(tmp_path)
+    config = UnifiedConfig.preset("tiny", text={"pretrained_path": str(tmp_path), "video_token_id": 50},
+                                  fusion={"mode": fusion, "gate_init": 0.5})
+    model = UnifiedModel.from_pretrained_parts(config).eval()
+    items = [_example([50, 20, 21, 22], [40, 41, 1], 3, 0), _example([30, 31, 32], [42, 1], 0, 1),
+             _example([50, 33, 34], [43, 44, 45, 1], 2, 2)]
+    packed = _collate(pack_items(items, [[0, 1, 2]]))
+    with torch.no_grad():
+        logp = model(**packed).logits.log_softmax(-1)[0]
+        for k, item in enumerate(items):
+            alone = model(**_collate([item])).logits.log_softmax(-1)[0]
+            mine = packed["decoder_segment_ids"][0] == k + 1
+            assert float((logp[mine] - alone).abs().max()) < 1e-5, (k, float((logp[mine] - alone).abs().max()))

@@ -5,7 +5,8 @@
     out = fn(query, key, value, mask=mask, causal=True, dropout=0.0, scale=E ** -0.5)
 
 Axis legend: B batch, H heads, Lq query length, Lk key length, E head width.
-query (B, H, Lq, E), key / value (B, H, Lk, E); `mask` bool (B, 1 or H, Lq or 1, Lk), True = may attend, or None;
+query (B, H, Lq, E), key / value (B, H, Lk, E); `mask` bool (B, 1 or H, Lq or 1, Lk), True = may attend, or None,
+or a `BlockDiagonal` (packed examples: the segment ids of queries and keys, a query sees its own example's keys);
 `causal` aligns the triangle to the bottom right (query i sees keys <= i + Lk - Lq, as in cached decoding).
 Returns (B, Lq, H, E). A query row with no key it may attend to returns zeros.
 
@@ -17,11 +18,45 @@ installed, no CUDA, fp32 tensors) the call falls back to `sdpa` with one warning
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from unified.model.segments import segment_mask
+
 _warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class BlockDiagonal:
+    """Packed examples' attention mask, kept as segment ids (k >= 1 a row's k-th example, 0 padding): `eager` and
+    `sdpa` take its `dense()` bool mask (B, 1, Lq, Lk); `xformers` builds its `BlockDiagonalMask` from the examples'
+    lengths instead and never materialises it."""
+
+    query: torch.Tensor  # (B, Lq)
+    key: torch.Tensor  # (B, Lk)
+
+    def dense(self) -> torch.Tensor:
+        return segment_mask(self.query, self.key)
+
+    def seqlens(self) -> tuple[list[int], list[int]]:
+        """(query lengths, key lengths) of the blocks of the batch flattened row after row: each row's examples in
+        order, then its padding as one more block when either side has any."""
+        q_lens, k_lens = [], []
+        for q_row, k_row in zip(self.query.tolist(), self.key.tolist()):
+            count = max(max(q_row, default=0), max(k_row, default=0))
+            for k in range(1, count + 1):
+                q_lens.append(q_row.count(k))
+                k_lens.append(k_row.count(k))
+            if 0 in q_row or 0 in k_row:
+                q_lens.append(q_row.count(0))
+                k_lens.append(k_row.count(0))
+        return q_lens, k_lens
+
+
+def _dense(mask):
+    return mask.dense() if isinstance(mask, BlockDiagonal) else mask
 
 
 def _full_mask(mask: torch.Tensor | None, causal: bool, lq: int, lk: int, device) -> torch.Tensor | None:
@@ -37,6 +72,7 @@ def eager_attention(query, key, value, *, mask=None, causal=False, dropout=0.0, 
     """The reference: softmax(q k^T * scale + mask) v, written out in fp32. `return_probs`: also return the
     attention probabilities (B, H, Lq, Lk) before dropout (`output_attentions`)."""
     scale = query.shape[-1] ** -0.5 if scale is None else scale
+    mask = _dense(mask)
     scores = torch.matmul(query.float(), key.float().transpose(-1, -2)) * scale  # (B, H, Lq, Lk)
     full = _full_mask(mask, causal, query.shape[-2], key.shape[-2], query.device)
     if full is not None:
@@ -50,6 +86,7 @@ def eager_attention(query, key, value, *, mask=None, causal=False, dropout=0.0, 
 def sdpa_attention(query, key, value, *, mask=None, causal=False, dropout=0.0, scale=None, training=False):
     """`torch.nn.functional.scaled_dot_product_attention` (flash / memory-efficient / math kernels)."""
     p = dropout if training else 0.0
+    mask = _dense(mask)
     if mask is None and (not causal or query.shape[-2] == key.shape[-2]):
         out = F.scaled_dot_product_attention(query, key, value, dropout_p=p, is_causal=causal, scale=scale)
         return out.transpose(1, 2)
@@ -98,6 +135,8 @@ def xformers_attention(query, key, value, *, mask=None, causal=False, dropout=0.
                               training=training)
     lq, lk = query.shape[-2], key.shape[-2]
     q, k, v = (t.transpose(1, 2) for t in (query, key, value))  # (B, L, H, E)
+    if isinstance(mask, BlockDiagonal):
+        return _xformers_blocks(xops, q, k, v, mask, causal, dropout if training else 0.0, scale)
     if mask is None:
         bias = None
         if causal:
@@ -114,6 +153,18 @@ def xformers_attention(query, key, value, *, mask=None, causal=False, dropout=0.
         dead = ~full.any(dim=-1)  # (B, 1|H, Lq)
         out = out.masked_fill(dead.transpose(1, 2)[..., None].expand_as(out), 0.0)
     return out
+
+
+def _xformers_blocks(xops, q, k, v, mask: BlockDiagonal, causal: bool, p: float, scale) -> torch.Tensor:
+    """Packed rows as one sequence of blocks: `BlockDiagonalMask` (or its causal form) over the batch flattened to
+    (1, B L, H, E), so no (Lq, Lk) mask exists; padding positions come back as zeros."""
+    B, lq, H, E = q.shape
+    q_lens, k_lens = mask.seqlens()
+    kind = xops.fmha.attn_bias.BlockDiagonalCausalMask if causal else xops.fmha.attn_bias.BlockDiagonalMask
+    bias = kind.from_seqlens(q_lens, k_lens)
+    flat = [t.reshape(1, -1, *t.shape[2:]) for t in (q, k, v)]  # (1, B L, H, E)
+    out = xops.memory_efficient_attention(*flat, attn_bias=bias, p=p, scale=scale).reshape(B, lq, H, E)
+    return out.masked_fill((mask.query == 0)[..., None, None], 0.0)
 
 
 ATTENTION_FUNCTIONS = {"eager": eager_attention, "sdpa": sdpa_attention, "xformers": xformers_attention}

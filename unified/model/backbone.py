@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from unified.errors import ConfigError, InputError
@@ -27,6 +28,9 @@ from unified.model.ordinal import ordinal_rows
 from unified.model.pretrained import build_config, load_local
 
 FAMILIES = ("t5", "mt5", "umt5", "bart", "t5gemma", "t5gemma2")  # model_type values tested against transformers'
+# Families that pack exactly: T5's positions are relative (a block-diagonal 4-D mask is enough), BART's learned
+# positions are restarted per example (`PositionHooks`). T5Gemma's sliding windows are not packed yet.
+PACKABLE = ("t5", "mt5", "bart")
 _GEMMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _T5_LINEARS = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")  # attention and MLP (v1.0 "wi", v1.1 "wi_0/1")
 LORA_TARGETS = {  # each family's attention and MLP projections, by the module names transformers gives them
@@ -172,6 +176,21 @@ def copy_lm_weights(lm: nn.Module, path, ordinal: list | None = None, width: flo
     return grown
 
 
+class PositionHooks:
+    """Restart a backbone's learned absolute position embeddings per packed example (BART): while `positions`
+    (B, L) is set, each `embed_positions` module listed returns the rows of those positions instead of 0..L-1."""
+
+    def __init__(self, modules: list[nn.Module]):
+        self.positions: torch.Tensor | None = None
+        self.handles = [m.register_forward_hook(self._hook) for m in modules]
+
+    def _hook(self, module, args, output):
+        if self.positions is None:
+            return None
+        rows = F.embedding(self.positions + getattr(module, "offset", 0), module.weight)  # (B, L, D)
+        return rows.to(output.dtype)
+
+
 class MediaHooks:
     """Runs gated cross-attention blocks in front of chosen backbone layers through forward pre-hooks.
 
@@ -180,12 +199,12 @@ class MediaHooks:
     """
 
     def __init__(self, layers: nn.ModuleList, blocks: dict[int, nn.Module]):
-        self.media: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self.media: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None
         self.handles = [layers[i].register_forward_pre_hook(self._hook(block), with_kwargs=True)
                         for i, block in blocks.items()]
 
-    def set(self, media: torch.Tensor | None, mask: torch.Tensor | None) -> None:
-        self.media = None if media is None else (media, mask)
+    def set(self, media: torch.Tensor | None, mask: torch.Tensor | None, active: torch.Tensor | None = None) -> None:
+        self.media = None if media is None else (media, mask, active)
 
     def _hook(self, block: nn.Module):
         def run(module, args, kwargs):

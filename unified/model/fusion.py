@@ -76,14 +76,19 @@ class GatedCrossAttentionBlock(nn.Module):
         self.ff = FeedForward(dim, dim * ff_mult, gated=False, bias=True)
         self.ff_gate = nn.Parameter(torch.full((1,), float(gate_init)))
 
-    def forward(self, x: torch.Tensor, media: torch.Tensor, media_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, media: torch.Tensor, media_mask: torch.Tensor,
+                active: torch.Tensor | None = None) -> torch.Tensor:
+        """`active` (B, L) bool: the positions the block acts on (packed examples: those whose example has media,
+        as an example alone without media skips the block); the others pass unchanged. None: all."""
         B, L, _ = x.shape
         S = media.shape[1]
         if tuple(media_mask.shape) != (B, L, S):
             raise InputError("media_mask", tuple(media_mask.shape), f"expected (B, L, S) = {(B, L, S)}")
+        y = x
         if S:  # (B, L, D); rows with no True position come back exactly 0
-            x = x + self.attn(self.attn_norm(x), context=media, mask=media_mask.bool()[:, None]) * self.attn_gate.tanh()
-        return x + self.ff(self.ff_norm(x)) * self.ff_gate.tanh()
+            y = y + self.attn(self.attn_norm(y), context=media, mask=media_mask.bool()[:, None]) * self.attn_gate.tanh()
+        y = y + self.ff(self.ff_norm(y)) * self.ff_gate.tanh()
+        return y if active is None else torch.where(active[..., None], y, x)
 
 
 def _placeholder_mask(input_ids: torch.Tensor, placeholder_ids) -> torch.Tensor:

@@ -139,6 +139,21 @@ def cross_attention_memory(input_ids: torch.Tensor, latents: MediaLatents, confi
     return torch.cat(parts, dim=1), torch.cat(groups, dim=1), token_group
 
 
+def latent_segments(input_ids: torch.Tensor, latents: MediaLatents, config: UnifiedConfig,
+                    segment_ids: torch.Tensor) -> torch.Tensor | None:
+    """Packed examples: the segment of each latent of `cross_attention_memory`'s media (B, S), -1 on padding (the
+    segment of the placeholder its item fills), so gated cross-attention keeps each example to its own media."""
+    visual_ids, audio_ids = placeholder_ids(config)
+    parts = []
+    for lat, mask, ids in ((latents.visual, latents.visual_mask, visual_ids),
+                           (latents.audio, latents.audio_mask, audio_ids)):
+        if lat is None:
+            continue
+        item_segment = placeholder_groups(input_ids, segment_ids, ids, num_items=lat.shape[1])  # (B, M)
+        parts.append(flatten_media(lat, mask, item_segment)[1])  # (B, S_i)
+    return torch.cat(parts, dim=1) if parts else None
+
+
 def media_mask(token_group: torch.Tensor, latent_group: torch.Tensor, config: UnifiedConfig) -> torch.Tensor:
     """bool (B, L, S): which latents each token may attend to (Flamingo's rule or "all")."""
     return build_media_mask(token_group, latent_group, config.fusion.media_attention)

@@ -29,7 +29,7 @@ from unified.model.backbone import build_lm, copy_lm_weights
 from unified.model.configuration import UnifiedConfig
 from unified.model.layers import Attention
 from unified.model.ordinal import token_cross_entropy
-from unified.model.segments import shift_right_segments
+from unified.model.segments import additive_mask, causal_segment_mask, segment_mask, shift_right_segments
 from unified.model.stacks import (
     AttentionRecorder,
     BackboneEncoder,
@@ -39,6 +39,7 @@ from unified.model.stacks import (
     UnifiedPreTrainedModel,
     _inner,
     output_flags,
+    restarted_positions,
 )
 
 DEFAULT_MAX_NEW_TOKENS = 32  # generate()'s default answer length (a task's grammar sets its own)
@@ -161,7 +162,8 @@ class EncoderDecoderStack:
                                           output_hidden_states=output_hidden_states,
                                           segment_ids=decoder_segment_ids,
                                           encoder_segment_ids=encoder_outputs.segment_ids,
-                                          inputs_embeds=decoder_inputs_embeds)
+                                          inputs_embeds=decoder_inputs_embeds,
+                                          media_segment_ids=encoder_outputs.media_segment_ids)
             return states, (tuple(hidden) if hidden else None), past_key_values, own.last(), cross.last()
 
 
@@ -309,7 +311,7 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
         if self.lm is not None:
             out = self._backbone_decode(encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask,
                                         decoder_inputs_embeds, labels, past_key_values, given_cache,
-                                        output_hidden_states, output_attentions, logits_to_keep)
+                                        output_hidden_states, output_attentions, logits_to_keep, decoder_segment_ids)
         else:
             out = self._decode(encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask,
                                decoder_inputs_embeds, decoder_segment_ids, labels, past_key_values, use_cache,
@@ -351,16 +353,24 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
 
     def _backbone_decode(self, encoder_outputs, mask, decoder_input_ids, decoder_attention_mask,
                          decoder_inputs_embeds, labels, past_key_values, use_cache, output_hidden_states,
-                         output_attentions, logits_to_keep) -> Seq2SeqLMOutput:
+                         output_attentions, logits_to_keep, decoder_segment_ids=None) -> Seq2SeqLMOutput:
         # After our encoder pass (media fused): the backbone's decoder, head, cache and loss exactly as its own.
         states = BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state,
                                  hidden_states=encoder_outputs.hidden_states)
+        if decoder_segment_ids is not None:  # packed: inputs restarted per example, block-diagonal 4-D masks
+            lm, dtype = self.lm.config, encoder_outputs.last_hidden_state.dtype
+            start = lm.decoder_start_token_id if lm.decoder_start_token_id is not None else lm.pad_token_id
+            decoder_input_ids = shift_right_segments(labels, decoder_segment_ids, start, lm.pad_token_id)
+            decoder_attention_mask = additive_mask(causal_segment_mask(decoder_segment_ids), dtype)
+            mask = additive_mask(segment_mask(decoder_segment_ids, encoder_outputs.segment_ids), dtype)
+            use_cache = False
         extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}  # not every family's forward has it
-        out = self.lm(attention_mask=mask, encoder_outputs=states, decoder_input_ids=decoder_input_ids,
-                      decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds,
-                      labels=labels, cache=past_key_values, use_cache=use_cache, return_dict=True,
-                      output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions),
-                      **extra)
+        with restarted_positions(self.encoder.positions, decoder_segment_ids):
+            out = self.lm(attention_mask=mask, encoder_outputs=states, decoder_input_ids=decoder_input_ids,
+                          decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds,
+                          labels=labels, cache=past_key_values, use_cache=use_cache, return_dict=True,
+                          output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions),
+                          **extra)
         loss, t = out.loss, self.config.text
         if labels is not None and t.ordinal_loss_sigma > 0:  # the backbone's own loss is plain cross-entropy
             loss = token_cross_entropy(out.logits, labels, t.ordinal_ranges, t.ordinal_loss_sigma)

@@ -18,6 +18,29 @@ def segment_mask(query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
     return (query[:, None, :, None] == key[:, None, None, :]) & (key > 0)[:, None, None, :]
 
 
+def segment_positions(segments: torch.Tensor) -> torch.Tensor:
+    """(B, L) long: each position's index within its own example (0 at every example's first position), for
+    backbones whose positions are learned and absolute (BART)."""
+    index = torch.arange(segments.shape[1], device=segments.device).expand_as(segments)
+    first = torch.ones_like(segments, dtype=torch.bool)
+    first[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    start = torch.where(first, index, torch.zeros_like(index)).cummax(dim=1).values  # (B, L)
+    return index - start
+
+
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean mask as the additive float mask transformers' attention takes ready-made (4-D masks are used as
+    given): 0 where allowed, the dtype's lowest value elsewhere."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def causal_segment_mask(segments: torch.Tensor) -> torch.Tensor:
+    """bool (B, 1, Lt, Lt): a decoder position sees its own example's positions up to itself."""
+    n = segments.shape[1]
+    causal = torch.ones(n, n, dtype=torch.bool, device=segments.device).tril()
+    return segment_mask(segments, segments) & causal
+
+
 def shift_right_segments(labels: torch.Tensor, segments: torch.Tensor, start: int, pad: int) -> torch.Tensor:
     """Decoder inputs of packed targets (B, Lt): each example's targets shifted right behind its own start token."""
     shifted = labels.new_full(labels.shape, start)

@@ -11,6 +11,7 @@ Axis legend: B batch, L encoder length, Lt decoder length, S media latents, D d_
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Self
 
@@ -23,15 +24,16 @@ from transformers.cache_utils import EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from unified.errors import InputError
-from unified.model.backbone import MediaHooks, encoder_layers
+from unified.model.attention import BlockDiagonal
+from unified.model.backbone import PACKABLE, MediaHooks, PositionHooks, encoder_layers
 from unified.model.configuration import UnifiedConfig
 from unified.model.encoders import TimeEmbedding
 from unified.model.fusion import GatedCrossAttentionBlock
 from unified.model.layers import DecoderLayer, EncoderLayer, RMSNorm, RotaryEmbedding
-from unified.model.media import MediaEncoder, cross_attention_memory, splice_latents
+from unified.model.media import MediaEncoder, cross_attention_memory, latent_segments, splice_latents
 from unified.model.media import media_mask as media_mask_for
 from unified.model.ordinal import ordinal_rows
-from unified.model.segments import segment_mask
+from unified.model.segments import additive_mask, segment_mask, segment_positions
 from unified.model.value_feature import ValueFeature
 
 
@@ -44,7 +46,7 @@ class UnifiedEncoderOutput(BaseModelOutput):
     media: torch.Tensor | None = None  # (B, S, D)
     media_keep: torch.Tensor | None = None  # (B, S) bool: real latents
     segment_ids: torch.Tensor | None = None  # (B, L') packed examples (`unified.model.segments`), 0 = padding
-
+    media_segment_ids: torch.Tensor | None = None  # (B, S) packed: each latent's example, -1 = padding
 
 
 class FusedLayer(nn.Module):
@@ -54,9 +56,9 @@ class FusedLayer(nn.Module):
         super().__init__()
         self.xattn, self.layer = xattn, layer
 
-    def forward(self, x, *args, media=None, media_mask=None, **kwargs):
+    def forward(self, x, *args, media=None, media_mask=None, media_active=None, **kwargs):
         if media is not None:
-            x = self.xattn(x, media, media_mask)
+            x = self.xattn(x, media, media_mask, media_active)
         return self.layer(x, *args, **kwargs)
 
 
@@ -214,11 +216,11 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
         positions = torch.arange(x.shape[1], device=x.device)
         rotary = self.rotary(positions, x.dtype)
         segments = fused.segments  # packed examples: block-diagonal attention (`unified.model.segments`)
-        mask = _key_mask(attention_mask) if segments is None else segment_mask(segments, segments)
+        mask = _key_mask(attention_mask) if segments is None else BlockDiagonal(segments, segments)
         hidden = [x] if output_hidden_states else None
         for layer in self.layers:
             if isinstance(layer, FusedLayer):
-                x = layer(x, mask, rotary, media=xattn_media, media_mask=xattn_mask)
+                x = layer(x, mask, rotary, media=xattn_media, media_mask=xattn_mask, media_active=fused.media_active)
             else:
                 x = layer(x, mask, rotary)
             if output_hidden_states:
@@ -226,7 +228,8 @@ class UnifiedEncoder(UnifiedPreTrainedModel):
         x = self.norm(x)
         return UnifiedEncoderOutput(last_hidden_state=x, hidden_states=tuple(hidden) if hidden else None,
                                     attention_mask=attention_mask, media=fused.decoder_media,
-                                    media_keep=fused.decoder_keep, segment_ids=segments)
+                                    media_keep=fused.decoder_keep, segment_ids=segments,
+                                    media_segment_ids=fused.decoder_segments)
 
 
 @dataclass
@@ -240,6 +243,8 @@ class FusedInputs:
     decoder_media: torch.Tensor | None  # (B, S, D) for the decoder's gated cross-attention (`in_decoder`)
     decoder_keep: torch.Tensor | None  # (B, S) real latents
     segments: torch.Tensor | None = None  # (B, L') packed examples' ids over the fused sequence, 0 = padding
+    decoder_segments: torch.Tensor | None = None  # (B, S) packed: the example of each decoder_media latent
+    media_active: torch.Tensor | None = None  # (B, L') packed: positions whose example has media (gated blocks act)
 
 
 def fuse_media(config, media_encoder, embed_tokens, input_ids, attention_mask, inputs_embeds, pixel_values,
@@ -248,10 +253,9 @@ def fuse_media(config, media_encoder, embed_tokens, input_ids, attention_mask, i
     """Embed the tokens, encode the media and fuse them as `config.fusion.mode` says (the one fusion code path).
     `segment_ids` (B, L): packed examples; the latents spliced at a placeholder take its example's id.
     `value_feature` (`ValueFeature` or None): adds each value token's value feature to its embedding."""
-    if segment_ids is not None and (config.fusion.mode != "concat" or config.fusion.in_decoder):
-        raise InputError("segment_ids", tuple(segment_ids.shape), f"packing needs fusion.mode 'concat' without "
-                         f"in_decoder (this model: {config.fusion.mode!r}): gated cross-attention would let one "
-                         "example's tokens see another's media")
+    if segment_ids is not None and config.fusion.mode == "both":
+        raise InputError("segment_ids", tuple(segment_ids.shape), "packing takes fusion.mode 'concat' or 'xattn', "
+                         "not 'both'")
     embeds = embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, D)
     if value_feature is not None and inputs_embeds is None:
         embeds = value_feature(input_ids, embeds)
@@ -279,9 +283,17 @@ def fuse_media(config, media_encoder, embed_tokens, input_ids, attention_mask, i
             segments = groups.clamp_min(0)
     xattn_media = media if mode in ("xattn", "both") else None
     xattn_mask = media_mask_for(token_group, latent_group, config) if xattn_media is not None else None
+    own = active = None  # packed: the example of each latent; a token sees only its own example's media
+    if segment_ids is not None and media is not None and (xattn_media is not None or config.fusion.in_decoder):
+        own = latent_segments(input_ids, latents, config, segment_ids)  # (B, S)
+        same = segment_ids[:, :, None] == own[:, None, :]  # (B, L, S)
+        active = same.any(-1)  # (B, L): an example alone without media skips the gated blocks
+        if xattn_mask is not None:
+            xattn_mask = xattn_mask & same
     decoder_media = media if config.fusion.in_decoder else None
     keep = latent_group >= 0 if decoder_media is not None else None  # (B, S)
-    return FusedInputs(embeds, attention_mask, xattn_media, xattn_mask, decoder_media, keep, segments)
+    return FusedInputs(embeds, attention_mask, xattn_media, xattn_mask, decoder_media, keep, segments,
+                       own if decoder_media is not None else None, active)
 
 
 class BackboneEncoder(nn.Module):
@@ -304,6 +316,9 @@ class BackboneEncoder(nn.Module):
         fused = [i for i in range(len(layers)) if f.mode in ("xattn", "both") and i % f.every_k_layers == 0]
         self.xattn = nn.ModuleDict({str(i): _xattn(config) for i in fused})  # keys: the backbone layer index
         self.hooks = MediaHooks(layers, {i: self.xattn[str(i)] for i in fused})
+        embeds = [getattr(part, "embed_positions", None) for part in (lm.get_encoder(), lm.get_decoder())]
+        learned = lm.config.model_type == "bart" and all(e is not None for e in embeds)
+        self.positions = PositionHooks(embeds) if learned else None  # packed: restarted per example
 
     @property
     def lm(self) -> nn.Module:
@@ -314,19 +329,39 @@ class BackboneEncoder(nn.Module):
                 output_hidden_states=None, return_dict=None, output_attentions=None, **kwargs) -> UnifiedEncoderOutput:
         output_attentions, output_hidden_states, return_dict = output_flags(self.config, output_attentions,
                                                                             output_hidden_states, return_dict)
-        if kwargs.get("segment_ids") is not None:
-            raise InputError("segment_ids", "packed examples", "packing is not supported on a pretrained backbone "
-                             "yet (its attention takes no block-diagonal mask here); turn data.pack off")
+        segment_ids = kwargs.get("segment_ids")
+        kind = self.lm.config.model_type
+        if segment_ids is not None and kind not in PACKABLE:
+            raise InputError("segment_ids", "packed examples", f"packing is not supported on a {kind} backbone yet "
+                             f"(only {', '.join(PACKABLE)}: relative positions); turn data.pack off")
         encoder = self.lm.get_encoder()
         fused = fuse_media(self.config, self.media, encoder.get_input_embeddings(), input_ids, attention_mask,
                            inputs_embeds, pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features,
-                           audio_mask, value_feature=self.value_feature)
-        self.hooks.set(fused.media, fused.media_mask)
-        out = encoder(inputs_embeds=fused.embeds, attention_mask=fused.mask, return_dict=True,
-                      output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions))
+                           audio_mask, segment_ids, value_feature=self.value_feature)
+        self.hooks.set(fused.media, fused.media_mask, fused.media_active)
+        mask = fused.mask
+        if fused.segments is not None:  # packed: block-diagonal, ready-made (transformers uses a 4-D mask as given)
+            mask = additive_mask(segment_mask(fused.segments, fused.segments), fused.embeds.dtype)
+        with restarted_positions(self.positions, fused.segments):
+            out = encoder(inputs_embeds=fused.embeds, attention_mask=mask, return_dict=True,
+                          output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions))
         out = UnifiedEncoderOutput(last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states,
-                                   attentions=out.attentions, attention_mask=fused.mask, media=None, media_keep=None)
+                                   attentions=out.attentions, attention_mask=fused.mask, media=None, media_keep=None,
+                                   segment_ids=fused.segments)
         return out if return_dict else out.to_tuple()
+
+
+@contextlib.contextmanager
+def restarted_positions(hooks: PositionHooks | None, segments: torch.Tensor | None):
+    """While open, a learned-position backbone (BART) numbers each packed example's positions from 0."""
+    if hooks is None or segments is None:
+        yield
+        return
+    hooks.positions = segment_positions(segments)
+    try:
+        yield
+    finally:
+        hooks.positions = None
 
 
 class UnifiedDecoder(nn.Module):
@@ -345,7 +380,7 @@ class UnifiedDecoder(nn.Module):
 
     def forward(self, input_ids, encoder_states, encoder_mask, attention_mask=None, past_key_values=None,
                 media=None, media_keep=None, output_hidden_states=False, segment_ids=None, encoder_segment_ids=None,
-                inputs_embeds=None):
+                inputs_embeds=None, media_segment_ids=None):
         x = self.dropout(self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds)  # (B, Lt, D)
         # tokens already cached: an int (dynamic cache) or a 0-d tensor (static cache; kept a tensor, so a compiled
         # decoding step has no data-dependent Python)
@@ -371,16 +406,20 @@ class UnifiedDecoder(nn.Module):
                 self_mask = None  # a mask for the new tokens only: causal order already covers them
         cross_mask = _key_mask(encoder_mask)
         if segment_ids is not None:  # packed examples: each sees its own targets and its own encoder positions
-            self_mask = segment_mask(segment_ids, segment_ids)
-            cross_mask = segment_mask(segment_ids, encoder_segment_ids)
-        media_mask = None
+            self_mask = BlockDiagonal(segment_ids, segment_ids)
+            cross_mask = BlockDiagonal(segment_ids, encoder_segment_ids)
+        media_mask = media_active = None
         if media is not None and media_keep is not None:
             media_mask = media_keep[:, None, :].expand(-1, x.shape[1], -1)  # (B, Lt, S): every real latent
+            if segment_ids is not None and media_segment_ids is not None:  # packed: its own example's latents
+                media_mask = media_mask & (segment_ids[:, :, None] == media_segment_ids[:, None, :])
+                media_active = media_mask.any(-1)  # (B, Lt): examples without media skip the gated blocks
         hidden = [x] if output_hidden_states else None
         for layer in self.layers:
             args = (x, self_mask, rotary, encoder_states, cross_mask)
             if isinstance(layer, FusedLayer):
-                x = layer(*args, past_key_values=past_key_values, causal=causal, media=media, media_mask=media_mask)
+                x = layer(*args, past_key_values=past_key_values, causal=causal, media=media, media_mask=media_mask,
+                          media_active=media_active)
             else:
                 x = layer(*args, past_key_values=past_key_values, causal=causal)
             if output_hidden_states:

@@ -208,7 +208,7 @@ def score_row_options(model: Any, batch: Mapping[str, torch.Tensor], labels: tor
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     encoded = model.get_encoder()(**inputs, return_dict=True)  # (1, L', D) and what the decoder needs with it
     n = labels.shape[0]
-    for field in ("last_hidden_state", "attention_mask", "media", "media_keep", "segment_ids"):
+    for field in ("last_hidden_state", "attention_mask", "media", "media_keep", "segment_ids", "media_segment_ids"):
         if getattr(encoded, field, None) is not None:
             setattr(encoded, field, _repeat(getattr(encoded, field), n))
     encoded.hidden_states = encoded.attentions = None

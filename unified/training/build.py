@@ -15,6 +15,7 @@ from unified.data.files import SUFFIXES
 from unified.errors import ConfigError, InputError
 from unified.model import UnifiedConfig, UnifiedModel
 from unified.model.adapters import load_saved_adapters
+from unified.model.backbone import PACKABLE
 from unified.model.pretrained import image_processor_settings
 from unified.model.quantization import describe, load_quantized, quantize_linears, read_quantization
 from unified.processing import PROCESSOR_CONFIG, ProcessorConfig, UnifiedProcessor
@@ -232,9 +233,9 @@ def check_run_settings(cfg: TrainConfig, model: Any, tasks: dict[str, Any]) -> N
         raise ConfigError("data.pack", True, f"nothing to pack: every task of this run ({sorted(tasks)}) has its "
                           "own loss, trained on whole batches of its rows that are never packed")
     f = model.config.fusion
-    if cfg.data.pack and (model.lm is not None or f.mode != "concat" or f.in_decoder):
-        what = "a pretrained text backbone" if model.lm is not None else f"fusion.mode {f.mode!r}" + (
-            " with in_decoder" if f.in_decoder else "")
-        raise ConfigError("data.pack", True, f"packing needs the model's own backbone with fusion.mode 'concat' "
-                          f"(this model: {what}): gated cross-attention and a backbone's attention take no "
-                          "block-diagonal mask here")
+    kind = model.lm.config.model_type if model.lm is not None else None
+    if cfg.data.pack and (kind not in (None, *PACKABLE) or f.mode == "both"):
+        what = f"a pretrained {kind} backbone" if kind not in (None, *PACKABLE) else "fusion.mode 'both'"
+        raise ConfigError("data.pack", True, f"packing needs fusion.mode 'concat' or 'xattn' on our backbone or a "
+                          f"{' / '.join(PACKABLE)} one (this model: {what}): T5Gemma's sliding windows and RoPE "
+                          "positions are not restarted per example yet")

@@ -15,7 +15,7 @@ depend on where in the pack it sits: a packed row's per-token losses equal each 
 `pack_items` is first-fit decreasing under the batch's own bounds: a pack is never longer (prompt tokens, target
 tokens) than the longest example, nor holds more visual or audio items than the example with most, so padding
 shrinks and no dimension of the batch grows (except the spliced encoder length, by at most the latents of one
-item per extra example). Packing needs the model's own backbone with `fusion.mode: concat`.
+item per extra example). Packing needs the model's own backbone with `fusion.mode` `concat` or `xattn`.
 
 Token-budget packing (`data.pack_length`, `data.pack_target_length`) packs to fixed lengths instead: the planner
 draws rows into a buffer, measures each (`measure_row`: its prompt drawn with `row_rng`, tokenised, no media
