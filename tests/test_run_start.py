@@ -105,6 +105,7 @@ def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_by_name(clea
     import torch
 
     from unified.errors import InputError
+    from unified.training.checkpoint import write_manifest
 
     data = _copy(clean, tmp_path)
     train(_config(tmp_path, data), progress=False)
@@ -112,5 +113,6 @@ def test_a_checkpoint_whose_optimizer_state_does_not_fit_is_refused_by_name(clea
     state = torch.load(ckpt / "trainer.pt", weights_only=True)
     state["optimizer"]["param_groups"][0]["params"].pop()
     torch.save(state, ckpt / "trainer.pt")
+    write_manifest(ckpt)  # as such a checkpoint was written: whole (a file changed since is refused as damaged)
     with pytest.raises(InputError, match=r"trainer.pt.*optimizer state does not fit.*model.init_from="):
         train(_config(tmp_path, data, "optim.max_steps=3"), progress=False)

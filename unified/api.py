@@ -42,6 +42,7 @@ from unified.data import load_data_dir
 from unified.data.files import SUFFIXES
 from unified.data.shard_rows import is_shard_dir, load_shards
 from unified.errors import InputError
+from unified.local_dirs import check_saved_model
 from unified.media.audio import Samples
 from unified.media.video import Frames
 from unified.model import UnifiedModel
@@ -123,6 +124,8 @@ class Model:
         if not (path / "config.json").is_file():
             raise InputError("model", str(path), "not a saved model: no config.json there")
         require_safetensors(path, "model")
+        # every file checked first: a damaged one is named, not handed to safetensors
+        check_saved_model(path, "model", model_type=UnifiedModel.config_class.model_type)
         config = json.loads((path / "config.json").read_text())
         # an export (`unified export`) loads in the dtype it was written in; a trained model in float32
         dtype = dtype or EXPORT_DTYPES.get((config.get("export") or {}).get("dtype"), torch.float32)

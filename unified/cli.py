@@ -7,7 +7,7 @@
     unified data check DIR [--workers N] [--json]    decode every media file; bad rows by file:row (exit 1 if any)
     unified data import FILE --format sharegpt|openai|llava --out DIR [--task NAME] [--media-root DIR]
                                                       conversations -> a data directory; left-out records listed
-    unified train CONFIG [key=value ...] [--resume auto|never|PATH] [--overwrite] [--allow-changes]
+    unified train CONFIG [key=value ...] [--resume auto|last-intact|never|PATH] [--overwrite] [--allow-changes]
                                                       the same loop as `accelerate launch training/multitask.py`
     unified tasks [--json]                            the registered tasks: inputs, grammar, prompts, metrics
     unified serve [MODEL] [--host H] [--port P] [--max-batch N] [--max-wait-ms MS] [--media-root DIR] [--ray ...]
@@ -113,12 +113,19 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     from unified.data import check_media, load_data_dir
+    from unified.data.files import BadRow
+    from unified.data.shard_rows import check_shards, is_shard_dir
 
-    data, reports = load_data_dir(args.dir, args.tasks, skip_bad_rows=True,
-                                  allow_outside_paths=args.allow_outside_paths)
-    bad = [b for r in reports for b in r.skipped] + check_media(data, workers=args.workers, cache_dir=args.dir,
-                                                                progress=not args.json)
-    rows = sum(len(r) for r in data.values()) + sum(len(r.skipped) for r in reports)
+    if is_shard_dir(args.dir):  # every shard, row and member against its tar, then the intact rows' media decoded
+        data, damaged = check_shards(args.dir, args.tasks)
+        bad = [BadRow(where, reason) for where, reason in damaged]
+        rows = sum(len(r) for r in data.values()) + len(bad)
+    else:
+        data, reports = load_data_dir(args.dir, args.tasks, skip_bad_rows=True,
+                                      allow_outside_paths=args.allow_outside_paths)
+        bad = [b for r in reports for b in r.skipped]
+        rows = sum(len(r) for r in data.values()) + sum(len(r.skipped) for r in reports)
+    bad += check_media(data, workers=args.workers, cache_dir=args.dir, progress=not args.json)
     if args.json:
         print(json.dumps({"rows": rows, "bad": [{"row": b.source, "reason": b.reason} for b in bad]}))
     else:

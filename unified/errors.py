@@ -18,11 +18,13 @@ from typing import Any
 
 
 def _short(value: Any, limit: int = 120) -> str:
-    # Long inputs (a byte buffer, a big array) must not flood the message; their head and type are enough.
+    # Long inputs (a byte buffer, a big array) must not flood the message; their head and tail are enough (the tail
+    # keeps a long path's file name: which file of a checkpoint is damaged)
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    head = limit // 3
+    return text if len(text) <= limit else text[:head] + "..." + text[len(text) - (limit - head - 3):]
 
 
 class UnifiedError(Exception):

@@ -62,7 +62,8 @@ class EmbeddingHead(nn.Module):
             raise ConfigError("temperature", temperature, "must be > 0")
         self.pooling = check_pooling(pooling)
         self.proj = nn.Linear(hidden_size, embed_dim)
-        log_scale = torch.tensor([math.log(1.0 / temperature)])  # (1,): FSDP shards no 0-d parameter
+        self.init_log_scale = math.log(1.0 / temperature)  # what `_init_weights` sets it to again
+        log_scale = torch.tensor([self.init_log_scale])  # (1,): FSDP shards no 0-d parameter
         if learn_temperature:
             self.log_scale = nn.Parameter(log_scale)
         else:

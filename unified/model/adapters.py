@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from unified.errors import ConfigError, InputError
+from unified.local_dirs import check_safetensors, read_json
 from unified.model.quantization import save_quantized
 
 __all__ = ["DEFAULT_TARGETS", "TaskAdapters", "load_saved_adapters", "save_model", "select_adapter"]
@@ -74,8 +75,13 @@ class TaskAdapters:
         index_path = directory / INDEX
         if not index_path.is_file():
             raise InputError("adapters", str(directory), f"no {INDEX}: not a directory written by TaskAdapters.save")
-        index = json.loads(index_path.read_text())
-        adapters = cls(model, index["groups"], index["names"], index["settings"])
+        index = read_json(index_path, "adapters")
+        try:
+            adapters = cls(model, index["groups"], index["names"], index["settings"])
+        except (KeyError, TypeError) as err:
+            raise InputError("adapters", str(index_path), f"damaged: no valid {err} entry") from None
+        for name in adapters.names:  # every file whole before any is attached
+            check_safetensors(directory / name / "adapter_model.safetensors", f"adapters/{name}")
         for name in adapters.names:
             _inject(model, name, adapters.settings)
             state = load_file(str(directory / name / "adapter_model.safetensors"))

@@ -345,6 +345,20 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
                                encoder_hidden_states=encoder_outputs.hidden_states,
                                encoder_attentions=encoder_outputs.attentions)
 
+    def prepare_inputs_for_generation(self, input_ids, next_sequence_length=None, cache=None,
+                                      is_first_iteration=False, **kwargs):
+        # Continuing from the cache a first `generate` returned, with its `sequences` as decoder_input_ids: the
+        # cached tokens are already in the cache, so only the rest is fed. transformers tells the two apart by a
+        # decoder_attention_mask as long as the sequence; without one it fed the whole sequence again after the
+        # cache, at the wrong positions (T5 does the same). What generate returns holds every token, so a longer
+        # decoder_input_ids than the cache is taken as that whole sequence.
+        past = cache.get_seq_length() if cache is not None else 0
+        if (is_first_iteration and next_sequence_length is None and isinstance(past, int) and 0 < past
+                < input_ids.shape[1]):
+            next_sequence_length = input_ids.shape[1] - past
+        return super().prepare_inputs_for_generation(input_ids, next_sequence_length=next_sequence_length,
+                                                     cache=cache, is_first_iteration=is_first_iteration, **kwargs)
+
     def _prepare_cache_for_generation(self, *args, **kwargs):
         # The backbone knows its caches (T5Gemma: sliding self-attention, full cross-attention)
         if self.lm is not None:

@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 from unified.errors import ConfigError, InputError
-from unified.local_dirs import local_dir, require_safetensors
+from unified.local_dirs import check_saved_model, local_dir, require_safetensors
 
 __all__ = ["build_config", "build_module", "copy_weights", "image_processor_settings", "load_local",
            "local_dir", "read_backbone_config", "vision_tower"]
@@ -75,6 +75,7 @@ def load_local(path: str | Path, field: str, loader: Callable | None = None) -> 
 
     p = local_dir(path, field)
     require_safetensors(p, field)
+    check_saved_model(p, field)  # damaged files named before transformers reads them
     try:
         if loader is None:
             return AutoModel.from_pretrained(str(p), local_files_only=True, use_safetensors=True)

@@ -35,6 +35,7 @@ from unified.model.layers import Attention, FeedForward
 __all__ = ["PerceiverResampler", "Pool3d", "ResamplerLayer", "masked_adaptive_avg_pool3d"]
 
 MODES = ("global", "per_frame")
+FRAME_EMBED_STD = 0.02  # which frame a token came from ("global" mode): a small nudge at the start
 
 
 class ResamplerLayer(nn.Module):
@@ -93,10 +94,12 @@ class PerceiverResampler(nn.Module):
             if int(value) < 1:
                 raise ConfigError(f"resampler.{name}", value, "must be a positive integer")
         self.mode, self.max_frames, self.num_latents = mode, max_frames, num_latents
-        self.latents = nn.Parameter(torch.randn(num_latents, dim) / math.sqrt(dim))
+        self.latent_std = 1.0 / math.sqrt(dim)  # unit-norm latents on average; `_init_weights` draws them again
+        self.latents = nn.Parameter(torch.randn(num_latents, dim) * self.latent_std)
         # Only "global" flattens frames and so needs to know which frame a token came from; "per_frame" keeps frames
         # apart (timestamps go between them as tokens) and has no such table, so every parameter is used.
-        self.frame_embed = nn.Parameter(torch.randn(max_frames, dim) * 0.02) if mode == "global" else None
+        self.frame_embed = (nn.Parameter(torch.randn(max_frames, dim) * FRAME_EMBED_STD) if mode == "global"
+                            else None)
         self.layers = nn.ModuleList(ResamplerLayer(dim, num_heads, head_dim, ff_mult) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
 

@@ -24,15 +24,17 @@ from transformers.cache_utils import EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
 from unified.errors import InputError
+from unified.heads.embedding import EmbeddingHead
 from unified.model.attention import BlockDiagonal
 from unified.model.backbone import PACKABLE, MediaHooks, PositionHooks, encoder_layers
 from unified.model.configuration import UnifiedConfig
-from unified.model.encoders import TimeEmbedding
+from unified.model.encoders import POSITION_INIT_STD, PatchStem, TimeEmbedding
 from unified.model.fusion import GatedCrossAttentionBlock
 from unified.model.layers import DecoderLayer, EncoderLayer, RMSNorm, RotaryEmbedding
 from unified.model.media import MediaEncoder, cross_attention_memory, latent_segments, splice_latents
 from unified.model.media import media_mask as media_mask_for
 from unified.model.ordinal import ordinal_rows
+from unified.model.resampler import FRAME_EMBED_STD, PerceiverResampler
 from unified.model.segments import additive_mask, segment_mask, segment_positions
 from unified.model.value_feature import ValueFeature
 
@@ -139,6 +141,15 @@ class UnifiedPreTrainedModel(PreTrainedModel):
         kwargs.setdefault("save_original_format", False)
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        # transformers treats a model outside its tree as remote code whose init may write tensors in place, and then
+        # skips every module whose own tensors are all marked initialised. Ours initialises through
+        # `transformers.initialization` (marked per tensor) as an in-tree model does; the shortcut would skip a
+        # backbone's modules that draw their children's weights (T5's attention sets q, k, v at that level), so a
+        # model materialised from the meta device would differ from one built directly.
+        return False
+
     def _init_weights(self, module):
         super()._init_weights(module)
         t = self.config.text
@@ -167,6 +178,18 @@ class UnifiedPreTrainedModel(PreTrainedModel):
         if isinstance(module, GatedCrossAttentionBlock):
             init.constant_(module.attn_gate, module.gate_init)
             init.constant_(module.ff_gate, module.gate_init)
+        # Our own parameters outside any Linear / Embedding: drawn here too, or a model materialised from the meta
+        # device (from_pretrained with a key missing) keeps whatever memory held there (transformers'
+        # test_can_init_all_missing_weights)
+        if isinstance(module, PatchStem):
+            init.normal_(module.row_embed, mean=0.0, std=POSITION_INIT_STD)
+            init.normal_(module.col_embed, mean=0.0, std=POSITION_INIT_STD)
+        if isinstance(module, PerceiverResampler):
+            init.normal_(module.latents, mean=0.0, std=module.latent_std)
+            if module.frame_embed is not None:
+                init.normal_(module.frame_embed, mean=0.0, std=FRAME_EMBED_STD)
+        if isinstance(module, EmbeddingHead):
+            init.constant_(module.log_scale, module.init_log_scale)
         # Non-persistent buffers are not in the checkpoint: recompute them (a model built on the meta device has none).
         if isinstance(module, RotaryEmbedding):
             init.copy_(module.inv_freq, module.compute_inv_freq())

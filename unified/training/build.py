@@ -13,6 +13,7 @@ import torch
 
 from unified.data.files import SUFFIXES
 from unified.errors import ConfigError, InputError
+from unified.local_dirs import check_saved_model
 from unified.model import UnifiedConfig, UnifiedModel
 from unified.model.adapters import load_saved_adapters
 from unified.model.backbone import PACKABLE
@@ -38,6 +39,8 @@ def build_stack(cfg: TrainConfig, train_rows: dict[str, list], log=print, weight
     budgets = media_budgets(cfg, train_rows)
     source = weights_from or cfg.model.init_from
     if source:
+        if not weights_from:  # a resumed checkpoint was checked whole by the run (`checkpoint_damage`)
+            check_saved_model(source, "model.init_from", model_type=UnifiedModel.config_class.model_type)
         processor = UnifiedProcessor.from_pretrained(source)
         if budgets:  # the run's budgets replace the saved ones (a fine-tune may sample differently)
             processor.config = replace(processor.config, budgets=budgets).validate()

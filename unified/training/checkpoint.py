@@ -6,7 +6,10 @@ with torch's restricted `weights_only` loader). It is written into a temporary s
 renamed into place, so a run killed mid-write leaves the previous checkpoint intact and never a half-written one.
 
 `fingerprint.json` beside it records the run's config and a digest of its rows; a resume compares them
-(`fingerprint_changes`) and names what changed.
+(`fingerprint_changes`) and names what changed. `manifest.json`, written last, holds every other file's size and
+sha256: `checkpoint_damage` checks a checkpoint against it (and the framing of its safetensors and JSON files), so
+a file cut short, a byte flipped or a file removed is named before anything is loaded. A resume stops at a damaged
+newest checkpoint (naming it) unless `--resume last-intact` asks for the newest intact one.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import json
 import os
 import random
 import shutil
+import signal
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ import numpy as np
 import torch
 
 from unified.errors import InputError
+from unified.local_dirs import check_saved_model, read_json
 from unified.saving import write_servable
 from unified.task_zoo.registry import task_sources
 from unified.training.config import to_dict
@@ -34,6 +40,15 @@ RUN_OUTPUTS = ("checkpoints", "final", "best", "ranks", "logs", "summary.json", 
                "config.json")
 
 PREFIX = "step-"
+MANIFEST = "manifest.json"
+# The kill tests' hook (tests/test_damage.py): "POINT:STEP" makes the process SIGKILL itself at that point of that
+# step (mid-step, between-model-and-state, mid-save), as a crash or an out-of-memory kill would.
+KILL_AT = "UNIFIED_TEST_KILL_AT"
+
+
+def kill_point(point: str, step: int) -> None:
+    if os.environ.get(KILL_AT) == f"{point}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def rng_state() -> dict[str, Any]:
@@ -64,13 +79,16 @@ def save_checkpoint(root: str | Path, step: int, model: Any, processor: Any, tra
     root.mkdir(parents=True, exist_ok=True)
     final = root / (name or f"{PREFIX}{step:08d}")
     tmp = root / f".tmp-{final.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    for stale in root.glob(".tmp-*"):  # this one's, or left by a process killed while writing (one writer per run)
+        shutil.rmtree(stale, ignore_errors=True)
     sources = task_sources(task_options or {})
     write_servable(tmp, model, processor, task_options, sources, safe_serialization=True)  # a servable model, plus:
+    kill_point("between-model-and-state", step)
     torch.save({**trainer_state, "step": step}, tmp / "trainer.pt")
     for file_name, text in (extra or {}).items():
         (tmp / file_name).write_text(text)
+    kill_point("mid-save", step)
+    write_manifest(tmp)
     old = None
     if final.exists():  # replace: move the old one aside first so the rename stays atomic
         old = root / f".old-{final.name}-{os.getpid()}"
@@ -85,11 +103,84 @@ def save_checkpoint(root: str | Path, step: int, model: Any, processor: Any, tra
 
 
 def list_checkpoints(root: str | Path) -> list[Path]:
+    """Every `step-N` directory under `root`, oldest first, intact or not (`checkpoint_damage` tells which): one
+    left without its trainer state is a damaged checkpoint, never passed over in silence."""
     root = Path(root)
     if not root.is_dir():
         return []
-    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "trainer.pt").is_file()]
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()]
     return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def _digest(file: Path) -> str:
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> None:
+    """`manifest.json`: {relative path: [size, sha256]} of every file in the checkpoint, what `checkpoint_damage`
+    checks it against."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {p.relative_to(folder).as_posix(): [p.stat().st_size, _digest(p)] for p in files}
+    (folder / MANIFEST).write_text(json.dumps({"format": 1, "files": entries}, indent=0))
+
+
+def checkpoint_damage(path: str | Path) -> InputError | None:
+    """None when the checkpoint at `path` is intact, else the `InputError` naming its damaged file and what is wrong:
+    a file missing, cut short or changed since it was written (sizes and sha256 in `manifest.json`), a safetensors
+    header or JSON file that does not parse, a `config.json` of another model type, a `trainer.pt` that is not a
+    whole zip archive. Checkpoints written before manifests get every check but the hashes."""
+    path = Path(path)
+    try:
+        if not (path / "trainer.pt").is_file():
+            raise InputError("checkpoint", str(path / "trainer.pt"), "missing: not a whole training checkpoint")
+        manifest = path / MANIFEST
+        if manifest.exists():
+            entries = read_json(manifest, "checkpoint")
+            files = entries.get("files") if isinstance(entries, dict) else None
+            if not isinstance(files, dict):
+                raise InputError("checkpoint", str(manifest), "damaged: no 'files' table")
+            try:
+                files = {str(name): (int(size), str(digest)) for name, (size, digest) in files.items()}
+            except (TypeError, ValueError):
+                raise InputError("checkpoint", str(manifest), "damaged: its entries are not [size, sha256]") from None
+            for name in sorted(files):
+                if not (path / name).is_file():
+                    raise InputError("checkpoint", str(path / name), "missing (listed in manifest.json)")
+        check_saved_model(path, "checkpoint", model_type="unified")
+        try:
+            with zipfile.ZipFile(path / "trainer.pt") as archive:
+                bad = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
+            raise InputError("checkpoint", str(path / "trainer.pt"), f"damaged: not a whole torch archive "
+                             f"({err})") from None
+        if bad is not None:
+            raise InputError("checkpoint", str(path / "trainer.pt"), f"damaged: its record {bad!r} fails its CRC")
+        if manifest.exists():  # what framing cannot see: a file cut at a boundary, a byte changed inside
+            for name, (size, _) in sorted(files.items()):
+                if (path / name).stat().st_size != size:
+                    raise InputError("checkpoint", str(path / name), f"damaged: {(path / name).stat().st_size} "
+                                     f"bytes, written as {size} (cut short or changed since)")
+            for name, (_, digest) in sorted(files.items()):
+                if _digest(path / name) != digest:
+                    raise InputError("checkpoint", str(path / name), "damaged: its bytes changed since the "
+                                     "checkpoint was written (sha256 differs from manifest.json)")
+    except InputError as err:
+        return err
+    return None
+
+
+def newest_intact(root: str | Path, log=print) -> Path | None:
+    """The newest intact checkpoint under `root` (each damaged newer one logged with what is wrong), or None."""
+    for path in reversed(list_checkpoints(root)):
+        damage = checkpoint_damage(path)
+        if damage is None:
+            return path
+        log(f"passing over the damaged checkpoint {path.name}: {damage}")
+    return None
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:

@@ -572,7 +572,9 @@ def to_dict(config: TrainConfig) -> dict:
 def add_resume_flags(parser) -> None:
     """--resume / --overwrite / --allow-changes, shared by `unified train` and `training/multitask.py`."""
     parser.add_argument("--resume", default="auto", help="'auto' (default: the latest checkpoint under output_dir, "
-                        "if any), 'never' (refuse an output_dir holding a run), or a checkpoint directory")
+                        "if any; a damaged one stops the run, naming its file), 'last-intact' (the newest checkpoint "
+                        "that is intact, saying which step it restarts from), 'never' (refuse an output_dir holding "
+                        "a run), or a checkpoint directory")
     parser.add_argument("--overwrite", action="store_true", help="remove an earlier run's checkpoints and final/ "
                         "under output_dir and start afresh")
     parser.add_argument("--allow-changes", action="store_true", help="resume even though the config or the data "

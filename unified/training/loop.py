@@ -54,12 +54,16 @@ from unified.training.build import build_stack, check_run_settings, preflight, u
 from unified.training.callbacks import Callback, Callbacks, KeepBest, LossPlot, Trackers
 from unified.training.checkpoint import (
     FINGERPRINT,
+    PREFIX,
     RUN_OUTPUTS,
+    checkpoint_damage,
     fingerprint,
     fingerprint_changes,
     fixed_changes,
+    kill_point,
     latest_checkpoint,
     load_trainer_state,
+    newest_intact,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -83,6 +87,8 @@ from unified.training.stages import (
 )
 
 __all__ = ["Run", "TrainingError", "main", "train"]
+
+LAST_INTACT = "last-intact"  # --resume: the newest checkpoint that passes `checkpoint_damage`
 
 
 class Run:
@@ -300,6 +306,7 @@ class Run:
             self._skip(step, bad)
             return False
         self.bad_in_row = 0
+        kill_point("mid-step", step)  # gradients computed, weights not yet stepped
         if cfg.optim.clip:
             trained = [p for p in self.model.parameters() if p.requires_grad]
             if self.sharding is not None:  # the norm over every rank's shards
@@ -388,8 +395,9 @@ class Run:
         return self.callbacks.get(KeepBest).best
 
     def find_resume(self, resume: str, overwrite: bool, allow_changes: bool) -> Path | None:
-        """The checkpoint to resume from, as `resume` says ("auto": the latest under output_dir, "never", or a
-        checkpoint directory); `overwrite` clears an output_dir that holds a run. A resume whose config or data
+        """The checkpoint to resume from, as `resume` says ("auto": the latest under output_dir, "last-intact": the
+        newest intact one, "never", or a checkpoint directory), checked whole first (`checkpoint_damage`);
+        `overwrite` clears an output_dir that holds a run. A resume whose config or data
         differ from the checkpoint's stops, naming what changed, unless `allow_changes`."""
         latest = latest_checkpoint(self.ckpt_root)
         if overwrite:
@@ -406,7 +414,7 @@ class Run:
                 raise ConfigError("output_dir", str(self.out), "holds an earlier run and --resume never was given; "
                                   "pass --overwrite to replace it, or another output_dir")
             return None
-        path = latest if resume == "auto" else Path(resume)
+        path = self._intact_checkpoint(resume, latest)
         if path is None:
             return None
         fixed = fixed_changes(path, self.fingerprint)
@@ -421,6 +429,34 @@ class Run:
         for change in changes:
             self.log(f"resuming although the {change} (--allow-changes)")
         return path
+
+    def _intact_checkpoint(self, resume: str, latest: Path | None) -> Path | None:
+        """The checkpoint `resume` names, checked whole before anything is read from it: "auto" the newest (a damaged
+        one stops the run, naming its file: falling back would drop steps without a word), "last-intact" the newest
+        intact one (saying which step it restarts from), or the given directory."""
+        if resume == LAST_INTACT:
+            path = newest_intact(self.ckpt_root, self.log)
+            if path is None and latest is not None:
+                raise InputError("--resume", LAST_INTACT, f"no checkpoint under {self.ckpt_root} is intact; start "
+                                 "afresh with --overwrite")
+            if path is not None:
+                self.log(f"--resume last-intact: restarting from step {int(path.name[len(PREFIX):])} ({path})"
+                         + ("" if path == latest else f"; the steps after it, to {latest.name}, are trained again"))
+            return path
+        path = latest if resume == "auto" else Path(resume)
+        if path is None:
+            return None
+        damage = checkpoint_damage(path)
+        if damage is None:
+            return path
+        if resume != "auto":
+            raise damage
+        intact = newest_intact(self.ckpt_root, lambda msg: None)
+        way_out = (f"the newest intact one is {intact.name}: resume from it with --resume last-intact (the steps "
+                   f"after it are trained again)" if intact is not None else
+                   "no earlier checkpoint is intact: start afresh with --overwrite")
+        raise InputError(damage.what, damage.value, f"{damage.reason}. It is the newest checkpoint, which --resume "
+                         f"auto would continue from; {way_out}")
 
     # ------------------------------------------------------------------------------------------------ checkpoint
     def servable(self):
@@ -507,13 +543,15 @@ def train(cfg: TrainConfig, *, progress: bool = True, stop_after: int | None = N
 
 
 def _check_resume(resume: str, overwrite: bool, ckpt_root: Path) -> None:
-    if resume in ("auto", "never"):
+    if resume in ("auto", "never", LAST_INTACT):
+        if overwrite and resume == LAST_INTACT:
+            raise ConfigError("--overwrite", resume, "clears output_dir: it cannot also resume from a checkpoint")
         return
     if overwrite:
         raise ConfigError("--overwrite", resume, "clears output_dir: it cannot also resume from a checkpoint")
     if not (Path(resume) / "trainer.pt").is_file():
         raise ConfigError("--resume", str(resume), "not a training checkpoint (no trainer.pt); expected 'auto', "
-                          f"'never' or a directory like {ckpt_root / 'step-00000100'}")
+                          f"'never', '{LAST_INTACT}' or a directory like {ckpt_root / 'step-00000100'}")
 
 
 def main(argv: list[str] | None = None) -> int:
