@@ -26,6 +26,7 @@ outside it, never a URL); data: URLs become bytes (`import_conversations` writes
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -206,16 +207,21 @@ def turn_kind(text: str, modalities: set[str], has_options: bool) -> str:
 def pick_task(kind: str, modalities: set[str]) -> Any:
     """The registered task that takes turns of this `kind` (`Task.chat_turn`) with these media: among those whose
     `requires` <= media <= `accepts`, the one requiring most (a video and audio: audio_video_mcqa over video_mcqa)."""
+    return get_task(_taker(kind, frozenset(modalities)))
+
+
+@functools.lru_cache(maxsize=64)  # one answer per (kind, media) for a whole file, not 14 task builds per turn
+def _taker(kind: str, modalities: frozenset[str]) -> str:
     fits = []
     for name in list_tasks():
         task = get_task(name)
         if task.chat_turn == kind and task.requires <= modalities <= task.accepts:
-            fits.append((-len(task.requires), name, task))
+            fits.append((-len(task.requires), name))
     if not fits:
         takers = sorted(n for n in list_tasks() if get_task(n).chat_turn == kind)
         raise Skip(f"a {kind} turn with {sorted(modalities) or 'no media'}: no task takes it (tasks taking {kind} "
                    f"turns: {takers})")
-    return min(fits, key=lambda f: f[:2])[2]
+    return min(fits)[1]
 
 
 def turn_rows(turns: list[Turn], record: Mapping[str, Any] | None = None, task: Any = None
