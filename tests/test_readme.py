@@ -102,7 +102,7 @@ def documented_server(page: Path, log: Path):
         return
     from serving_fixtures import start_cli_server, stop
 
-    args = shlex.split(command)[2:]
+    args = shlex.split(command, comments=True)[2:]
     port = args.index("--port")
     proc, base = start_cli_server(args[:port] + args[port + 2:], log)
     try:

@@ -74,7 +74,7 @@ def test_every_row_once_per_epoch_across_two_ranks_and_two_workers_and_a_resume(
     rows = load_data_dir(packed / "shards", ["vqa"])[0]
     n = len(rows["vqa"])  # 72 rows in 11 shards; batch 4 x 2 ranks = 8 rows a step: 9 steps are one epoch
     cfg = load_config(SMOKE, ["optim.batch_size=4", f"optim.max_steps={n // 8}", "data.tasks=[vqa]"])
-    tasks = {"vqa": type("T", (), {"contrastive": False})()}
+    tasks = {"vqa": type("T", (), {"own_loss": False})()}
 
     def loader(rank, state=None):
         sampler, stream = TaskSampler({"vqa": n}, seed=0), RowStream(rows, seed=0)
