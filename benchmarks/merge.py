@@ -28,7 +28,7 @@ MERGES = {  # label -> unified.merge arguments (models A, B; base P where it tak
     "slerp t 0.5": dict(method="slerp", t=0.5),
     "ties (density 0.5)": dict(method="ties", density=0.5, base=True),
     "dare (density 0.5)": dict(method="dare", density=0.5, base=True),
-    "svd-delta (t 0.5)": dict(method="svd-delta", t=0.5, base=True),
+    "svd-delta (t 0.5)": dict(method="svd-delta", t=0.5, base=True),  # rank: --rank
 }
 
 
