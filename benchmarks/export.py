@@ -67,9 +67,10 @@ def run(model_dir: Path, clips: int, max_rows: int, repeats: int, work: Path, va
             times.append(time.perf_counter() - start)
         result = model.evaluate(data_dir, tasks=tasks, max_rows=max_rows, progress=False)
         reference = reference or result
-        worst = max(((abs(result.scores[t] - reference.scores[t]), t) for t in result.scores), default=(0.0, "-"))
+        worst = max(((abs(d), d, t) for t, d in ((t, result.scores[t] - reference.scores[t]) for t in result.scores)),
+                    default=(0.0, 0.0, "-"))
         rows.append({"variant": label, "size_mb": _size(path) / 1e6, "latency_s": statistics.median(times),
-                     "integral": result.integral, "worst_task": f"{worst[1]} {worst[0]:+.3f}" if worst[0] else "-"})
+                     "integral": result.integral, "worst_task": f"{worst[2]} {worst[1]:+.3f}" if worst[0] else "-"})
     return rows
 
 

@@ -28,7 +28,7 @@ MERGES = {  # label -> unified.merge arguments (models A, B; base P where it tak
     "slerp t 0.5": dict(method="slerp", t=0.5),
     "ties (density 0.5)": dict(method="ties", density=0.5, base=True),
     "dare (density 0.5)": dict(method="dare", density=0.5, base=True),
-    "svd-delta (t 0.5)": dict(method="svd-delta", t=0.5, base=True),
+    "svd-delta (t 0.5)": dict(method="svd-delta", t=0.5, base=True),  # rank: --rank
 }
 
 
@@ -39,7 +39,7 @@ def _train(work: Path, name: str, tasks: list[str], steps: int, data: Path, init
               "mixture": {"strategy": "uniform"},
               "optim": {"lr": 0.003, "warmup_steps": 10, "max_steps": steps, "batch_size": 8},
               "eval": {"every": 0}, "checkpoint": {"every": steps, "keep": 1},
-              "task_options": {"video_mcqa": {"mode": "rank"}}}
+              "task_options": {"video_mcqa": {"mode": "rank"}} if "video_mcqa" in tasks else {}}
     if init_from is None:
         config.update(model={"preset": "tiny"}, tokenizer={"text_vocab_size": 300},
                       processor={"image_size": 32, "video_fps": 4.0, "max_frames": 8})
