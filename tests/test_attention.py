@@ -192,3 +192,23 @@ def test_cross_attention_and_perceiver_go_through_the_attention_dispatch():
     config._attn_implementation = "eager"
     built = UnifiedForConditionalGeneration(config)
     assert all(m.attn_implementation == "eager" for m in built.modules() if isinstance(m, Attention))
+
+
+def test_xformers_keeps_t5s_relative_position_bias(tmp_path):
+    """transformers hands T5's relative position bias to the attention function apart from the mask; the xformers
+    entry (here its SDPA fallback) must add it, or a T5 backbone under "xformers" loses its positions."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from unified.model import UnifiedConfig, UnifiedModel
+
+    torch.manual_seed(0)
+    T5ForConditionalGeneration(T5Config(vocab_size=99, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+                                        decoder_start_token_id=0)).save_pretrained(tmp_path)
+    model = UnifiedModel.from_pretrained_parts(UnifiedConfig.preset("tiny", text={"pretrained_path": str(tmp_path)}))
+    batch = {"input_ids": torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]]), "attention_mask": torch.tensor(
+        [[1, 1, 1, 1], [1, 1, 0, 0]]), "labels": torch.tensor([[20, 21, 1], [22, 1, -100]])}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = model.eval()(**batch).logits
+        model.set_attn_implementation("xformers")
+        assert torch.allclose(model(**batch).logits, reference, atol=1e-5)

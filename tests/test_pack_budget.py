@@ -161,3 +161,7 @@ def test_budget_settings_are_checked(tmp_path):
     with pytest.raises(ConfigError, match="data.pack_length"):
         load_config(None, [f"output_dir={tmp_path}", "data.synthetic={n_train: 8}", "data.pack=true",
                            "data.pack_length=0", "data.pack_target_length=16"])
+    with pytest.raises(ConfigError, match="per-task LoRA"):
+        load_config(None, [f"output_dir={tmp_path}", "data.synthetic={n_train: 8}", "data.pack=true",
+                           "data.pack_length=64", "data.pack_target_length=16", "lora.enabled=true",
+                           "stages=[{train: [lora]}]"])

@@ -112,27 +112,40 @@ def _fallback(reason: str):
         warnings.warn(f"attn_implementation='xformers' unavailable ({reason}); using 'sdpa' instead", stacklevel=3)
 
 
-def xformers_attention(query, key, value, *, mask=None, causal=False, dropout=0.0, scale=None, training=False):
+def xformers_attention(query, key, value, *, mask=None, causal=False, dropout=0.0, scale=None, training=False,
+                       bias=None):
     """`xformers.ops.memory_efficient_attention` in its (B, L, H, E) layout.
 
     Causal without padding uses `LowerTriangularMask` (bottom-right via `LowerTriangularFromBottomRightMask` when
     Lq != Lk); padding is passed as an additive bias tensor, materialised with its last dimension padded to a multiple
-    of 8 as the kernels require and then sliced back.
+    of 8 as the kernels require and then sliced back. `bias`: an additive float bias (B|1, H, Lq, Lk) with any mask
+    already in it (T5's relative position bias, through transformers' interface); `mask` and `causal` are then unused.
     """
+    p = dropout if training else 0.0
+    fallback = None
     if not query.is_cuda:
-        _fallback("tensors are not on CUDA")
+        fallback = "tensors are not on CUDA"
+    elif query.dtype not in (torch.float16, torch.bfloat16):
+        fallback = f"{query.dtype} tensors; xformers runs in fp16/bf16"
+    else:
+        try:
+            import xformers.ops as xops
+        except ImportError:
+            fallback = "xformers is not installed: pip install 'unified[xformers]'"
+    if fallback is not None:
+        _fallback(fallback)
+        if bias is not None:
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=bias.to(query.dtype), dropout_p=p,
+                                                 scale=scale)
+            return out.transpose(1, 2)
         return sdpa_attention(query, key, value, mask=mask, causal=causal, dropout=dropout, scale=scale,
                               training=training)
-    if query.dtype not in (torch.float16, torch.bfloat16):
-        _fallback(f"{query.dtype} tensors; xformers runs in fp16/bf16")
-        return sdpa_attention(query, key, value, mask=mask, causal=causal, dropout=dropout, scale=scale,
-                              training=training)
-    try:
-        import xformers.ops as xops
-    except ImportError:
-        _fallback("xformers is not installed: pip install 'unified[xformers]'")
-        return sdpa_attention(query, key, value, mask=mask, causal=causal, dropout=dropout, scale=scale,
-                              training=training)
+    if bias is not None:
+        B, H, lq, lk = query.shape[0], query.shape[1], query.shape[-2], key.shape[-2]
+        padded = torch.zeros(B, H, lq, (lk + 7) // 8 * 8, dtype=query.dtype, device=query.device)
+        padded[..., :lk] = bias.expand(B, H, lq, lk)
+        q, k, v = (t.transpose(1, 2) for t in (query, key, value))
+        return xops.memory_efficient_attention(q, k, v, attn_bias=padded[..., :lk], p=p, scale=scale)
     lq, lk = query.shape[-2], key.shape[-2]
     q, k, v = (t.transpose(1, 2) for t in (query, key, value))  # (B, L, H, E)
     if isinstance(mask, BlockDiagonal):
@@ -173,16 +186,33 @@ ATTENTION_FUNCTIONS = {"eager": eager_attention, "sdpa": sdpa_attention, "xforme
 def register_with_transformers() -> None:
     """Make "xformers" a valid `attn_implementation` name for transformers (idempotent)."""
     from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    if "xformers" not in ALL_MASK_ATTENTION_FUNCTIONS.valid_keys():
+        # without a mask function of its own, transformers builds no mask at all for "xformers": a backbone's
+        # padding and causal order would be lost. SDPA's boolean masks are what `_hf_signature` reads.
+        AttentionMaskInterface.register("xformers", sdpa_mask)
 
     if "xformers" not in ALL_ATTENTION_FUNCTIONS.valid_keys():
 
         def _hf_signature(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-            # transformers' calling convention (additive or bool mask) for other models that pick "xformers"
+            # transformers' calling convention (additive or bool mask), with its sdpa's reading of `is_causal`
+            from transformers.integrations.sdpa_attention import create_position_bias_mask
+
+            is_causal = kwargs.get("is_causal")
+            is_causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+            causal = bool(query.shape[2] > 1 and attention_mask is None and is_causal)
+            bias = kwargs.get("position_bias")
+            if bias is not None:  # T5's relative position bias, the mask folded into it as transformers' sdpa does
+                bias = create_position_bias_mask(bias, attention_mask, causal, query, key)
+                out = xformers_attention(query, key, value, dropout=dropout, scale=scaling,
+                                         training=module.training, bias=bias)
+                return out, None
             mask = attention_mask if attention_mask is None or attention_mask.dtype == torch.bool else (
                 attention_mask == 0)
-            out = xformers_attention(query, key, value, mask=mask, causal=kwargs.get("is_causal", False),
-                                     dropout=dropout, scale=scaling, training=module.training)
+            out = xformers_attention(query, key, value, mask=mask, causal=causal, dropout=dropout, scale=scaling,
+                                     training=module.training)
             return out, None
 
         AttentionInterface.register("xformers", _hf_signature)

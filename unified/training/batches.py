@@ -152,10 +152,9 @@ class Planner:
     With token-budget packing (`data.pack_length`; `measure` gives a row's `Need`) a plan is `optim.batch_size`
     packs: the mixture draws rows a batch's worth at a time into a buffer until they fill `PACK_BUFFER` batches'
     worth and more than that many packs (`pack_to_budget`), the fullest packs become the plan and the other rows
-    wait for the next one. Every process
-    keeps every rank's buffer, so all draw the same number of times and the row stream's split between ranks
-    holds. A draw whose first task is contrastive (a whole batch of pairs) is a plan of its own, as without
-    packing."""
+    wait for the next one. Every process keeps every rank's buffer, so all draw the same number of times and the
+    row stream's split between ranks holds. A draw whose first task is contrastive (a whole batch of pairs) is a
+    plan of its own, as without packing."""
 
     def __init__(self, cfg: Any, sampler: Any, stream: Any, tasks: Mapping[str, Any], rank: int = 0, world: int = 1,
                  start: int = 0, measure: Callable[[str, int, random.Random], tuple] | None = None):

@@ -259,6 +259,10 @@ class TrainConfig:
         if self.mixture.mixed_batches and self.lora.enabled:
             raise ConfigError("mixture.mixed_batches", True, "per-task LoRA switches adapters per batch; use one task "
                               "per batch (mixed_batches: false) with lora.enabled")
+        if self.data.pack and self.data.pack_length is not None and self.lora.enabled:
+            raise ConfigError("data.pack_length", self.data.pack_length, "per-task LoRA switches adapters per batch, "
+                              "and a token-budget batch mixes the tasks its packs hold; pack within batches "
+                              "(no pack_length) with lora.enabled")
         if self.lora.enabled and self.lora.r < 1:
             raise ConfigError("lora.r", self.lora.r, "expected a rank >= 1")
         uses_lora = any("lora" in stage.train for stage in self.stages)
