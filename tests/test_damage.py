@@ -30,6 +30,7 @@ from unified.data import load_data_dir
 from unified.data.shard_rows import INDEX, check_shards
 from unified.data.shards import write_shards
 from unified.errors import ConfigError, InputError
+from unified.model.adapters import TaskAdapters
 from unified.training import load_config, loop, train
 from unified.training.checkpoint import KILL_AT, checkpoint_damage, newest_intact, save_checkpoint
 
@@ -120,6 +121,26 @@ def test_a_model_saved_without_a_manifest_is_still_checked(checkpoints, tmp_path
     (model / "model.safetensors").write_bytes(data[:5])
     with pytest.raises(InputError, match="shorter than the 8-byte header length"):
         Model.from_pretrained(model)
+
+
+@pytest.mark.parametrize("damage", ["index garbled", "weights cut short", "index without names"])
+def test_damaged_adapters_name_their_file(tmp_path, damage):
+    _, _, network = tiny_stack()
+    TaskAdapters.attach(network, ["vqa", "caption"], r=2).save(tmp_path / "adapters")
+    folder = tmp_path / "adapters"
+    index, weights = folder / "adapters.json", folder / "vqa" / "adapter_model.safetensors"
+    _, _, fresh = tiny_stack()
+    if damage == "index garbled":
+        truncate(index)
+        file, reason = "adapters.json", "not valid JSON"
+    elif damage == "weights cut short":
+        truncate(weights)
+        file, reason = "adapter_model.safetensors", "cut short"
+    else:
+        index.write_text(json.dumps({"groups": {}}))
+        file, reason = "adapters.json", "no valid 'names' entry"
+    with pytest.raises(InputError, match=rf"{file}.*{reason}"):
+        TaskAdapters.load(fresh, tmp_path / "adapters")
 
 
 # ------------------------------------------------------------------------------------------------ shards

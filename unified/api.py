@@ -41,7 +41,6 @@ from unified.data import load_data_dir
 from unified.data.files import SUFFIXES
 from unified.data.shard_rows import is_shard_dir, load_shards
 from unified.errors import InputError
-from unified.local_dirs import check_saved_model
 from unified.media.audio import Samples
 from unified.media.video import Frames
 from unified.model import UnifiedModel
@@ -118,9 +117,7 @@ class Model:
         path = Path(path)
         if not (path / "config.json").is_file():
             raise InputError("model", str(path), "not a saved model: no config.json there")
-        require_safetensors(path, "model")
-        # every file checked first: a damaged one is named, not handed to safetensors
-        check_saved_model(path, "model", model_type=UnifiedModel.config_class.model_type)
+        require_safetensors(path, "model")  # then every file is checked (UnifiedModel.from_pretrained)
         network = UnifiedModel.from_pretrained(path, dtype=dtype or torch.float32, use_safetensors=True)
         load_saved_adapters(network, path)  # per-task LoRA adapters, chosen by task in generate/evaluate
         if network.generation_config.max_new_tokens is None:  # saved before the default existed

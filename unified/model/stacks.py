@@ -12,6 +12,7 @@ Axis legend: B batch, L encoder length, Lt decoder length, S media latents, D d_
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Self
 
 import torch
@@ -24,6 +25,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from unified.errors import InputError
 from unified.heads.embedding import EmbeddingHead
+from unified.local_dirs import check_saved_model
 from unified.model.backbone import MediaHooks, encoder_layers
 from unified.model.configuration import UnifiedConfig
 from unified.model.encoders import POSITION_INIT_STD, PatchStem, TimeEmbedding
@@ -132,6 +134,15 @@ class UnifiedPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["EncoderLayer", "DecoderLayer", "FusedLayer"]
     _supports_sdpa = True
     _supports_flash_attn = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        # a local directory is checked whole first (`unified.local_dirs`): a file cut short, garbled JSON or a
+        # config.json of another model type is named with what is wrong, not left to safetensors' or json's errors
+        path = pretrained_model_name_or_path
+        if isinstance(path, (str, Path)) and Path(path).is_dir() and not kwargs.get("subfolder"):
+            check_saved_model(path, "model", model_type=cls.config_class.model_type)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers writes a registered conversion back to the old layout by default; ours are only for reading
