@@ -174,6 +174,13 @@ def _shift_offset(directory: Path) -> None:
     (directory / INDEX).write_text(json.dumps(index))
 
 
+def _swap_offsets(directory: Path) -> None:  # each offset still points at a whole row: the other one
+    index = json.loads((directory / INDEX).read_text())
+    rows = index["tasks"]["vqa"]["shards"][0]["rows"]
+    rows[0], rows[1] = rows[1], rows[0]
+    (directory / INDEX).write_text(json.dumps(index))
+
+
 def _flip_row(directory: Path) -> None:
     index = json.loads((directory / INDEX).read_text())
     offset, _ = index["tasks"]["vqa"]["shards"][1]["rows"][0]
@@ -185,6 +192,7 @@ SHARD_DAMAGE = {  # name: (mutation of the shard directory, damaged rows (task, 
     "member removed": (lambda d: _remove_member(d / "caption-00000.tar", "00000000.video0.mp4"),
                        {("caption", 0), ("caption", 1)}, "the index and the tar disagree"),
     "offset shifted": (_shift_offset, {("vqa", 1)}, "the index and the tar disagree"),
+    "offsets swapped": (_swap_offsets, {("vqa", 0), ("vqa", 1)}, "the index and the tar disagree"),
     "row bytes flipped": (_flip_row, {("vqa", 2)}, "not a row"),
     "tar removed": (lambda d: (d / "vqa-00001.tar").unlink(), {("vqa", 2)}, "missing"),
 }
