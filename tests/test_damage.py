@@ -30,6 +30,7 @@ from unified.data import load_data_dir
 from unified.data.shard_rows import INDEX, check_shards
 from unified.data.shards import write_shards
 from unified.errors import ConfigError, InputError
+from unified.model import UnifiedModel
 from unified.model.adapters import TaskAdapters
 from unified.training import load_config, loop, train
 from unified.training.checkpoint import KILL_AT, checkpoint_damage, newest_intact, save_checkpoint
@@ -121,6 +122,9 @@ def test_a_model_saved_without_a_manifest_is_still_checked(checkpoints, tmp_path
     (model / "model.safetensors").write_bytes(data[:5])
     with pytest.raises(InputError, match="shorter than the 8-byte header length"):
         Model.from_pretrained(model)
+    (model / "model.safetensors").unlink()
+    with pytest.raises(InputError, match="holds no weights"):
+        UnifiedModel.from_pretrained(model)  # transformers' own loader too (and the Auto classes through it)
 
 
 @pytest.mark.parametrize("damage", ["index garbled", "weights cut short", "index without names"])

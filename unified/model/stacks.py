@@ -141,7 +141,8 @@ class UnifiedPreTrainedModel(PreTrainedModel):
         # config.json of another model type is named with what is wrong, not left to safetensors' or json's errors
         path = pretrained_model_name_or_path
         if isinstance(path, (str, Path)) and Path(path).is_dir() and not kwargs.get("subfolder"):
-            check_saved_model(path, "model", model_type=cls.config_class.model_type)
+            check_saved_model(path, "model", model_type=cls.config_class.model_type,
+                              weights="state_dict" not in kwargs)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
