@@ -148,6 +148,7 @@ def test_gated_media_start_silent_and_then_reach_the_text(pair):
     batch.update(input_ids=ids, labels=torch.tensor([[40, 41], [42, -100]]))
     config = UnifiedConfig.preset("tiny", text={"pretrained_path": str(path), "video_token_id": 50,
                                                 "audio_token_id": 51}, fusion={"mode": "xattn"})
+    torch.manual_seed(0)  # the media path's random weights: not whatever the tests before left in the RNG
     model = UnifiedModel.from_pretrained_parts(config).eval()
     text_only = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
     with torch.no_grad():
@@ -160,8 +161,10 @@ def test_gated_media_start_silent_and_then_reach_the_text(pair):
         heard = model(**batch).logits
         other = dict(batch, pixel_values=batch["pixel_values"].flip(0), audio_features=batch["audio_features"] * 0)
         changed = model(**other).logits
-    assert (heard - reference).abs().max().item() > 1e-3
-    assert (heard - changed).abs().max().item() > 1e-3
+    # media reach the text: logits move ten times beyond the 1e-5 that "exactly as it was" allows above (on BART,
+    # post-norm, by 1e-3..4e-3 over seeds 0-4 with random media weights; on T5 by 0.4..1)
+    assert (heard - reference).abs().max().item() > 1e-4
+    assert (heard - changed).abs().max().item() > 1e-4
 
 
 def test_concat_splices_media_into_the_backbones_input(pair):

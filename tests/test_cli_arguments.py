@@ -23,7 +23,7 @@ AT_USE = {
     ("data shard", "--tasks"): "no_such_task",
     ("data import", "--task"): "no_such_task",
     ("train", "overrides"): "optim.lr=-1",  # the config's own checks
-    ("train", "--resume"): "/nonexistent/step-00000001",  # a checkpoint directory, 'auto' or 'never'
+    ("train", "--resume"): "/nonexistent/step-00000001",  # a checkpoint directory, 'auto', 'last-intact', 'never'
     ("predict", "--task"): "no_such_task",
 }
 FREE_TEXT = {

@@ -124,14 +124,13 @@ class Model:
         if not (path / "config.json").is_file():
             raise InputError("model", str(path), "not a saved model: no config.json there")
         require_safetensors(path, "model")
-        # every file checked first: a damaged one is named, not handed to safetensors
-        check_saved_model(path, "model", model_type=UnifiedModel.config_class.model_type)
         config = json.loads((path / "config.json").read_text())
         # an export (`unified export`) loads in the dtype it was written in; a trained model in float32
         dtype = dtype or EXPORT_DTYPES.get((config.get("export") or {}).get("dtype"), torch.float32)
-        if config.get("quantization"):
+        if config.get("quantization"):  # every file checked first: a damaged one is named, not handed to torchao
+            check_saved_model(path, "model", model_type=UnifiedModel.config_class.model_type)
             network = load_quantized(path, dtype, UnifiedModel)
-        else:
+        else:  # UnifiedModel.from_pretrained checks every file itself
             network = UnifiedModel.from_pretrained(path, dtype=dtype, use_safetensors=True)
         load_saved_adapters(network, path)  # per-task LoRA adapters, chosen by task in generate/evaluate
         if network.generation_config.max_new_tokens is None:  # saved before the default existed

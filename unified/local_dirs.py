@@ -128,10 +128,11 @@ def check_safetensors(path: str | Path, what: str) -> dict[str, Any]:
     return header
 
 
-def check_saved_model(path: str | Path, what: str, model_type: str | None = None) -> Path:
+def check_saved_model(path: str | Path, what: str, model_type: str | None = None, weights: bool = True) -> Path:
     """A saved model directory, checked before it is loaded: `config.json` (and every other JSON file there)
-    parses, its `model_type` is `model_type` when given, each `.safetensors` file is whole (`check_safetensors`) and
-    a sharded model's index names files that exist. Returns the path; `InputError(what, file, ...)` if not."""
+    parses, its `model_type` is `model_type` when given, it holds weights (`weights`: some `.safetensors`), each
+    `.safetensors` file is whole (`check_safetensors`) and a sharded model's index names files that exist. Returns
+    the path; `InputError(what, file, ...)` if not."""
     folder = Path(path)
     config = read_json(folder / "config.json", what) if folder.is_dir() else None
     if not isinstance(config, dict):
@@ -150,6 +151,10 @@ def check_saved_model(path: str | Path, what: str, model_type: str | None = None
         missing = sorted(s for s in shards if not (folder / s).is_file())
         if missing:
             raise InputError(what, str(file), f"names weight files that are missing: {missing[:3]}")
-    for file in sorted(folder.glob("*.safetensors")):
+    files = sorted(folder.glob("*.safetensors"))
+    if weights and not files:
+        raise InputError(what, str(folder), "holds no weights (no *.safetensors file; pickled weights are never "
+                         "read): removed, or the save was cut short")
+    for file in files:
         check_safetensors(file, what)
     return folder

@@ -81,6 +81,12 @@ class ShardedRows(Sequence):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         shard, offset, size = self._where[i]
+        # the tar header in front must name this row: an offset that lands on another row's JSON would otherwise
+        # hand over that row without a word
+        reason = _member_problem(shard, offset, size, f"{i:08d}.json")
+        if reason is not None:
+            raise InputError(f"shard {shard}", f"{self.task} row {i}", f"damaged: {reason}; `unified data check "
+                             f"{self.directory}` lists every damaged row")
         try:
             row = json.loads(Member(shard, offset, size, f"row {i}").read())
             if not isinstance(row, dict):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Self
 
 import torch
@@ -25,6 +26,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from unified.errors import InputError
 from unified.heads.embedding import EmbeddingHead
+from unified.local_dirs import check_saved_model
 from unified.model.attention import BlockDiagonal
 from unified.model.backbone import PACKABLE, MediaHooks, PositionHooks, encoder_layers
 from unified.model.configuration import UnifiedConfig
@@ -134,6 +136,16 @@ class UnifiedPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["EncoderLayer", "DecoderLayer", "FusedLayer"]
     _supports_sdpa = True
     _supports_flash_attn = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        # a local directory is checked whole first (`unified.local_dirs`): a file cut short, garbled JSON or a
+        # config.json of another model type is named with what is wrong, not left to safetensors' or json's errors
+        path = pretrained_model_name_or_path
+        if isinstance(path, (str, Path)) and Path(path).is_dir() and not kwargs.get("subfolder"):
+            check_saved_model(path, "model", model_type=cls.config_class.model_type,
+                              weights="state_dict" not in kwargs)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         # transformers writes a registered conversion back to the old layout by default; ours are only for reading
