@@ -5,8 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
-# pytest-xdist workers, each a file at a time on one core (tests/conftest.py): two halve `make test` on 2 cores
-TEST_WORKERS ?= 2
 
 .PHONY: demo test install lint docs clean chromium
 # MkDocs plugins print a banner about MkDocs 2 on every build; it says nothing about this site
@@ -36,7 +34,7 @@ demo: install
 # the tests build the docs site too (tests/test_docs_site.py: mkdocs build --strict)
 test: install
 	$(VENV)/bin/ruff check $(LINTED)
-	$(PY) -m pytest -q -ra -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -ra
 
 lint: install
 	$(VENV)/bin/ruff check $(LINTED)

@@ -1,4 +1,4 @@
-"""Shared by every test module: with pytest-xdist (`make test` runs two workers), each worker keeps to one core."""
+"""Shared by every test module: with pytest-xdist (`pytest -n 2`), each worker keeps to one core."""
 
 from __future__ import annotations
 

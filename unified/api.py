@@ -28,7 +28,6 @@ embeddings), so a confident answer can be told from a guess:
 from __future__ import annotations
 
 import difflib
-import json
 import threading
 import warnings
 from collections.abc import Mapping, Sequence
@@ -42,7 +41,7 @@ from unified.data import load_data_dir
 from unified.data.files import SUFFIXES
 from unified.data.shard_rows import is_shard_dir, load_shards
 from unified.errors import InputError
-from unified.local_dirs import check_saved_model
+from unified.local_dirs import check_saved_model, read_json
 from unified.media.audio import Samples
 from unified.media.video import Frames
 from unified.model import UnifiedModel
@@ -124,7 +123,7 @@ class Model:
         if not (path / "config.json").is_file():
             raise InputError("model", str(path), "not a saved model: no config.json there")
         require_safetensors(path, "model")
-        config = json.loads((path / "config.json").read_text())
+        config = read_json(path / "config.json", "model")  # a damaged one named, not a JSONDecodeError
         # an export (`unified export`) loads in the dtype it was written in; a trained model in float32
         dtype = dtype or EXPORT_DTYPES.get((config.get("export") or {}).get("dtype"), torch.float32)
         if config.get("quantization"):  # every file checked first: a damaged one is named, not handed to torchao
