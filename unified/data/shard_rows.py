@@ -32,14 +32,20 @@ def is_shard_dir(directory: str | Path) -> bool:
     return (Path(directory) / INDEX).is_file()
 
 
-def load_shards(directory: str | Path, tasks: Sequence[str] | None = None) -> dict[str, ShardedRows]:
-    """{task: ShardedRows} of a `write_shards` directory (`tasks`: which; default all)."""
-    directory = Path(directory)
+def _wanted(directory: Path, tasks: Sequence[str] | None) -> tuple[dict[str, Any], list[str]]:
+    """(the index of `directory`, the tasks asked for: all by default); a task the shards lack is refused by name."""
     known = read_index(directory)
     wanted = list(tasks) if tasks is not None else list(known)
     missing = [t for t in wanted if t not in known]
     if missing:
         raise InputError("tasks", missing, f"not in the shards of {directory}; they hold {sorted(known)}")
+    return known, wanted
+
+
+def load_shards(directory: str | Path, tasks: Sequence[str] | None = None) -> dict[str, ShardedRows]:
+    """{task: ShardedRows} of a `write_shards` directory (`tasks`: which; default all)."""
+    directory = Path(directory)
+    known, wanted = _wanted(directory, tasks)
     return {task: ShardedRows(directory, task, known[task]) for task in wanted}
 
 
@@ -156,11 +162,7 @@ def check_shards(directory: str | Path, tasks: Sequence[str] | None = None
     `Member`s)}, [(where, what is wrong)] for each damaged shard, row or member). An unreadable or malformed index
     raises `InputError` (nothing else can be checked)."""
     directory = Path(directory)
-    known = read_index(directory)
-    wanted = list(tasks) if tasks is not None else list(known)
-    missing = [t for t in wanted if t not in known]
-    if missing:
-        raise InputError("tasks", missing, f"not in the shards of {directory}; they hold {sorted(known)}")
+    known, wanted = _wanted(directory, tasks)
     intact: dict[str, list[dict[str, Any]]] = {}
     problems: list[tuple[str, str]] = []
     for task in wanted:
