@@ -345,3 +345,36 @@ def test_frames_scaled_while_decoding_keep_their_index_time_and_stored_size(tmp_
     assert [read_index(f) for f in memory.frames] == list(range(8))
     with pytest.raises(InputError, match="size"):
         load_video(clip, size=0)
+
+
+def _decode_scaled_in_child(clip, conn):
+    video = load_video(clip, fps=4.0, max_frames=32, size=96)
+    conn.send([read_index(f) for f in video.frames])
+
+
+def test_a_forked_worker_decodes_at_size_after_its_parent_did(tmp_path):
+    """DataLoader workers are forked. PyAV keeps one reformatter per thread and scales with a pool of threads; a
+    child forked after its parent scaled a frame inherits that reformatter without its threads and used to wait on
+    them forever. The parent here scales through PyAV's default path and through load_video, then a forked child
+    decodes at a size and must read each frame's own index within the minute."""
+    import multiprocessing
+
+    clip = write_index_video(tmp_path / "wide.mp4", 40, 10, size=(192, 96))
+    with av.open(str(clip)) as container:
+        frame = next(container.decode(video=0))
+        assert frame.to_ndarray(format="rgb24", width=96, height=96).shape == (96, 96, 3)
+    parent = load_video(clip, fps=4.0, max_frames=32, size=96)
+    expected = [round(float(t) * 10) for t in parent.timestamps]  # frame i is shown from i / 10 s
+    assert [read_index(f) for f in parent.frames] == expected
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_decode_scaled_in_child, args=(clip, send))
+    child.start()
+    try:
+        assert receive.poll(60), "the forked child did not finish decoding within 60 s"
+        assert receive.recv() == expected
+    finally:
+        child.join(5)
+        if child.is_alive():
+            child.kill()
+    assert child.exitcode == 0

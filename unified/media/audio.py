@@ -7,7 +7,7 @@ Accepted sources:
     numpy / torch        1-D floating samples in [-1, 1]; `source_rate=` gives their rate (None: they are
                          already at `sampling_rate`, returned as a float32 copy)
 
-Everything is resampled by FFmpeg (PyAV's `av.AudioResampler(format="fltp", rate=sampling_rate)`,
+Everything is resampled by FFmpeg (PyAV's `av.AudioResampler(format="fltp", rate=sampling_rate, threads=1)`,
 flushed at the end), arrays included, so there is one resampling implementation. Channels are then
 AVERAGED with equal weights: stereo becomes (L + R) / 2, as librosa's `to_mono` and Whisper's
 `ffmpeg -ac 1` to 16-bit PCM give. (Asking libswresample for float mono instead would give
@@ -118,7 +118,7 @@ def _load_file(source: Any, sampling_rate: int) -> torch.Tensor:
                 kinds = ", ".join(s.type for s in container.streams) or "none"
                 raise MediaDecodeError("audio", shown, f"no audio stream (streams found: {kinds})")
             stream = container.streams.audio[0]
-            resampler = av.AudioResampler(format="fltp", rate=sampling_rate)  # keeps the channel layout
+            resampler = av.AudioResampler(format="fltp", rate=sampling_rate, threads=1)  # keeps the channel layout
             try:
                 chunks = [out for frame in _decoded(container, stream) for out in _resample(resampler, frame)]
                 chunks += _resample(resampler, None)  # flush: the resampler holds a filter's worth of samples
@@ -170,7 +170,7 @@ def _load_array(source: Any, sampling_rate: int, source_rate: int | None) -> tor
     array = np.ascontiguousarray(array, dtype=np.float32)
     if source_rate is None or source_rate == sampling_rate:
         return torch.from_numpy(array.copy())
-    resampler = av.AudioResampler(format="fltp", rate=sampling_rate)
+    resampler = av.AudioResampler(format="fltp", rate=sampling_rate, threads=1)
     chunks = []
     for start in range(0, array.size, _ARRAY_CHUNK):
         frame = av.AudioFrame.from_ndarray(

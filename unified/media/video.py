@@ -65,6 +65,7 @@ from typing import Any
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 from unified.errors import InputError, MediaDecodeError
 from unified.media.image import load_image
@@ -359,6 +360,9 @@ def _decode(container: Any, stream: Any, duration: float, shown: Any, sampling: 
     start_pts = stream.start_time or 0
     rate = stream.average_rate or stream.guessed_rate
     cursor = _FrameCursor(container, stream, start_pts)
+    # A reformatter of our own, one thread: PyAV's default one is kept per thread across calls and scales with a
+    # pool of threads, which a forked DataLoader worker inherits without the threads and then waits on forever.
+    reformatter = VideoReformatter()
     chosen: list[Any] = []
     for t in sample_times(duration, **sampling):
         frame = cursor.frame_at(start_pts + math.floor(t / float(time_base) + _TICK_TOLERANCE))
@@ -370,7 +374,8 @@ def _decode(container: Any, stream: Any, duration: float, shown: Any, sampling: 
             coded = (frame.width, frame.height)
             scale = {} if size is None or coded == (size, size) else {"width": size, "height": size,
                                                                        "interpolation": "AREA"}
-            chosen.append((frame.pts, frame.to_ndarray(format="rgb24", **scale)))  # [H, W, 3] or [S, S, 3]
+            rgb = reformatter.reformat(frame, format="rgb24", threads=1, **scale)
+            chosen.append((frame.pts, rgb.to_ndarray()))  # [H, W, 3] or [S, S, 3]
     frames = torch.from_numpy(np.stack([array for _, array in chosen]))  # [T, H, W, 3]
     seconds = [float((pts - start_pts) * time_base) for pts, _ in chosen]
     return Video(frames, torch.tensor(seconds, dtype=torch.float32), duration, float(rate) if rate else None,
