@@ -189,11 +189,9 @@ def _collate(items) -> dict:
     return batch
 
 
-@pytest.mark.parametrize(("family", "fusion"), [("t5", "xattn"), ("bart", "concat")])
-def test_a_packed_row_on_a_pretrained_backbone_scores_each_example_as_alone(tmp_path, family, fusion):
-    """T5, mT5 (relative positions) and BART (learned positions restarted per example) packed through ready-made
-    block-diagonal 4-D masks and decoder inputs restarted per example: per-token log-probabilities equal each
-    example's alone (gates open under xattn)."""
+def _tiny_backbone(family: str):
+    """A tiny random transformers encoder-decoder of that family; Gemma's sliding window (2) is shorter than the
+    examples, so a window drawn over the whole row instead of inside each example would show."""
     from transformers import (
         BartConfig,
         BartForConditionalGeneration,
@@ -201,16 +199,45 @@ def test_a_packed_row_on_a_pretrained_backbone_scores_each_example_as_alone(tmp_
         MT5ForConditionalGeneration,
         T5Config,
         T5ForConditionalGeneration,
+        T5Gemma2Config,
+        T5Gemma2ForConditionalGeneration,
+        T5GemmaConfig,
+        T5GemmaForConditionalGeneration,
+        UMT5Config,
+        UMT5ForConditionalGeneration,
     )
+    from transformers.models.t5gemma2.configuration_t5gemma2 import T5Gemma2DecoderConfig, T5Gemma2EncoderConfig
 
-    torch.manual_seed(0)
     sizes = {"vocab_size": 99, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 2, "num_heads": 4,
              "decoder_start_token_id": 0, "relative_attention_num_buckets": 8}
-    lm = {"t5": lambda: T5ForConditionalGeneration(T5Config(**sizes)),
-          "mt5": lambda: MT5ForConditionalGeneration(MT5Config(**sizes)),
-          "bart": lambda: BartForConditionalGeneration(BartConfig(  # learned positions, restarted per example
-              vocab_size=99, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-              decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64))}[family]()
+    gemma = {"vocab_size": 99, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "sliding_window": 2,
+             "layer_types": ["sliding_attention", "full_attention"]}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+              "image_size": 32, "patch_size": 16}
+    return {"t5": lambda: T5ForConditionalGeneration(T5Config(**sizes)),
+            "mt5": lambda: MT5ForConditionalGeneration(MT5Config(**sizes)),
+            "umt5": lambda: UMT5ForConditionalGeneration(UMT5Config(**sizes)),
+            "bart": lambda: BartForConditionalGeneration(BartConfig(  # learned positions, restarted per example
+                vocab_size=99, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+                decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=64)),
+            "t5gemma": lambda: T5GemmaForConditionalGeneration(T5GemmaConfig(encoder=gemma, decoder=gemma,
+                                                                             vocab_size=99)),
+            "t5gemma2": lambda: T5Gemma2ForConditionalGeneration(T5Gemma2Config(
+                encoder=T5Gemma2EncoderConfig(text_config=gemma, vision_config=vision, mm_tokens_per_image=4),
+                decoder=T5Gemma2DecoderConfig(**gemma)))}[family]()
+
+
+@pytest.mark.parametrize(("family", "fusion"), [("t5", "xattn"), ("umt5", "concat"), ("bart", "concat"),
+                                                ("t5gemma", "xattn"), ("t5gemma", "concat"), ("t5gemma2", "xattn"),
+                                                ("t5gemma2", "concat")])
+def test_a_packed_row_on_a_pretrained_backbone_scores_each_example_as_alone(tmp_path, family, fusion):
+    """T5, mT5, umT5 (relative positions), BART (learned positions restarted per example) and T5Gemma / T5Gemma 2 (RoPE
+    positions restarted per example, sliding windows inside each example) packed through ready-made block-diagonal
+    4-D masks and decoder inputs restarted per example: per-token log-probabilities equal each example's alone
+    (gates open under xattn)."""
+    torch.manual_seed(0)
+    lm = _tiny_backbone(family)
     lm.save_pretrained(tmp_path)
     config = UnifiedConfig.preset("tiny", text={"pretrained_path": str(tmp_path), "video_token_id": 50},
                                   fusion={"mode": fusion, "gate_init": 0.5})

@@ -28,9 +28,6 @@ from unified.model.ordinal import ordinal_rows
 from unified.model.pretrained import build_config, load_local
 
 FAMILIES = ("t5", "mt5", "umt5", "bart", "t5gemma", "t5gemma2")  # model_type values tested against transformers'
-# Families that pack exactly: T5's positions are relative (a block-diagonal 4-D mask is enough), BART's learned
-# positions are restarted per example (`PositionHooks`). T5Gemma's sliding windows are not packed yet.
-PACKABLE = ("t5", "mt5", "bart")
 _GEMMA_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 _T5_LINEARS = ("q", "k", "v", "o", "wi", "wi_0", "wi_1", "wo")  # attention and MLP (v1.0 "wi", v1.1 "wi_0/1")
 LORA_TARGETS = {  # each family's attention and MLP projections, by the module names transformers gives them

@@ -29,7 +29,8 @@ from unified.model.backbone import build_lm, copy_lm_weights
 from unified.model.configuration import UnifiedConfig
 from unified.model.layers import Attention
 from unified.model.ordinal import token_cross_entropy
-from unified.model.segments import additive_mask, causal_segment_mask, segment_mask, shift_right_segments
+from unified.model.packed_backbone import decoder_start, packed_decoder_inputs
+from unified.model.segments import shift_right_segments
 from unified.model.stacks import (
     AttentionRecorder,
     BackboneEncoder,
@@ -371,14 +372,13 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
         # After our encoder pass (media fused): the backbone's decoder, head, cache and loss exactly as its own.
         states = BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state,
                                  hidden_states=encoder_outputs.hidden_states)
-        if decoder_segment_ids is not None:  # packed: inputs restarted per example, block-diagonal 4-D masks
-            lm, dtype = self.lm.config, encoder_outputs.last_hidden_state.dtype
-            start = lm.decoder_start_token_id if lm.decoder_start_token_id is not None else lm.pad_token_id
-            decoder_input_ids = shift_right_segments(labels, decoder_segment_ids, start, lm.pad_token_id)
-            decoder_attention_mask = additive_mask(causal_segment_mask(decoder_segment_ids), dtype)
-            mask = additive_mask(segment_mask(decoder_segment_ids, encoder_outputs.segment_ids), dtype)
-            use_cache = False
         extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}  # not every family's forward has it
+        if decoder_segment_ids is not None:  # packed: inputs restarted per example, block-diagonal 4-D masks
+            dtype = encoder_outputs.last_hidden_state.dtype
+            decoder_input_ids = shift_right_segments(labels, decoder_segment_ids, *decoder_start(self.lm))
+            extra.update(packed_decoder_inputs(self.lm, decoder_segment_ids, encoder_outputs.segment_ids, dtype))
+            mask, decoder_attention_mask = extra.pop("attention_mask"), extra.pop("decoder_attention_mask")
+            use_cache = False  # what stays in `extra`: RoPE families' decoder_position_ids
         with restarted_positions(self.encoder.positions, decoder_segment_ids):
             out = self.lm(attention_mask=mask, encoder_outputs=states, decoder_input_ids=decoder_input_ids,
                           decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds,

@@ -28,7 +28,7 @@ from unified.errors import InputError
 from unified.heads.embedding import EmbeddingHead
 from unified.local_dirs import check_saved_model
 from unified.model.attention import BlockDiagonal
-from unified.model.backbone import PACKABLE, MediaHooks, PositionHooks, encoder_layers
+from unified.model.backbone import MediaHooks, PositionHooks, encoder_layers
 from unified.model.configuration import UnifiedConfig
 from unified.model.encoders import POSITION_INIT_STD, PatchStem, TimeEmbedding
 from unified.model.fusion import GatedCrossAttentionBlock
@@ -36,8 +36,9 @@ from unified.model.layers import DecoderLayer, EncoderLayer, RMSNorm, RotaryEmbe
 from unified.model.media import MediaEncoder, cross_attention_memory, latent_segments, splice_latents
 from unified.model.media import media_mask as media_mask_for
 from unified.model.ordinal import ordinal_rows
+from unified.model.packed_backbone import PACKABLE, packed_encoder_inputs
 from unified.model.resampler import FRAME_EMBED_STD, PerceiverResampler
-from unified.model.segments import additive_mask, segment_mask, segment_positions
+from unified.model.segments import segment_positions
 from unified.model.value_feature import ValueFeature
 
 
@@ -368,18 +369,18 @@ class BackboneEncoder(nn.Module):
         kind = self.lm.config.model_type
         if segment_ids is not None and kind not in PACKABLE:
             raise InputError("segment_ids", "packed examples", f"packing is not supported on a {kind} backbone yet "
-                             f"(only {', '.join(PACKABLE)}: relative positions); turn data.pack off")
+                             f"(only {', '.join(PACKABLE)}); turn data.pack off")
         encoder = self.lm.get_encoder()
         fused = fuse_media(self.config, self.media, encoder.get_input_embeddings(), input_ids, attention_mask,
                            inputs_embeds, pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features,
                            audio_mask, segment_ids, value_feature=self.value_feature)
         self.hooks.set(fused.media, fused.media_mask, fused.media_active)
-        mask = fused.mask
-        if fused.segments is not None:  # packed: block-diagonal, ready-made (transformers uses a 4-D mask as given)
-            mask = additive_mask(segment_mask(fused.segments, fused.segments), fused.embeds.dtype)
+        masks = {"attention_mask": fused.mask}
+        if fused.segments is not None:  # packed: block-diagonal masks, positions restarted (`packed_backbone`)
+            masks = packed_encoder_inputs(self.lm, fused.segments, fused.embeds.dtype)
         with restarted_positions(self.positions, fused.segments):
-            out = encoder(inputs_embeds=fused.embeds, attention_mask=mask, return_dict=True,
-                          output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions))
+            out = encoder(inputs_embeds=fused.embeds, return_dict=True, output_hidden_states=bool(output_hidden_states),
+                          output_attentions=bool(output_attentions), **masks)
         out = UnifiedEncoderOutput(last_hidden_state=out.last_hidden_state, hidden_states=out.hidden_states,
                                    attentions=out.attentions, attention_mask=fused.mask, media=None, media_keep=None,
                                    segment_ids=fused.segments)

@@ -16,7 +16,7 @@ from unified.errors import ConfigError, InputError
 from unified.local_dirs import check_saved_model
 from unified.model import UnifiedConfig, UnifiedModel
 from unified.model.adapters import load_saved_adapters
-from unified.model.backbone import PACKABLE
+from unified.model.packed_backbone import PACKABLE
 from unified.model.pretrained import image_processor_settings
 from unified.model.quantization import describe, load_quantized, quantize_linears, read_quantization
 from unified.processing import PROCESSOR_CONFIG, ProcessorConfig, UnifiedProcessor
@@ -240,5 +240,4 @@ def check_run_settings(cfg: TrainConfig, model: Any, tasks: dict[str, Any]) -> N
     if cfg.data.pack and (kind not in (None, *PACKABLE) or f.mode == "both"):
         what = f"a pretrained {kind} backbone" if kind not in (None, *PACKABLE) else "fusion.mode 'both'"
         raise ConfigError("data.pack", True, f"packing needs fusion.mode 'concat' or 'xattn' on our backbone or a "
-                          f"{' / '.join(PACKABLE)} one (this model: {what}): T5Gemma's sliding windows and RoPE "
-                          "positions are not restarted per example yet")
+                          f"{' / '.join(PACKABLE)} one (this model: {what})")
