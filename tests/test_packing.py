@@ -12,7 +12,7 @@ import pytest
 import torch
 from task_rows import task_rows, tiny_stack, write_media
 
-from unified.errors import ConfigError, InputError
+from unified.errors import InputError
 from unified.model import UnifiedConfig, UnifiedModel
 from unified.model.segments import segment_mask, segment_positions, shift_right_segments
 from unified.task_zoo import build_tasks
@@ -72,11 +72,15 @@ def test_a_packed_row_scores_each_example_as_alone(setup):
         assert float(model(**batch).loss) == pytest.approx(float(plain), abs=1e-5)
 
 
-@pytest.mark.parametrize("fusion", [{"mode": "xattn"}, {"mode": "xattn", "in_decoder": True}],
-                         ids=["xattn", "xattn-in-decoder"])
+@pytest.mark.parametrize("fusion", [{"mode": "xattn"}, {"mode": "xattn", "in_decoder": True},
+                                    {"mode": "xattn", "media_attention": "all"}, {"mode": "both"},
+                                    {"mode": "both", "in_decoder": True, "media_attention": "all"}],
+                         ids=["xattn", "xattn-in-decoder", "xattn-all", "both", "both-in-decoder-all"])
 def test_gated_cross_attention_sees_only_its_own_examples_media(setup, fusion):
     """Packed under gated cross-attention (gates open: 0.5), each example's tokens attend to its own media only,
-    in the encoder and, with in_decoder, in the decoder: per-token log-probabilities equal each example's alone."""
+    in the encoder and, with in_decoder, in the decoder, and under "both" the latents spliced into the sequence too
+    ("all": every token would otherwise see every example's media): per-token log-probabilities equal each
+    example's alone."""
     _, processor, model, named = setup
     torch.manual_seed(0)
     xattn = UnifiedModel(_config(model, {**fusion, "gate_init": 0.5}, {"mode": "global"})).eval()
@@ -121,25 +125,18 @@ def test_segment_masks_and_shifts_by_hand():
     assert segment_positions(dseg).tolist() == [[0, 1, 0, 1, 2, 0]]  # BART's learned positions, per example
 
 
-def test_packing_is_refused_where_it_cannot_be_exact(setup, tmp_path):
-    from unified.data.synthetic import write_split
-    from unified.training import load_config
-    from unified.training.loop import Run
-
+def test_packing_is_refused_where_it_cannot_be_exact(setup):
+    """Rows without targets cannot be packed, and a packed batch must carry both segment ids and the labels."""
     rows, processor, model, _ = setup
-    both = UnifiedModel(_config(model, {"mode": "both"}, {"mode": "global"})).eval()
     vqa = build_tasks(["vqa"])["vqa"]
     items = [process_row(processor, vqa, vqa.to_example(r), r) for r in rows["vqa"][:2]]
-    with pytest.raises(InputError, match="not 'both'"):
-        both(**processor.collate(pack_items(items)))
     with pytest.raises(InputError, match="examples without targets"):
         pack_items([{k: v for k, v in items[0].items() if k != "labels"}])
-    write_split(tmp_path / "train", 8, seed=0, split="train", progress=False)
-    cfg = load_config(SMOKE, [f"output_dir={tmp_path / 'run'}", f"data.train_dir={tmp_path / 'train'}",
-                              "data.synthetic=null", "data.pack=true", "tokenizer.text_vocab_size=200",
-                              "data.tasks=[vqa]", "model.fusion={mode: both}"])
-    with pytest.raises(ConfigError, match="data.pack"):
-        Run(cfg, progress=False)
+    batch = processor.collate(pack_items(items))
+    with pytest.raises(InputError, match="segment_ids"):
+        model(**{k: v for k, v in batch.items() if k != "decoder_segment_ids"})
+    with pytest.raises(InputError, match="segment_ids"):
+        model(**{k: v for k, v in batch.items() if k != "labels"})
 
 
 def test_a_run_packs_mixed_batches_to_a_token_budget(tmp_path):
@@ -228,14 +225,22 @@ def _tiny_backbone(family: str):
                 decoder=T5Gemma2DecoderConfig(**gemma)))}[family]()
 
 
-@pytest.mark.parametrize(("family", "fusion"), [("t5", "xattn"), ("umt5", "concat"), ("bart", "concat"),
-                                                ("t5gemma", "xattn"), ("t5gemma", "concat"), ("t5gemma2", "xattn"),
-                                                ("t5gemma2", "concat")])
+BACKBONE_CASES = {"t5": ["xattn"], "mt5": ["both"], "umt5": ["concat"], "bart": ["concat", "both"],
+                  "t5gemma": ["xattn", "concat", "both"], "t5gemma2": ["xattn", "concat", "both"]}
+
+
+def test_every_backbone_family_has_a_packing_case():
+    from unified.model.backbone import FAMILIES
+
+    assert set(BACKBONE_CASES) == set(FAMILIES)  # packing is never refused: a new family needs its parity case
+
+
+@pytest.mark.parametrize(("family", "fusion"), [(f, m) for f, modes in BACKBONE_CASES.items() for m in modes])
 def test_a_packed_row_on_a_pretrained_backbone_scores_each_example_as_alone(tmp_path, family, fusion):
-    """T5, mT5, umT5 (relative positions), BART (learned positions restarted per example) and T5Gemma / T5Gemma 2 (RoPE
-    positions restarted per example, sliding windows inside each example) packed through ready-made block-diagonal
-    4-D masks and decoder inputs restarted per example: per-token log-probabilities equal each example's alone
-    (gates open under xattn)."""
+    """T5, mT5, umT5 (relative positions), BART (learned positions restarted per example) and T5Gemma / T5Gemma 2
+    (RoPE positions restarted per example, sliding windows inside each example) packed through ready-made
+    block-diagonal 4-D masks and decoder inputs restarted per example: per-token log-probabilities equal each
+    example's alone (gates open under xattn and both)."""
     torch.manual_seed(0)
     lm = _tiny_backbone(family)
     lm.save_pretrained(tmp_path)

@@ -166,6 +166,7 @@ def splice_latents(embeds, attention_mask, input_ids, latents: MediaLatents, fra
 
     -> (embeds (B, L', D), attention_mask (B, L'), token_group (B, L') or None): the spliced positions take their
     placeholder's group, so "both" fusion can still apply Flamingo's rule to the text tokens after them.
+    `token_group` may carry several tracks (B, L, C) (a packed row's groups and segment ids), spliced alike.
     """
     visual_ids, audio_ids = placeholder_ids(config)
     per_frame = config.resampler.mode == "per_frame"
@@ -196,13 +197,16 @@ def splice_latents(embeds, attention_mask, input_ids, latents: MediaLatents, fra
             lat = embeds.new_zeros(0, D) if lat is None else lat
             row.append(lat)
             if groups_cpu is not None:
-                groups.append(torch.full((lat.shape[0], 1), float(groups_cpu[b][i]), device=embeds.device))
+                track = torch.tensor(groups_cpu[b][i], dtype=torch.float, device=embeds.device).reshape(1, -1)
+                groups.append(track.expand(lat.shape[0], -1))  # (n, C)
         items.append(row)
         group_items.append(groups)
     new_embeds, new_mask = splice_media(embeds, attention_mask, input_ids, visual_ids + audio_ids, items)
     new_groups = None
     if token_group is not None:
-        spliced, _ = splice_media(token_group[..., None].float(), attention_mask, input_ids, visual_ids + audio_ids,
-                                  group_items)  # (B, L', 1)
-        new_groups = spliced[..., 0].round().long().masked_fill(new_mask == 0, -1)
+        tracks = token_group if token_group.dim() == 3 else token_group[..., None]  # (B, L, C)
+        spliced, _ = splice_media(tracks.float(), attention_mask, input_ids, visual_ids + audio_ids,
+                                  group_items)  # (B, L', C)
+        new_groups = spliced.round().long().masked_fill(new_mask[..., None] == 0, -1)
+        new_groups = new_groups if token_group.dim() == 3 else new_groups[..., 0]
     return new_embeds, new_mask, new_groups

@@ -1,4 +1,5 @@
-"""How each pretrained encoder-decoder family takes packed examples (several rows in one sequence, `segment_ids`).
+"""How each pretrained encoder-decoder family takes packed examples (several rows in one sequence, `segment_ids`);
+every family of `unified.model.backbone.FAMILIES` packs (each tested: per-token log-probabilities as alone).
 
     T5 / mT5 / umT5  relative position buckets: a block-diagonal 4-D mask is enough
     BART             learned absolute positions, restarted per example (`PositionHooks`), plus the 4-D mask
@@ -24,7 +25,6 @@ from unified.errors import InputError
 from unified.model.segments import additive_mask, causal_segment_mask, segment_mask, segment_positions
 
 ROPE = ("t5gemma", "t5gemma2")  # rotary positions, sliding-window layers
-PACKABLE = ("t5", "mt5", "umt5", "bart", *ROPE)  # families whose packed rows score each example as alone (tested)
 
 
 def _window(kind: str, n: int, window: int, causal: bool, device) -> torch.Tensor:

@@ -36,7 +36,7 @@ from unified.model.layers import DecoderLayer, EncoderLayer, RMSNorm, RotaryEmbe
 from unified.model.media import MediaEncoder, cross_attention_memory, latent_segments, splice_latents
 from unified.model.media import media_mask as media_mask_for
 from unified.model.ordinal import ordinal_rows
-from unified.model.packed_backbone import PACKABLE, packed_encoder_inputs
+from unified.model.packed_backbone import packed_encoder_inputs
 from unified.model.resampler import FRAME_EMBED_STD, PerceiverResampler
 from unified.model.segments import segment_positions
 from unified.model.value_feature import ValueFeature
@@ -289,9 +289,6 @@ def fuse_media(config, media_encoder, embed_tokens, input_ids, attention_mask, i
     """Embed the tokens, encode the media and fuse them as `config.fusion.mode` says (the one fusion code path).
     `segment_ids` (B, L): packed examples; the latents spliced at a placeholder take its example's id.
     `value_feature` (`ValueFeature` or None): adds each value token's value feature to its embedding."""
-    if segment_ids is not None and config.fusion.mode == "both":
-        raise InputError("segment_ids", tuple(segment_ids.shape), "packing takes fusion.mode 'concat' or 'xattn', "
-                         "not 'both'")
     embeds = embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, L, D)
     if value_feature is not None and inputs_embeds is None:
         embeds = value_feature(input_ids, embeds)
@@ -309,21 +306,23 @@ def fuse_media(config, media_encoder, embed_tokens, input_ids, attention_mask, i
     media, latent_group, token_group = cross_attention_memory(input_ids, latents, config)  # (B, S, D)
     segments = segment_ids
     if mode in ("concat", "both") and media is not None:
-        groups = token_group if segment_ids is None else segment_ids  # concat alone reads no token groups
-        embeds, attention_mask, groups = splice_latents(
+        # the tracks the spliced sequence needs: Flamingo's groups ("both") and packed rows' segment ids
+        tracks = [t for t, used in ((token_group, mode == "both" or segment_ids is None), (segment_ids, True))
+                  if used and t is not None]
+        embeds, attention_mask, spliced = splice_latents(
             embeds, attention_mask, input_ids, latents, frame_time_ids, embed_tokens, config,
-            groups)  # (B, L', D), (B, L'), (B, L')
-        if segment_ids is None:
-            token_group = groups
-        else:
-            segments = groups.clamp_min(0)
+            torch.stack(tracks, dim=-1))  # (B, L', D), (B, L'), (B, L', C)
+        if mode == "both" or segment_ids is None:
+            token_group = spliced[..., 0]
+        if segment_ids is not None:
+            segments = spliced[..., -1].clamp_min(0)
     xattn_media = media if mode in ("xattn", "both") else None
     xattn_mask = media_mask_for(token_group, latent_group, config) if xattn_media is not None else None
     own = active = None  # packed: the example of each latent; a token sees only its own example's media
     if segment_ids is not None and media is not None and (xattn_media is not None or config.fusion.in_decoder):
         own = latent_segments(input_ids, latents, config, segment_ids)  # (B, S)
-        same = segment_ids[:, :, None] == own[:, None, :]  # (B, L, S)
-        active = same.any(-1)  # (B, L): an example alone without media skips the gated blocks
+        same = segments[:, :, None] == own[:, None, :]  # (B, L', S) over the spliced sequence ("both")
+        active = same.any(-1)  # (B, L'): an example alone without media skips the gated blocks
         if xattn_mask is not None:
             xattn_mask = xattn_mask & same
     decoder_media = media if config.fusion.in_decoder else None
@@ -366,10 +365,6 @@ class BackboneEncoder(nn.Module):
         output_attentions, output_hidden_states, return_dict = output_flags(self.config, output_attentions,
                                                                             output_hidden_states, return_dict)
         segment_ids = kwargs.get("segment_ids")
-        kind = self.lm.config.model_type
-        if segment_ids is not None and kind not in PACKABLE:
-            raise InputError("segment_ids", "packed examples", f"packing is not supported on a {kind} backbone yet "
-                             f"(only {', '.join(PACKABLE)}); turn data.pack off")
         encoder = self.lm.get_encoder()
         fused = fuse_media(self.config, self.media, encoder.get_input_embeddings(), input_ids, attention_mask,
                            inputs_embeds, pixel_values, pixel_mask, frame_times, frame_time_ids, audio_features,

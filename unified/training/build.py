@@ -16,7 +16,6 @@ from unified.errors import ConfigError, InputError
 from unified.local_dirs import check_saved_model
 from unified.model import UnifiedConfig, UnifiedModel
 from unified.model.adapters import load_saved_adapters
-from unified.model.packed_backbone import PACKABLE
 from unified.model.pretrained import image_processor_settings
 from unified.model.quantization import describe, load_quantized, quantize_linears, read_quantization
 from unified.processing import PROCESSOR_CONFIG, ProcessorConfig, UnifiedProcessor
@@ -235,9 +234,4 @@ def check_run_settings(cfg: TrainConfig, model: Any, tasks: dict[str, Any]) -> N
     if cfg.data.pack and all(task.own_loss for task in tasks.values()):
         raise ConfigError("data.pack", True, f"nothing to pack: every task of this run ({sorted(tasks)}) has its "
                           "own loss, trained on whole batches of its rows that are never packed")
-    f = model.config.fusion
-    kind = model.lm.config.model_type if model.lm is not None else None
-    if cfg.data.pack and (kind not in (None, *PACKABLE) or f.mode == "both"):
-        what = f"a pretrained {kind} backbone" if kind not in (None, *PACKABLE) else "fusion.mode 'both'"
-        raise ConfigError("data.pack", True, f"packing needs fusion.mode 'concat' or 'xattn' on our backbone or a "
-                          f"{' / '.join(PACKABLE)} one (this model: {what})")
+
