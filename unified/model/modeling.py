@@ -272,11 +272,14 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
                 decoder_attention_mask=None, labels=None, encoder_outputs=None, past_key_values=None,
                 use_cache=None, inputs_embeds=None, decoder_inputs_embeds=None, output_attentions=None,
                 output_hidden_states=None, return_dict=None, return_embeddings=False, cache=None, segment_ids=None,
-                decoder_segment_ids=None, logits_to_keep=0, **kwargs):
+                decoder_segment_ids=None, logits_to_keep=0, loss_reduction="mean", **kwargs):
         """transformers' seq2seq forward, media included. `output_attentions` / `output_hidden_states` /
         `return_dict` / `use_cache` default to the config's (`use_cache` only without `labels`: training keeps no
         cache); `logits_to_keep` (int: the last n positions, 0 = all; or a 1-D index tensor) limits the head's
-        work. `return_embeddings=True` returns the retrieval embedding instead (`embed`)."""
+        work. `return_embeddings=True` returns the retrieval embedding instead (`embed`). `loss_reduction`: "mean"
+        (the loss over the real target tokens) or "none" (`loss` is each target token's (B, Lt), 0 on padding, for
+        a caller that weighs tokens itself: a mixed batch's per-task weights; its cross-entropy is then computed
+        once, here)."""
         past_key_values = _cache_arg(cache, past_key_values)
         unknown = sorted(k for k, v in kwargs.items() if v is not None)
         if unknown:  # refused, never dropped (generate's own bookkeeping arrives as None)
@@ -284,6 +287,8 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
         if labels is not None and not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
             raise InputError("logits_to_keep", logits_to_keep if isinstance(logits_to_keep, int) else "a tensor",
                              "the loss over `labels` needs every position's logits: leave logits_to_keep at 0")
+        if loss_reduction not in ("mean", "none"):
+            raise InputError("loss_reduction", loss_reduction, "expected 'mean' or 'none'")
         if decoder_input_ids is not None and decoder_inputs_embeds is not None:
             raise InputError("decoder_inputs_embeds", tuple(decoder_inputs_embeds.shape), "give decoder_input_ids "
                              "or decoder_inputs_embeds, not both")
@@ -312,16 +317,17 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
         if self.lm is not None:
             out = self._backbone_decode(encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask,
                                         decoder_inputs_embeds, labels, past_key_values, given_cache,
-                                        output_hidden_states, output_attentions, logits_to_keep, decoder_segment_ids)
+                                        output_hidden_states, output_attentions, logits_to_keep, decoder_segment_ids,
+                                        loss_reduction)
         else:
             out = self._decode(encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask,
                                decoder_inputs_embeds, decoder_segment_ids, labels, past_key_values, use_cache,
-                               output_hidden_states, output_attentions, logits_to_keep)
+                               output_hidden_states, output_attentions, logits_to_keep, loss_reduction)
         return out if return_dict else out.to_tuple()
 
     def _decode(self, encoder_outputs, encoder_mask, decoder_input_ids, decoder_attention_mask,
                 decoder_inputs_embeds, decoder_segment_ids, labels, past_key_values, use_cache,
-                output_hidden_states, output_attentions, logits_to_keep) -> Seq2SeqLMOutput:
+                output_hidden_states, output_attentions, logits_to_keep, loss_reduction="mean") -> Seq2SeqLMOutput:
         t = self.config.text
         if decoder_segment_ids is not None:
             decoder_input_ids = shift_right_segments(labels, decoder_segment_ids, t.decoder_start_token_id,
@@ -338,7 +344,7 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
         logits = self.lm_head(_keep(states, logits_to_keep))  # (B, Lt or kept, V)
         loss = None
         if labels is not None:  # cross-entropy; HL-Gauss over the ordered bins when text.ordinal_loss_sigma > 0
-            loss = token_cross_entropy(logits, labels, t.ordinal_ranges, t.ordinal_loss_sigma)
+            loss = token_cross_entropy(logits, labels, t.ordinal_ranges, t.ordinal_loss_sigma, loss_reduction)
         return Seq2SeqLMOutput(loss=loss, logits=logits, cache=past_key_values,
                                decoder_hidden_states=hidden, decoder_attentions=decoder_attentions,
                                cross_attentions=cross_attentions,
@@ -368,26 +374,35 @@ class UnifiedForConditionalGeneration(EncoderDecoderStack, UnifiedPreTrainedMode
 
     def _backbone_decode(self, encoder_outputs, mask, decoder_input_ids, decoder_attention_mask,
                          decoder_inputs_embeds, labels, past_key_values, use_cache, output_hidden_states,
-                         output_attentions, logits_to_keep, decoder_segment_ids=None) -> Seq2SeqLMOutput:
+                         output_attentions, logits_to_keep, decoder_segment_ids=None,
+                         loss_reduction="mean") -> Seq2SeqLMOutput:
         # After our encoder pass (media fused): the backbone's decoder, head, cache and loss exactly as its own.
         states = BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state,
                                  hidden_states=encoder_outputs.hidden_states)
         extra = {"logits_to_keep": logits_to_keep} if logits_to_keep else {}  # not every family's forward has it
+        t = self.config.text
+        # the loss computed here, not by the backbone (which would compute its mean cross-entropy for nothing):
+        # per-token losses asked for, or HL-Gauss over the ordered bins
+        own_loss = labels is not None and (loss_reduction == "none" or t.ordinal_loss_sigma > 0)
         if decoder_segment_ids is not None:  # packed: inputs restarted per example, block-diagonal 4-D masks
             dtype = encoder_outputs.last_hidden_state.dtype
             decoder_input_ids = shift_right_segments(labels, decoder_segment_ids, *decoder_start(self.lm))
             extra.update(packed_decoder_inputs(self.lm, decoder_segment_ids, encoder_outputs.segment_ids, dtype))
             mask, decoder_attention_mask = extra.pop("attention_mask"), extra.pop("decoder_attention_mask")
             use_cache = False  # what stays in `extra`: RoPE families' decoder_position_ids
+        elif own_loss and decoder_input_ids is None and decoder_inputs_embeds is None:
+            decoder_input_ids = self.lm.prepare_decoder_input_ids_from_labels(labels)  # the family's own shift
+        if own_loss and use_cache is None:
+            use_cache = False  # as with labels: training keeps no cache (BART's own rule; T5's would build one)
         with restarted_positions(self.encoder.positions, decoder_segment_ids):
             out = self.lm(attention_mask=mask, encoder_outputs=states, decoder_input_ids=decoder_input_ids,
                           decoder_attention_mask=decoder_attention_mask, decoder_inputs_embeds=decoder_inputs_embeds,
-                          labels=labels, cache=past_key_values, use_cache=use_cache, return_dict=True,
-                          output_hidden_states=bool(output_hidden_states), output_attentions=bool(output_attentions),
-                          **extra)
-        loss, t = out.loss, self.config.text
-        if labels is not None and t.ordinal_loss_sigma > 0:  # the backbone's own loss is plain cross-entropy
-            loss = token_cross_entropy(out.logits, labels, t.ordinal_ranges, t.ordinal_loss_sigma)
+                          labels=None if own_loss else labels, cache=past_key_values, use_cache=use_cache,
+                          return_dict=True, output_hidden_states=bool(output_hidden_states),
+                          output_attentions=bool(output_attentions), **extra)
+        loss = out.loss
+        if own_loss:
+            loss = token_cross_entropy(out.logits, labels, t.ordinal_ranges, t.ordinal_loss_sigma, loss_reduction)
         return Seq2SeqLMOutput(loss=loss, logits=out.logits, cache=out.cache,
                                decoder_hidden_states=out.decoder_hidden_states,
                                decoder_attentions=out.decoder_attentions, cross_attentions=out.cross_attentions,

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from unified.model.adapters import select_adapter
-from unified.model.ordinal import token_cross_entropy
 from unified.task_zoo.batching import to_device
 from unified.training.batches import Prepared, prepare
 
@@ -55,17 +54,14 @@ def prepared_mixed_loss(tasks: Mapping[str, Any], prepared: Prepared, model: Any
         names = prepared.names
         batch = to_device(prepared.batch, device)
         labels = batch["labels"]  # (B, Lt), -100 on padding
-        logits = model(**batch).logits  # (B, Lt, V)
-        text = getattr(model, "module", model).config.text  # the model's own loss: HL-Gauss when configured
-        token_loss = token_cross_entropy(logits, labels, text.ordinal_ranges, text.ordinal_loss_sigma,
-                                         reduction="none")  # (B, Lt)
+        # the model's own loss (HL-Gauss when configured) per target token, its cross-entropy computed once
+        token_loss = model(**batch, loss_reduction="none").loss  # (B, Lt), 0 on padding
         real = labels != -100
         kinds = list(dict.fromkeys(names))
         token_task = _token_tasks(prepared, kinds, labels.shape).to(token_loss.device)  # (B, Lt) index into kinds
         token_weight = torch.tensor([weights[n] for n in kinds], device=token_loss.device)[token_task]
         total = (token_loss * token_weight).sum() / real.sum().clamp_min(1)
-        for k, name in enumerate(kinds):
-            parts[name] = float(token_loss[(token_task == k) & real].mean().detach())
+        parts.update(zip(kinds, _task_means(token_loss.detach(), real, token_task, len(kinds))))
         total, rows_done = total * len(names), len(names)
     for name, batch in prepared.own.items():
         select_adapter(model, name)
@@ -76,6 +72,15 @@ def prepared_mixed_loss(tasks: Mapping[str, Any], prepared: Prepared, model: Any
         total = weighted if total is None else total + weighted
         rows_done += rows
     return total / rows_done, parts
+
+
+def _task_means(token_loss: torch.Tensor, real: torch.Tensor, token_task: torch.Tensor, n: int) -> list[float]:
+    """Each task's mean loss over its real target tokens, summed on the device and read in one transfer (a
+    `float()` per task waited for the device once per task)."""
+    task, weight = token_task.flatten(), real.flatten().to(token_loss.dtype)
+    sums = token_loss.new_zeros(n).index_add_(0, task, token_loss.flatten() * weight)  # (n,)
+    counts = token_loss.new_zeros(n).index_add_(0, task, weight)  # (n,)
+    return (sums / counts).tolist()
 
 
 def _token_tasks(prepared: Prepared, kinds: list[str], shape: torch.Size) -> torch.Tensor:
