@@ -183,3 +183,82 @@ def test_splice_media_left_padding_empty_items_and_gradients():
 def test_splice_media_item_count_mismatch():
     with pytest.raises(InputError, match="placeholder"):
         splice_media(torch.zeros(1, 3, 2), torch.ones(1, 3), torch.tensor([[P, W, P]]), [P], [[torch.zeros(1, 2)]])
+
+
+def _splice_by_items(embeds, mask, ids, kinds, tracks):
+    """The reference: each row's items cut out on the host (its kept frames' latents, slot n for the n-th real
+    placeholder of a kind) and spliced by `splice_media`; the tracks spliced the same way, as floats."""
+    items, carried = [], []
+    for b in range(ids.shape[0]):
+        row, row_tracks, seen = [], [], [0] * len(kinds)
+        for i in range(ids.shape[1]):
+            token = int(ids[b, i])
+            if not mask[b, i] or token not in (P, V, A):
+                continue
+            k = 1 if token == A else 0
+            latents, keep = torch.cat(kinds[k][1], dim=3), kinds[k][2]  # a frame's parts one after another
+            n = seen[k]
+            seen[k] += 1
+            lat = latents[b, n][keep[b, n]].reshape(-1, embeds.shape[-1]) if n < latents.shape[1] else \
+                embeds.new_zeros(0, embeds.shape[-1])
+            row.append(lat)
+            row_tracks.append(tracks[b, i].float().expand(lat.shape[0], -1))
+        items.append(row)
+        carried.append(row_tracks)
+    new, new_mask = splice_media(embeds, mask, ids, [P, V, A], items)
+    spliced, _ = splice_media(tracks.float(), mask, ids, [P, V, A], carried)
+    return new, new_mask, spliced.long().masked_fill(new_mask[..., None] == 0, -1)
+
+
+def _slot_case(device="cpu"):
+    g = torch.Generator().manual_seed(0)
+    D = 4
+    ids = torch.tensor([[W, V, W, A, W, P, 0, 0],  # video, audio, then an image: three slots, two kinds
+                        [0, 0, P, P, W, W, A, V],  # left padded; the second image has no slot (dropped)
+                        [W, W, W, W, W, W, W, W]])  # no media
+    mask = (ids != 0).long()
+    embeds = torch.randn(3, 8, D, generator=g, requires_grad=True)
+    visual = torch.randn(3, 2, 3, 2, D, generator=g, requires_grad=True)  # (B, M=2, T'=3, K=2, D)
+    stamps = torch.randn(3, 2, 3, 1, D, generator=g, requires_grad=True)  # a per-frame timestamp in front
+    visual_keep = torch.tensor([[[True, True, False], [True, False, False]],
+                                [[True, True, True], [False, False, False]],
+                                [[True, True, True], [True, True, True]]])
+    audio = torch.randn(3, 1, 1, 3, D, generator=g, requires_grad=True)  # (B, A=1, 1, K=3, D)
+    audio_keep = torch.tensor([[[True]], [[False]], [[True]]])  # row 1's audio slot is empty
+    tracks = torch.stack([torch.arange(8).expand(3, 8), torch.arange(8).flip(0).expand(3, 8)], dim=-1)  # (B, L, 2)
+    kinds = [([P, V], [stamps, visual], visual_keep), ([A], [audio], audio_keep)]
+    return embeds, mask, ids, kinds, tracks
+
+
+def test_splice_slots_equals_cutting_the_items_out_on_the_host():
+    """`splice_slots` (dense slots, scatters on the device) against the per-item splice: the same embeddings bit
+    for bit, mask, carried tracks and gradients, with dropped frames, an empty slot, a placeholder past the slots,
+    left padding and a row without media."""
+    from unified.model.fusion import splice_slots
+
+    embeds, mask, ids, kinds, tracks = _slot_case()
+    new, new_mask, new_tracks = splice_slots(embeds, mask, ids, [P, V, A], kinds, tracks)
+    ref, ref_mask, ref_tracks = _splice_by_items(embeds, mask, ids, kinds, tracks)
+    assert torch.equal(new, ref) and torch.equal(new_mask, ref_mask) and torch.equal(new_tracks, ref_tracks)
+    assert new_mask.sum(1).tolist() == [1 + 6 + 1 + 3 + 1 + 3, 9 + 2 + 0, 8]  # hand-counted: (1 + K) a frame
+    weights = torch.randn(new.shape, generator=torch.Generator().manual_seed(1))
+    leaves = [embeds, *kinds[0][1], *kinds[1][1]]
+    mine = torch.autograd.grad((new * weights).sum(), leaves)
+    theirs = torch.autograd.grad((ref * weights).sum(), leaves)
+    assert all(torch.equal(a, b) for a, b in zip(mine, theirs))
+
+
+def test_splice_slots_reads_nothing_back_given_the_length():
+    """On the meta device no tensor has a value to read: with the spliced length given the splice runs there, so it
+    has no host synchronisation; without it the one value it reads is the length."""
+    from unified.model.fusion import splice_slots
+
+    embeds, mask, ids, kinds, tracks = _slot_case()
+    _, expected, _ = splice_slots(embeds, mask, ids, [P, V, A], kinds, tracks)
+    meta = [(i, [part.detach().to("meta") for part in parts], keep.to("meta")) for i, parts, keep in kinds]
+    new, new_mask, new_tracks = splice_slots(embeds.detach().to("meta"), mask.to("meta"), ids.to("meta"),
+                                             [P, V, A], meta, tracks.to("meta"), length=expected.shape[1])
+    assert new.shape == (3, expected.shape[1], 4) and new_tracks.shape == (3, expected.shape[1], 2)
+    assert new_mask.shape == expected.shape
+    with pytest.raises((NotImplementedError, RuntimeError)):
+        splice_slots(embeds.detach().to("meta"), mask.to("meta"), ids.to("meta"), [P, V, A], meta)

@@ -24,7 +24,9 @@ Which latents a text token may see (`build_media_mask`):
 
 Concat fusion. `splice_media` replaces each placeholder token's embedding by its item's latents (for video: per-frame
 latents interleaved with timestamp-token embeddings, assembled by the caller), giving a longer sequence, left-aligned
-and right-padded.
+and right-padded. `splice_slots` does the same from the resampler's dense slots (B, N, T', K, D) and their frame
+masks, on the device: it reads back only the spliced length (nothing when the caller gives one), where a list of
+ragged items needs the host to cut them out.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "media_groups",
     "placeholder_groups",
     "splice_media",
+    "splice_slots",
 ]
 
 MASK_MODES = ("previous", "all")
@@ -232,3 +235,72 @@ def splice_media(
         out = out.index_put((ph_rows[owner], dest), torch.cat(flat).to(embeds.dtype))
     new_mask = torch.arange(Lp, device=embeds.device)[None, :] < new_len[:, None]  # (B, L')
     return out, new_mask.to(attention_mask.dtype)
+
+
+def splice_slots(embeds: torch.Tensor, attention_mask: torch.Tensor, input_ids: torch.Tensor, all_placeholder_ids,
+                 kinds: Sequence[tuple[Sequence[int], Sequence[torch.Tensor], torch.Tensor]],
+                 tracks: torch.Tensor | None = None, length: int | None = None):
+    """Concat fusion from dense slots, without a host round trip per item: `splice_media`'s result, computed with
+    scatters on the device.
+
+    embeds (B, L, D), attention_mask (B, L), input_ids (B, L); `all_placeholder_ids`: every placeholder id (each
+    real one is replaced, by nothing when it has no slot); `kinds`: (placeholder ids, parts, keep (B, N, T') bool)
+    per kind of media, each part (B, N, T', K_i, D) and a frame's parts laid one after another (a per-frame
+    timestamp embedding, then its latents): the n-th real placeholder of a kind in a row takes that kind's slot n,
+    its kept frames in order. `tracks` (B, L, C) long: per-token values carried along (the spliced latents take
+    their placeholder's). `length`: the spliced length L' if the caller knows one at least as long as the longest
+    row (nothing is read back then); by default the longest row's, the one value read from the device.
+    -> (embeds (B, L', D), attention_mask (B, L') in its dtype, tracks (B, L', C) with -1 on padding, or None).
+    """
+    B, L, D = embeds.shape
+    device = embeds.device
+    real = attention_mask.bool()
+    placeholder = _placeholder_mask(input_ids, all_placeholder_ids) & real  # (B, L)
+    token_len = (real & ~placeholder).long()  # (B, L): output slots each token takes; placeholders by their slot
+    slots = []
+    for ids, parts, keep in kinds:
+        N, per_frame = keep.shape[1], sum(part.shape[3] for part in parts)  # latents a kept frame brings
+        if N == 0:
+            continue
+        is_ph = _placeholder_mask(input_ids, ids) & real  # (B, L)
+        rank = is_ph.long().cumsum(dim=1) - 1  # (B, L): the slot of each placeholder of this kind
+        keep = keep.bool()
+        own = is_ph & (rank < N)
+        count = keep.long().sum(dim=-1) * per_frame  # (B, N): latents each slot brings
+        token_len = token_len + torch.where(own, count.gather(1, rank.clamp(0, N - 1)), 0)
+        # the token index of slot n's placeholder, -1 where none (scattered, no nonzero(): spare column N dropped)
+        index = torch.arange(L, device=device).expand(B, L)
+        where = torch.full((B, N + 1), -1, dtype=torch.long, device=device).scatter(
+            1, torch.where(own, rank, N), torch.where(own, index, -1))[:, :N]  # (B, N)
+        slots.append((parts, keep, where, per_frame))
+    start = token_len.cumsum(dim=1) - token_len  # (B, L): each token's first output position
+    new_len = token_len.sum(dim=1)  # (B,)
+    if length is None:
+        length = int(new_len.max()) if B else 0
+    # a spare last position takes every write that has no place (padding, replaced placeholders, dropped frames)
+    out = embeds.new_zeros(B, length + 1, D)
+    carried = None if tracks is None else tracks.new_full((B, length + 1, tracks.shape[-1]), -1)
+
+    def put(dest: torch.Tensor, values: torch.Tensor, track: torch.Tensor | None) -> None:
+        # dest (B, n) output positions, values (B, n, D), track (B, n, C)
+        out.scatter_(1, dest[..., None].expand(-1, -1, D), values.to(out.dtype))
+        if carried is not None:
+            carried.scatter_(1, dest[..., None].expand(-1, -1, carried.shape[-1]), track)
+
+    put(torch.where(real & ~placeholder, start, length), embeds, tracks)
+    for parts, keep, where, per_frame in slots:
+        first = start.gather(1, where.clamp_min(0))  # (B, N): the placeholder's first output position
+        frame = first[:, :, None] + (keep.long().cumsum(dim=-1) - keep.long()) * per_frame  # (B, N, T')
+        ok = (where >= 0)[:, :, None, None] & keep[..., None]  # (B, N, T', 1)
+        own = None
+        if tracks is not None:  # (B, N, C): the placeholder's values
+            own = tracks.gather(1, where.clamp_min(0)[..., None].expand(-1, -1, tracks.shape[-1]))
+        offset = 0
+        for part in parts:
+            _, N, T, K, _ = part.shape
+            to = frame[..., None] + offset + torch.arange(K, device=device)  # (B, N, T', K)
+            track = None if own is None else own[:, :, None, :].expand(-1, -1, T * K, -1).reshape(B, N * T * K, -1)
+            put(torch.where(ok, to, length).reshape(B, N * T * K), part.reshape(B, N * T * K, D), track)
+            offset += K
+    new_mask = (torch.arange(length, device=device)[None, :] < new_len[:, None]).to(attention_mask.dtype)
+    return out[:, :length], new_mask, None if carried is None else carried[:, :length]

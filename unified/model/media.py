@@ -26,7 +26,7 @@ from unified.model.fusion import (
     flatten_media,
     media_groups,
     placeholder_groups,
-    splice_media,
+    splice_slots,
 )
 from unified.model.resampler import PerceiverResampler, Pool3d
 from unified.model.video_clip import MODEL_TYPES as CLIP_MODEL_TYPES
@@ -162,51 +162,26 @@ def media_mask(token_group: torch.Tensor, latent_group: torch.Tensor, config: Un
 def splice_latents(embeds, attention_mask, input_ids, latents: MediaLatents, frame_time_ids, embed_tokens,
                    config: UnifiedConfig, token_group: torch.Tensor | None = None):
     """Concat fusion: each placeholder becomes its item's latents; in per-frame mode every frame's latents follow the
-    embedding of that frame's `<time_k>` token.
+    embedding of that frame's `<time_k>` token. On the device (`splice_slots`): the spliced length is the one value
+    read back.
 
     -> (embeds (B, L', D), attention_mask (B, L'), token_group (B, L') or None): the spliced positions take their
     placeholder's group, so "both" fusion can still apply Flamingo's rule to the text tokens after them.
     `token_group` may carry several tracks (B, L, C) (a packed row's groups and segment ids), spliced alike.
     """
     visual_ids, audio_ids = placeholder_ids(config)
-    per_frame = config.resampler.mode == "per_frame"
-    D = embeds.shape[-1]
-    items: list[list[torch.Tensor]] = []
-    group_items: list[list[torch.Tensor]] = []
-    ids_cpu, mask_cpu = input_ids.tolist(), attention_mask.tolist()
-    groups_cpu = token_group.tolist() if token_group is not None else None
-    for b in range(input_ids.shape[0]):
-        row, groups, m, a = [], [], 0, 0
-        for i, (token, real) in enumerate(zip(ids_cpu[b], mask_cpu[b])):
-            if not real or (token not in visual_ids and token not in audio_ids):
-                continue
-            if token in visual_ids:
-                lat = None
-                if latents.visual is not None and m < latents.visual.shape[1]:
-                    lat, keep = latents.visual[b, m], latents.visual_mask[b, m]  # (T', K, D), (T',)
-                    if per_frame and frame_time_ids is not None:
-                        stamps = embed_tokens(frame_time_ids[b, m])[:, None].to(lat.dtype)  # (T, 1, D)
-                        lat = torch.cat([stamps, lat], dim=1)  # (T', 1 + K, D)
-                    lat = lat[keep].reshape(-1, D)
-                m += 1
-            else:
-                lat = None
-                if latents.audio is not None and a < latents.audio.shape[1]:
-                    lat = latents.audio[b, a][latents.audio_mask[b, a]].reshape(-1, D)
-                a += 1
-            lat = embeds.new_zeros(0, D) if lat is None else lat
-            row.append(lat)
-            if groups_cpu is not None:
-                track = torch.tensor(groups_cpu[b][i], dtype=torch.float, device=embeds.device).reshape(1, -1)
-                groups.append(track.expand(lat.shape[0], -1))  # (n, C)
-        items.append(row)
-        group_items.append(groups)
-    new_embeds, new_mask = splice_media(embeds, attention_mask, input_ids, visual_ids + audio_ids, items)
-    new_groups = None
-    if token_group is not None:
-        tracks = token_group if token_group.dim() == 3 else token_group[..., None]  # (B, L, C)
-        spliced, _ = splice_media(tracks.float(), attention_mask, input_ids, visual_ids + audio_ids,
-                                  group_items)  # (B, L', C)
-        new_groups = spliced.round().long().masked_fill(new_mask[..., None] == 0, -1)
-        new_groups = new_groups if token_group.dim() == 3 else new_groups[..., 0]
-    return new_embeds, new_mask, new_groups
+    kinds = []
+    if latents.visual is not None:
+        parts = [latents.visual]  # (B, M, T', K, D)
+        if config.resampler.mode == "per_frame" and frame_time_ids is not None:
+            stamps = embed_tokens(frame_time_ids[:, : latents.visual.shape[1]])  # (B, M, T, D): each <time_k>
+            parts.insert(0, stamps[:, :, :, None].to(latents.visual.dtype))  # (B, M, T' = T, 1, D), then latents
+        kinds.append((visual_ids, parts, latents.visual_mask))
+    if latents.audio is not None:
+        kinds.append((audio_ids, [latents.audio], latents.audio_mask))  # (B, A, 1, K, D)
+    tracks = None if token_group is None else token_group if token_group.dim() == 3 else token_group[..., None]
+    new_embeds, new_mask, new_tracks = splice_slots(embeds, attention_mask, input_ids, visual_ids + audio_ids,
+                                                    kinds, tracks)
+    if new_tracks is not None and token_group.dim() == 2:
+        new_tracks = new_tracks[..., 0]
+    return new_embeds, new_mask, new_tracks
