@@ -86,3 +86,18 @@ def test_the_model_trains_with_it_and_the_config_checks_it():
     assert float(out.loss.detach()) == pytest.approx(float(expected.detach()))
     assert float(out.loss.detach()) != pytest.approx(float(token_cross_entropy(out.logits, batch["labels"]).detach()))
     out.loss.backward()
+
+
+def test_per_token_cross_entropy_against_float64():
+    """Each token's cross-entropy (bf16 logits too, scored in float32) against log-softmax in float64, 0 where
+    ignored, over a vocabulary of realistic size."""
+    torch.manual_seed(0)
+    logits, labels = torch.randn(3, 7, 4096) * 4, torch.randint(0, 4096, (3, 7))
+    labels[2, 4:] = -100
+    expected = -logits.double().log_softmax(-1).gather(-1, labels.clamp_min(0)[..., None])[..., 0] * (labels != -100)
+    got = token_cross_entropy(logits, labels, reduction="none")
+    assert got.shape == labels.shape and got.dtype == torch.float32
+    assert torch.allclose(got.double(), expected, atol=1e-5, rtol=0) and not got[2, 4:].any()
+    half = token_cross_entropy(logits.bfloat16(), labels, reduction="none")
+    assert torch.allclose(half.double(), -logits.bfloat16().double().log_softmax(-1).gather(
+        -1, labels.clamp_min(0)[..., None])[..., 0] * (labels != -100), atol=1e-5, rtol=0)

