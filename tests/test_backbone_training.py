@@ -206,6 +206,26 @@ def test_unified_train_on_a_pretrained_backbone(family, tmp_path):
     assert "Tokenizer" in type(AutoTokenizer.from_pretrained(final)).__name__
 
 
+@pytest.mark.slow
+def test_a_run_packs_to_a_token_budget_on_a_t5gemma2_backbone_under_both_fusion(tmp_path):
+    """The combination packing once refused twice over (a T5Gemma 2 backbone, `fusion.mode: both`) trains on
+    mixed batches packed to a token budget: every step runs and every task's loss is finite."""
+    import math
+
+    from unified.training import load_config, train
+
+    copy = tiny_backbone(tmp_path / "backbones", "t5gemma2")
+    overrides = [f"output_dir={tmp_path / 'run'}", "data.synthetic={n_train: 12, n_eval: 4, seed: 4}",
+                 "data.tasks=[vqa, caption, video_mcqa]", f"model.text={{pretrained_path: {copy}}}",
+                 "model.fusion={mode: both, gate_init: 0.5}", "data.pack=true", "data.pack_length=96",
+                 "data.pack_target_length=24", "mixture.mixed_batches=true", "optim.batch_size=2",
+                 "optim.max_steps=3", "checkpoint.every=100", "log_with=none", "eval.every=0",
+                 "data.num_workers=0", "tokenizer.text_vocab_size=400"]
+    summary = train(load_config(SMOKE, overrides), progress=False)
+    losses = [t["last_loss"] for t in summary["tasks"].values() if t["batches"]]
+    assert summary["steps"] == 3 and len(losses) >= 2 and all(math.isfinite(x) for x in losses)
+
+
 def test_a_text_vocab_size_next_to_a_text_backbone_raises(backbone):
     from unified.training import load_config
 
