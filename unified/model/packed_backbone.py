@@ -42,10 +42,9 @@ def _per_layer_type(kind: str, config, allowed: torch.Tensor, causal: bool, dtyp
     """The additive mask, or for a family with sliding-window layers a dict of one per layer type."""
     if kind not in ROPE:
         return additive_mask(allowed, dtype)
-    masks = {}
+    masks, window = {}, getattr(config, "sliding_window", None)
     # both keys always: T5Gemma 2's decoder reads both to merge them with its cross-attention mask
     for name in {"full_attention", "sliding_attention", *(getattr(config, "layer_types", None) or ())}:
-        window = getattr(config, "sliding_window", None)
         if name == "full_attention" or (name == "sliding_attention" and window is None):
             masks[name] = additive_mask(allowed, dtype)
         elif name == "sliding_attention":
