@@ -262,3 +262,18 @@ def test_splice_slots_reads_nothing_back_given_the_length():
     assert new_mask.shape == expected.shape
     with pytest.raises((NotImplementedError, RuntimeError)):
         splice_slots(embeds.detach().to("meta"), mask.to("meta"), ids.to("meta"), [P, V, A], meta)
+
+
+def test_the_splice_benchmark_runs_and_its_two_paths_agree():
+    """`benchmarks/splice.py` (it asserts its two splices give the same tensors) on a few rows, so it cannot rot."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    done = subprocess.run([sys.executable, str(root / "benchmarks" / "splice.py"), "--rows", "3", "--runs", "1",
+                           "--warmup", "0"], capture_output=True, text=True, timeout=120, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "3 rows: per item" in done.stdout
