@@ -76,11 +76,11 @@ def prepared_mixed_loss(tasks: Mapping[str, Any], prepared: Prepared, model: Any
 
 def _task_means(token_loss: torch.Tensor, real: torch.Tensor, token_task: torch.Tensor, n: int) -> list[float]:
     """Each task's mean loss over its real target tokens, summed on the device and read in one transfer (a
-    `float()` per task waited for the device once per task)."""
-    task, weight = token_task.flatten(), real.flatten().to(token_loss.dtype)
-    sums = token_loss.new_zeros(n).index_add_(0, task, token_loss.flatten() * weight)  # (n,)
-    counts = token_loss.new_zeros(n).index_add_(0, task, weight)  # (n,)
-    return (sums / counts).tolist()
+    `float()` per task waited for the device once per task). Plain sums over a (tasks, tokens) mask, not
+    `index_add_`, whose atomic adds on a GPU round differently run to run (the dynamic mixture reads these)."""
+    mine = (token_task.flatten()[None, :] == torch.arange(n, device=token_task.device)[:, None]) & real.flatten()
+    sums = (token_loss.flatten()[None, :] * mine).sum(dim=1)  # (n,)
+    return (sums / mine.sum(dim=1)).tolist()
 
 
 def _token_tasks(prepared: Prepared, kinds: list[str], shape: torch.Size) -> torch.Tensor:
