@@ -1,0 +1,72 @@
+"""The model as lmms-eval sees it: `lmms-eval --model unified --model_args pretrained=DIR,task=vqa --tasks ...`.
+
+lmms-eval finds it through the entry point `lmms_eval.models: unified = unified.lmms_eval:manifest`
+(pyproject.toml), so nothing in lmms-eval is edited. This module is the thin layer over lmms-eval's `lmms` class;
+what a request becomes (media, the answering task, the scores) is `unified.harness`. Importing it needs lmms-eval
+(docs/evaluation.md says how to install it beside this package).
+
+model_args:
+    pretrained       a saved model directory (default: the built-in default model)
+    task             the task that answers every request (default: the import rule, `unified.harness`)
+    device           "cpu", "cuda", "cuda:0"... (default: cuda when available)
+    allow_untrained  answer with a task the model was not trained on (default: False)
+Another key is refused (TypeError naming it), as a typo would otherwise be ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lmms_eval.api.model import lmms
+from lmms_eval.models.registry_v2 import ModelManifest
+
+from unified import harness
+from unified.api import DEFAULT_MODEL_DIR, Model
+from unified.errors import InputError
+
+MODEL_NAME = "unified"
+
+
+def manifest() -> ModelManifest:
+    """What the `lmms_eval.models` entry point gives lmms-eval: this model's name and class."""
+    return ModelManifest(model_id=MODEL_NAME, simple_class_path=f"{__name__}.UnifiedLMM")
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no"):
+        return False
+    raise InputError(f"model_args {name}", value, "expected true or false")
+
+
+class UnifiedLMM(lmms):
+    """A `unified` model answering lmms-eval's generate_until and loglikelihood requests (`unified.harness`).
+
+        lmms-eval --model unified --model_args pretrained=runs/shapes/best,task=video_mcqa --tasks my_task
+    """
+
+    is_simple = True
+
+    def __init__(self, pretrained: str | None = None, task: str | None = None, device: str | None = None,
+                 allow_untrained: Any = False, batch_size: Any = 1, max_batch_size: Any = None) -> None:
+        super().__init__()
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = Model.from_pretrained(pretrained or DEFAULT_MODEL_DIR, device=device)
+        self.task = task or None
+        self.allow_untrained = _flag("allow_untrained", allow_untrained)
+        self.batch_size_per_gpu = int(batch_size)  # requests are answered one document at a time
+
+    def generate_until(self, requests: list[Any]) -> list[str]:
+        return harness.generate_until(self.model, [r.args for r in requests], self.task_dict, task=self.task,
+                                      allow_untrained=self.allow_untrained)
+
+    def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
+        return harness.loglikelihood(self.model, [r.args for r in requests], self.task_dict, task=self.task,
+                                     allow_untrained=self.allow_untrained)
+
+    def generate_until_multi_round(self, requests: list[Any]) -> list[str]:
+        raise NotImplementedError("this model answers one turn per request; multi-round tasks are not supported")
