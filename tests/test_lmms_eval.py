@@ -72,6 +72,12 @@ def test_generate_until_answers_as_generate_does(model):
     assert got[2] == model.generate(task="caption", video=CLIP)  # the rule: a request for a description
     picked = model.generate(task="video_mcqa", video=CLIP, question=QUESTION, options=OPTIONS)
     assert got[3] == "ABC"[OPTIONS.index(picked)]  # lettered options: the letter of the option chosen
+    questions = ["what moves?", "which shape appears first?", "what moves?"]
+    docs["t"] = {"test": [{"v": [CLIP]}] * 3}
+    requests = [(q, {}, lambda doc: doc["v"], i, "t", "test") for i, q in enumerate(questions)]
+    batched = harness.generate_until(model, requests, docs, batch_size=2)  # the first two asked together
+    assert batched[:2] == model.generate(task="vqa", video=[CLIP, CLIP], question=questions[:2])
+    assert batched[2] == model.generate(task="vqa", video=CLIP, question=questions[2])
     with pytest.raises(InputError, match="needs options"):
         harness.generate_until(model, _requests(docs, [{}], [CLIP], ["what moves?"]), docs, task="video_mcqa")
 
@@ -214,14 +220,15 @@ def test_lmms_eval_runs_the_model_on_local_tasks_and_refuses_unknown_model_args(
     out = tmp_path / "out"
     done = subprocess.run([str(python.parent / "lmms-eval"), "--model", "unified", "--model_args",
                            f"pretrained={DEFAULT_MODEL_DIR},device=cpu", "--tasks", ",".join(TASKS),
-                           "--include_path", str(tasks), "--output_path", str(out), "--log_samples"],
+                           "--include_path", str(tasks), "--output_path", str(out), "--log_samples",
+                           "--batch_size", "2"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0 and "Error during evaluation" not in done.stdout + done.stderr, (
         done.stdout[-3000:] + done.stderr[-3000:])
 
-    for sample, row in zip(_samples(out, "u_vqa"), ROWS):
-        assert sample["filtered_resps"] == [model.generate(task="vqa", video=CLIP, question=row["question"],
-                                                           max_new_tokens=16)]
+    said = model.generate(task="vqa", video=[CLIP, CLIP], question=[r["question"] for r in ROWS],
+                          max_new_tokens=16)  # asked together, as --batch_size 2 asks them
+    assert [s["filtered_resps"] for s in _samples(out, "u_vqa")] == [[a] for a in said]
     caption = model.generate(task="caption", image=Image.open(FRAME).convert("RGB"), max_new_tokens=16)
     assert [s["filtered_resps"] for s in _samples(out, "u_caption")] == [[caption]] * 2
     for sample, row in zip(_samples(out, "u_letters"), ROWS):

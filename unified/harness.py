@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -110,33 +110,71 @@ def _visuals(request: Request, docs: Docs) -> dict[str, Any]:
     return media_inputs(doc_to_visual(docs[task][split][doc_id]) if doc_to_visual is not None else None)
 
 
+class _Asked(NamedTuple):
+    """One generate_until request made ready for `Model.generate`."""
+
+    task: Any
+    media: dict[str, Any]
+    fields: dict[str, Any]
+    options: list[str]  # the lettered options of the context (answered by letter), or []
+    limit: int | None
+    until: Any
+
+
+def _asked(model: Any, request: Request, docs: Docs, task: str | None) -> _Asked:
+    context, gen_kwargs = request[0], dict(request[1] or {})
+    media = _visuals(request, docs)
+    question, options = split_options(context)
+    chosen = answering_task(model, task, turn_kind(question, set(media) - {"source_rate"}, bool(options)), media)
+    fields: dict[str, Any] = {}
+    if "options" in chosen.row_fields:
+        if not options:
+            raise InputError("context", context[:80], f"task {chosen.name!r} needs options: the context lists "
+                             "none as lines 'A. ...', 'B. ...'")
+        fields = {"question": question, "options": options}
+    elif chosen.message_field is not None:
+        fields = {chosen.message_field: context}
+    limit = gen_kwargs.get("max_new_tokens")
+    return _Asked(chosen, _with_soundtrack(chosen, media), fields, options if "options" in fields else [],
+                  int(limit) if limit else None, gen_kwargs.get("until"))
+
+
 def generate_until(model: Any, requests: Sequence[Request], docs: Docs, *, task: str | None = None,
-                   allow_untrained: bool = False) -> list[str]:
-    """One answer text per generate_until request (module docstring)."""
-    answers = []
-    for request in requests:
-        context, gen_kwargs = request[0], dict(request[1] or {})
-        media = _visuals(request, docs)
-        question, options = split_options(context)
-        chosen = answering_task(model, task, turn_kind(question, set(media) - {"source_rate"}, bool(options)), media)
-        fields: dict[str, Any] = {}
-        if "options" in chosen.row_fields:
-            if not options:
-                raise InputError("context", context[:80], f"task {chosen.name!r} needs options: the context lists "
-                                 "none as lines 'A. ...', 'B. ...'")
-            fields = {"question": question, "options": options}
-        elif chosen.message_field is not None:
-            fields = {chosen.message_field: context}
-        limit = gen_kwargs.get("max_new_tokens")
-        answer = model.generate(task=chosen.name, **_with_soundtrack(chosen, media), **fields,
-                                max_new_tokens=int(limit) if limit else None, allow_untrained=allow_untrained)
-        if "options" in fields:
-            text = LETTERS[[str(o) for o in options].index(answer)] if answer in options else ""
-        else:
-            value = chosen.answer_json(answer, fields)["value"]
-            text = value if isinstance(value, str) else str(value)
-        answers.append(_cut(text, gen_kwargs.get("until")))
+                   allow_untrained: bool = False, batch_size: int = 1) -> list[str]:
+    """One answer text per generate_until request (module docstring). Requests asking the same task with the
+    same kinds of media and limits go to `Model.generate` up to `batch_size` at a time (a batch of media)."""
+    asked = [_asked(model, request, docs, task) for request in requests]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, a in enumerate(asked):
+        key = (a.task.name, tuple(sorted(a.media)), a.media.get("source_rate"), a.limit, tuple(sorted(a.fields)))
+        groups.setdefault(key, []).append(index)
+    answers: list[Any] = [None] * len(asked)
+    for indices in groups.values():
+        step = batch_size if any(m in asked[indices[0]].media for m in ("image", "video", "audio")) else 1
+        for start in range(0, len(indices), step):
+            chunk = [asked[i] for i in indices[start:start + step]]
+            first = chunk[0]
+            if len(chunk) == 1:
+                inputs = {**first.media, **first.fields}
+            else:  # lists of media make a batch; each field one value per item
+                inputs = {k: [a.media[k] for a in chunk] for k in first.media if k != "source_rate"}
+                inputs.update({k: [a.fields[k] for a in chunk] for k in first.fields})
+                if "source_rate" in first.media:
+                    inputs["source_rate"] = first.media["source_rate"]
+            said = model.generate(task=first.task.name, **inputs, max_new_tokens=first.limit,
+                                  allow_untrained=allow_untrained)
+            for i, answer in zip(indices[start:start + step], said if len(chunk) > 1 else [said]):
+                answers[i] = _text(asked[i], answer)
     return answers
+
+
+def _text(asked: _Asked, answer: Any) -> str:
+    if asked.options:  # the letter of the chosen option, as the context lettered them
+        text = LETTERS[asked.options.index(answer)] if answer in asked.options else ""
+    else:
+        value = asked.task.answer_json(answer, asked.fields)["value"]
+        text = value if isinstance(value, str) else str(value)
+    return _cut(text, asked.until)
 
 
 def _cut(text: str, until: Any) -> str:

@@ -10,6 +10,7 @@ model_args:
     task             the task that answers every request (default: the import rule, `unified.harness`)
     device           "cpu", "cuda", "cuda:0"... (default: cuda when available)
     allow_untrained  answer with a task the model was not trained on (default: False)
+lmms-eval's `--batch_size N` asks up to N generate_until requests of one task together.
 Another key is refused (TypeError naming it), as a typo would otherwise be ignored.
 """
 
@@ -58,11 +59,13 @@ class UnifiedLMM(lmms):
         self.model = Model.from_pretrained(pretrained or DEFAULT_MODEL_DIR, device=device)
         self.task = task or None
         self.allow_untrained = _flag("allow_untrained", allow_untrained)
-        self.batch_size_per_gpu = int(batch_size)  # requests are answered one document at a time
+        if not str(batch_size).isdigit() or int(batch_size) < 1:
+            raise InputError("batch_size", batch_size, "expected an int >= 1 (no 'auto')")
+        self.batch_size_per_gpu = int(batch_size)  # generate_until requests asked together (media as a batch)
 
     def generate_until(self, requests: list[Any]) -> list[str]:
         return harness.generate_until(self.model, [r.args for r in requests], self.task_dict, task=self.task,
-                                      allow_untrained=self.allow_untrained)
+                                      allow_untrained=self.allow_untrained, batch_size=self.batch_size_per_gpu)
 
     def loglikelihood(self, requests: list[Any]) -> list[tuple[float, bool]]:
         return harness.loglikelihood(self.model, [r.args for r in requests], self.task_dict, task=self.task,
