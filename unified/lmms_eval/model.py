@@ -1,9 +1,5 @@
-"""The model as lmms-eval sees it: `lmms-eval --model unified --model_args pretrained=DIR,task=vqa --tasks ...`.
-
-lmms-eval finds it through the entry point `lmms_eval.models: unified = unified.lmms_eval:manifest`
-(pyproject.toml), so nothing in lmms-eval is edited. This module is the thin layer over lmms-eval's `lmms` class;
-what a request becomes (media, the answering task, the scores) is `unified.harness`. Importing it needs lmms-eval
-(docs/evaluation.md says how to install it beside this package).
+"""`UnifiedLMM`: lmms-eval's `lmms` class over `unified.harness` (what a request becomes: media, the answering task,
+the scores). Importing it needs lmms-eval; lmms-eval imports it only when `--model unified` is asked for.
 
 model_args:
     pretrained       a saved model directory (default: the built-in default model)
@@ -20,18 +16,10 @@ from typing import Any
 
 import torch
 from lmms_eval.api.model import lmms
-from lmms_eval.models.registry_v2 import ModelManifest
 
 from unified import harness
 from unified.api import DEFAULT_MODEL_DIR, Model
 from unified.errors import InputError
-
-MODEL_NAME = "unified"
-
-
-def manifest() -> ModelManifest:
-    """What the `lmms_eval.models` entry point gives lmms-eval: this model's name and class."""
-    return ModelManifest(model_id=MODEL_NAME, simple_class_path=f"{__name__}.UnifiedLMM")
 
 
 def _flag(name: str, value: Any) -> bool:
