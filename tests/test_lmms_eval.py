@@ -78,6 +78,8 @@ def test_generate_until_answers_as_generate_does(model):
     batched = harness.generate_until(model, requests, docs, batch_size=2)  # the first two asked together
     assert batched[:2] == model.generate(task="vqa", video=[CLIP, CLIP], question=questions[:2])
     assert batched[2] == model.generate(task="vqa", video=CLIP, question=questions[2])
+    given = harness.generate_until(model, _requests(docs, [{}], [CLIP], ["what moves?"]), docs, task="caption")
+    assert given == [model.generate(task="caption", video=CLIP)]  # model_args task= overrides the rule
     with pytest.raises(InputError, match="needs options"):
         harness.generate_until(model, _requests(docs, [{}], [CLIP], ["what moves?"]), docs, task="video_mcqa")
 

@@ -38,6 +38,7 @@ import numpy as np
 from unified.data.conversations import Skip, pick_task, split_options, turn_kind
 from unified.errors import InputError
 from unified.task_zoo import build_tasks
+from unified.task_zoo.base import MODALITIES
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 AUDIO_SUFFIXES = {".wav", ".mp3", ".flac", ".ogg", ".m4a", ".opus"}
@@ -92,10 +93,14 @@ def answering_task(model: Any, given: str | None, kind: str, media: Mapping[str,
     name = given
     if name is None:
         try:
-            name = pick_task(kind, {m for m in ("image", "video", "audio") if m in media}).name
+            name = pick_task(kind, _modalities(media)).name
         except Skip as exc:
             raise InputError("task", None, f"none given (model_args task=...), and by the rule: {exc}") from None
     return build_tasks([name], {name: model.task_options.get(name, {})}, model.processor.tokenizer.layout)[name]
+
+
+def _modalities(media: Mapping[str, Any]) -> set[str]:
+    return {m for m in MODALITIES if m in media}
 
 
 def _with_soundtrack(task: Any, media: dict[str, Any]) -> dict[str, Any]:
@@ -125,7 +130,7 @@ def _asked(model: Any, request: Request, docs: Docs, task: str | None) -> _Asked
     context, gen_kwargs = request[0], dict(request[1] or {})
     media = _visuals(request, docs)
     question, options = split_options(context)
-    chosen = answering_task(model, task, turn_kind(question, set(media) - {"source_rate"}, bool(options)), media)
+    chosen = answering_task(model, task, turn_kind(question, _modalities(media), bool(options)), media)
     fields: dict[str, Any] = {}
     if "options" in chosen.row_fields:
         if not options:
@@ -150,7 +155,7 @@ def generate_until(model: Any, requests: Sequence[Request], docs: Docs, *, task:
         groups.setdefault(key, []).append(index)
     answers: list[Any] = [None] * len(asked)
     for indices in groups.values():
-        step = batch_size if any(m in asked[indices[0]].media for m in ("image", "video", "audio")) else 1
+        step = batch_size if _modalities(asked[indices[0]].media) else 1  # a batch is a list of media
         for start in range(0, len(indices), step):
             chunk = [asked[i] for i in indices[start:start + step]]
             first = chunk[0]
@@ -196,7 +201,7 @@ def loglikelihood(model: Any, requests: Sequence[Request], docs: Docs, *, task: 
         media = _visuals(requests[indices[0]], docs)
         answers = [str(requests[i][1]).strip() for i in indices]
         question, _ = split_options(context)
-        chosen = answering_task(model, task, turn_kind(question, set(media) - {"source_rate"}, len(answers) > 1),
+        chosen = answering_task(model, task, turn_kind(question, _modalities(media), len(answers) > 1),
                                 media)
         fields: dict[str, Any] = {}
         texts = answers
