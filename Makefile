@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test install lint docs clean chromium
+.PHONY: demo test install lint docs clean chromium espeak
 # MkDocs plugins print a banner about MkDocs 2 on every build; it says nothing about this site
 export NO_MKDOCS_2_WARNING := 1
 export DISABLE_MKDOCS_2_WARNING := true
@@ -16,8 +16,8 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[dev,metrics,docs,serve,ui,ray,quant]"
-	-$(MAKE) --no-print-directory chromium
+	$(PY) -m pip install -q -e ".[dev,metrics,docs,serve,ui,ray,quant,speech]"
+	-$(MAKE) --no-print-directory chromium espeak
 	touch $@
 
 # Debian's Chromium loads the `unified ui` page in a test (skipped without it); best effort where apt is missing
@@ -25,6 +25,12 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium not installed: the page test will be skipped"
+
+# espeak-ng says known words for the speech-as-text tests (skipped without it); best effort as for Chromium
+espeak:
+	@command -v espeak-ng >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null; } || \
+		echo "espeak-ng not installed: the speech tests will be skipped"
 
 install: $(VENV)/.installed
 

@@ -104,6 +104,7 @@ def write_index_video(
     bframes: int | None = None,
     audio_rate: int = 44100,
     faststart: bool = False,
+    audio_samples: np.ndarray | None = None,
 ) -> Path:
     """Write an mp4 (or any container PyAV infers from the suffix) whose frame i shows `index_frame(i)`.
 
@@ -121,6 +122,7 @@ def write_index_video(
         bframes: libx264 only: number of B-frames (None: the preset's default, 3).
         audio_rate: sampling rate of the audio track.
         faststart: mp4 only: put the index (moov atom) at the front, as streaming files do.
+        audio_samples: instead of a sine, this mono float32 sound at `audio_rate` as the aac track.
 
     Returns the path. Example:
         >>> write_index_video(tmp_path / "c.mp4", 30, 10, gop=1, with_audio_hz=1000.0)
@@ -137,7 +139,7 @@ def write_index_video(
             if gop is not None:
                 video.codec_context.gop_size = gop
         audio = None
-        if with_audio_hz is not None:
+        if with_audio_hz is not None or audio_samples is not None:
             audio = out.add_stream("aac", rate=audio_rate, layout="mono")
         for i in range(num_frames):
             frame = av.VideoFrame.from_ndarray(index_frame(i, size), format="rgb24")
@@ -147,7 +149,8 @@ def write_index_video(
         out.mux(video.encode(None))
         if audio is not None:
             seconds = float(num_frames / rate)
-            _encode_audio(out, audio, _sine(with_audio_hz, seconds, audio_rate), audio_rate, "fltp")
+            sound = _sine(with_audio_hz, seconds, audio_rate) if audio_samples is None else audio_samples
+            _encode_audio(out, audio, sound, audio_rate, "fltp")
     return path
 
 
@@ -238,3 +241,24 @@ def write_tone(
     """
     samples = _sine(freq_hz, seconds, sampling_rate, amplitude)
     return write_audio(path, samples, sampling_rate, codec, cover_art=cover_art)
+
+
+def speak(words_at: list[tuple[str, float]], seconds: float, sampling_rate: int = 16000,
+          voice: str = "en-us+f2") -> np.ndarray:
+    """Mono float32 [seconds * sampling_rate] of silence with each word spoken by espeak-ng from its time on."""
+    import shutil
+    import subprocess
+
+    from unified.media import load_audio
+
+    espeak = shutil.which("espeak-ng")
+    if espeak is None:
+        raise FileNotFoundError("espeak-ng")
+    out = np.zeros(int(seconds * sampling_rate), np.float32)
+    for word, start in words_at:
+        wav = subprocess.run([espeak, "-v", voice, "-s", "130", "--stdout", word], capture_output=True,
+                             check=True).stdout
+        said = load_audio(wav, sampling_rate=sampling_rate).numpy()
+        at = int(start * sampling_rate)
+        out[at:at + len(said)] = said[:len(out) - at]
+    return out

@@ -30,7 +30,8 @@ LAYERS = [
     {"training"},  # the training loop and what it builds
     # front doors (`arguments`: the command line's value types; `packing`: names at their old address)
     # and `exporting`: a saved model rewritten for shipping, through the front door's Model
-    {"api", "demo", "serving", "cli", "arguments", "packing", "exporting", "__init__"},
+    # `harness`: an evaluation harness's requests answered through Model; `lmms_eval`: lmms-eval's model class
+    {"api", "demo", "serving", "cli", "arguments", "packing", "exporting", "harness", "lmms_eval", "__init__"},
 ]
 
 # units that are not importable code of the package

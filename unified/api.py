@@ -52,7 +52,7 @@ from unified.processing import UnifiedProcessor
 from unified.saving import read_task_options, read_task_sources, require_safetensors, write_servable
 from unified.task_zoo import build_tasks, list_tasks
 from unified.task_zoo.base import MODALITIES
-from unified.task_zoo.decoding import embed_rows, predict
+from unified.task_zoo.decoding import answer_likelihoods, embed_rows, predict
 from unified.task_zoo.evaluation import evaluate
 from unified.task_zoo.registry import task_sources
 
@@ -67,6 +67,15 @@ class Scored(NamedTuple):
 
     answer: Any
     score: float | None
+
+
+class Likelihood(NamedTuple):
+    """One answer's likelihood (`Model.loglikelihood`): the sum of its tokens' log-probabilities, their count, and
+    whether greedy decoding would write exactly it."""
+
+    logprob: float
+    tokens: int
+    greedy: bool
 
 
 class _ClassOrInstance:
@@ -215,6 +224,38 @@ class Model:
         return answers if batched else answers[0]
 
     generate = _ClassOrInstance(generate)
+
+    def loglikelihood(self, task: str, answers: Sequence[str], *, image: Any = None, video: Any = None,
+                      audio: Any = None, question: str | None = None, text: str | None = None,
+                      source_fps: float | None = None, source_rate: int | None = None,
+                      allow_untrained: bool = False, **fields: Any) -> list[Likelihood]:
+        """How likely each of `answers` is as `task`'s answer to one input (media and fields as `generate` takes
+        them, one item, not a batch): `Likelihood(logprob, tokens, greedy)` per answer, the sum of the log-
+        probabilities of its tokens as the decoder writes it (eos included: the answer ends there), their count,
+        and whether greedy decoding would write exactly it. `logprob / tokens` is the score ranked multiple
+        choice compares (`generate(..., return_score=True)`). An "embed" task has no written answer: InputError.
+
+            >>> model.loglikelihood("vqa", ["a red circle", "a blue square"], video="clip.mp4",
+            ...                     question="what moves?")
+            [Likelihood(logprob=-3.1, tokens=4, greedy=True), Likelihood(logprob=-9.8, tokens=4, greedy=False)]
+        """
+        check_arguments(allow_untrained=allow_untrained)
+        if isinstance(answers, str) or not answers or not all(isinstance(a, str) and a.strip() for a in answers):
+            raise InputError("answers", answers, "expected a non-empty list of non-empty strings")
+        self.check_trained(task, allow_untrained)
+        task_obj = build_tasks([task], {task: self.task_options.get(task, {})}, self.processor.tokenizer.layout)[task]
+        if task_obj.answer_mode == "embed":
+            raise InputError("task", task, "answers with an embedding, not with written text: nothing to score")
+        rows, batched = self._rows(task_obj, {"image": image, "video": video, "audio": audio, "question": question,
+                                              "text": text, **fields}, source_fps, source_rate)
+        if batched:
+            raise InputError("media", f"a list of {len(rows)}", "loglikelihood scores answers to one input; "
+                             "call it once per input")
+        task_obj.check_row(rows[0], with_target=False)
+        scored = answer_likelihoods(task_obj, self.network, self.processor, rows[0], list(answers))
+        return [Likelihood(*s) for s in scored]
+
+    loglikelihood = _ClassOrInstance(loglikelihood)
 
     def evaluate(self, data: Mapping[str, Sequence[Mapping[str, Any]]] | str | Path, *,
                  allow_untrained: bool = False, **kwargs: Any):

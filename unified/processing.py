@@ -13,8 +13,9 @@ batch holds one frame size), `video_fps`, `max_frames`, `num_frames`, `max_audio
 "fit"` (the default) fits them, counted per task in `processor.fitted`: a video sampled at `video_fps` that would
 give more than `max_frames` frames gets `max_frames` frames spread evenly (each keeps its true timestamp), audio
 longer than `max_audio_seconds` is cut there. `fit: "error"` raises `InputError` instead. A prompt longer than
-`max_length` always raises (text is never cut). The budgets are saved with the processor, so training,
-evaluation and `Model.generate` sample the same frames at the same times.
+`max_length` always raises (text is never cut). `transcribe` turns speech into text: each audio item's and each
+sounding video's transcript goes right after its placeholder (`unified.media.speech`). The budgets are saved with
+the processor, so training, evaluation and `Model.generate` sample the same frames at the same times.
 
 Example:
     >>> proc = UnifiedProcessor(tokenizer)
@@ -37,13 +38,16 @@ import torch.nn.functional as F
 from unified.errors import ConfigError, InputError
 from unified.media import Video, load_audio, load_image, load_video, log_mel
 from unified.media.cache import MediaCache
+from unified.media.recognizers import recognizer
+from unified.media.speech import SpeechSettings, has_sound, render, transcribe
 from unified.media.video import sample_times
 from unified.tokenizers import UnifiedTokenizer, time_to_token
 from unified.tokenizers.backbone import load_tokenizer
 
 PROCESSOR_CONFIG = "processor_config.json"
 _MEDIA_KEYS = ("image", "video", "audio")
-BUDGET_FIELDS = ("image_size", "video_fps", "max_frames", "num_frames", "max_audio_seconds", "max_length", "fit")
+BUDGET_FIELDS = ("image_size", "video_fps", "max_frames", "num_frames", "max_audio_seconds", "max_length", "fit",
+                 "transcribe")
 FITS = ("fit", "error")
 
 
@@ -60,6 +64,8 @@ class ProcessorConfig:
     max_audio_seconds: float = 30.0
     max_length: int | None = None  # prompt tokens; longer prompts raise instead of being cut
     fit: str = "fit"  # media over budget: "fit" (frames spread evenly, audio cut; counted) or "error"
+    # speech as text: the transcript of each audio item and sounding video after its placeholder (media/speech.py)
+    transcribe: str | dict | None = None
     budgets: dict = field(default_factory=dict)  # task -> its own BUDGET_FIELDS (see the module docstring)
 
     def validate(self) -> ProcessorConfig:
@@ -88,6 +94,7 @@ class ProcessorConfig:
             raise ConfigError("image_std", self.image_std, "expected three positive numbers (and three means)")
         if self.video_fps is None and not self.num_frames:
             raise ConfigError("num_frames", self.num_frames, "required (>= 1) when video_fps is None")
+        SpeechSettings.parse(self.transcribe)
         return self
 
     def _ranges(self) -> list[tuple[str, Any, Any, str]]:
@@ -181,7 +188,7 @@ class UnifiedProcessor:
                 raise InputError(key, f"{len(given)} item(s)",
                                  f"the prompt has {wanted} <{key}> placeholder(s); give exactly one {key} per "
                                  "placeholder")
-        frames, times, time_ids = [], [], []
+        frames, times, time_ids, sounding = [], [], [], []  # sounding: (video source, duration) in prompt order
         img_iter, vid_iter = iter(images), iter(videos)
         for slot in visual_slots:
             if slot == tok.image_token_id:
@@ -189,14 +196,22 @@ class UnifiedProcessor:
                 clip = self._load("image", source, (), lambda s=source: load_image(s))[None]  # (1, H, W, 3)
                 stamp, duration = torch.zeros(1), 1.0
             else:
-                video = self.video(next(vid_iter), task)
+                source = next(vid_iter)
+                video = self.video(source, task)
                 clip, stamp, duration = video.frames, video.timestamps, max(video.duration, 1e-6)
+                sounding.append((source, duration))
             frames.append(self._pixels(clip, c.image_size))
             times.append(stamp.float())
             time_ids.append(torch.tensor([tok.token_to_id(time_to_token(min(float(t), duration), duration,
                                                                          num_bins=len(tok.time_ids)))
                                           for t in stamp]))
         mels = [self._mel(source, task) for source in audios]
+        speech = SpeechSettings.parse(c.transcribe)
+        if speech is not None:
+            ids = self._with_transcripts(ids, speech, sounding, audios)
+            if c.max_length is not None and len(ids) > c.max_length:
+                raise InputError("text", text, f"{len(ids)} tokens with the transcripts exceed max_length="
+                                 f"{c.max_length}" + (f" (task {task!r})" if task else ""))
         out: dict[str, Any] = {"input_ids": torch.tensor(ids), "pixel_values": frames, "frame_times": times,
                                "frame_time_ids": time_ids, "audio_features": mels}
         target = example.get("target")
@@ -204,6 +219,30 @@ class UnifiedProcessor:
             if not isinstance(target, str):
                 raise InputError("target", target, "expected the target text as a str")
             out["labels"] = torch.tensor(tok.encode(target, add_eos=True))
+        return out
+
+    def _with_transcripts(self, ids: list[int], speech: SpeechSettings, videos: list[tuple[Any, float]],
+                          audios: list[Any]) -> list[int]:
+        """`ids` with each sounding item's transcript after its placeholder; times relative to that item's clip."""
+        tok = self.tokenizer
+        bins = len(tok.time_ids)
+        recognize = lambda samples: recognizer(speech)(samples)  # noqa: E731 (built on the first clip not cached)
+        videos_left, audios_left = iter(videos), iter(audios)
+        out: list[int] = []
+        for i in ids:
+            out.append(i)
+            transcript, duration = None, 1.0
+            if i == tok.video_token_id:
+                source, duration = next(videos_left)
+                if has_sound(source):
+                    transcript = transcribe(source, speech, recognize)
+            elif i == tok.audio_token_id:
+                transcript = transcribe(next(audios_left), speech, recognize)
+                duration = max(transcript.duration, 1e-6)
+            if transcript is not None:
+                text = render(transcript, speech.times,
+                              lambda t, d=duration: time_to_token(min(t, d), d, num_bins=bins))
+                out += tok.encode(text) if text else []
         return out
 
     # ---------------------------------------------------------------- media as the model sees them

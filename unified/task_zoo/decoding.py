@@ -203,8 +203,14 @@ def _repeat(value: Any, n: int) -> Any:
 
 def score_row_options(model: Any, batch: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
     """One prompt (a batch of one row, no labels) against N options' labels (N, Lt) -> (N,) scores
-    (`score_options`). The prompt and its media go through the encoder once; the decoder then reads that one
-    encoder output for every option, so an option costs a decoder pass and nothing more."""
+    (`score_options`)."""
+    return score_options(option_logits(model, batch, labels), labels)  # (N,)
+
+
+def option_logits(model: Any, batch: Mapping[str, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+    """One prompt (a batch of one row, no labels) against N answers' labels (N, Lt) -> the decoder's logits
+    (N, Lt, V) for each answer. The prompt and its media go through the encoder once; the decoder then reads that
+    one encoder output for every answer, so an answer costs a decoder pass and nothing more."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     encoded = model.get_encoder()(**inputs, return_dict=True)  # (1, L', D) and what the decoder needs with it
     n = labels.shape[0]
@@ -214,7 +220,24 @@ def score_row_options(model: Any, batch: Mapping[str, torch.Tensor], labels: tor
     encoded.hidden_states = encoded.attentions = None
     out = model(encoder_outputs=encoded, attention_mask=_repeat(inputs["attention_mask"], n), labels=labels,
                 use_cache=False)
-    return score_options(out.logits, labels)  # (N,)
+    return out.logits  # (N, Lt, V)
+
+
+@torch.no_grad()
+def answer_likelihoods(task: Any, model: Any, processor: Any, row: Mapping[str, Any], answers: Sequence[str]
+                       ) -> list[tuple[float, int, bool]]:
+    """Each of `answers` as the decoder's text for one row (eos added, as a target is written): (the sum of its
+    tokens' log-probabilities, its token count, whether greedy decoding without a grammar would write exactly
+    it). The row's prompt and media are encoded once (`option_logits`)."""
+    device = next(model.parameters()).device
+    select_adapter(model, task.name)
+    batch = _batch(task, [row], processor, None, [0], device)
+    labels = option_labels(processor.tokenizer, answers).to(device)  # (N, Lt)
+    logits = option_logits(model, batch, labels).float()  # (N, Lt, V)
+    valid = labels != -100  # (N, Lt)
+    picked = F.log_softmax(logits, dim=-1).gather(-1, labels.clamp_min(0)[..., None]).squeeze(-1)  # (N, Lt)
+    greedy = ((logits.argmax(-1) == labels) | ~valid).all(dim=1)  # (N,)
+    return [(float((p * v).sum()), int(v.sum()), bool(g)) for p, v, g in zip(picked, valid, greedy)]
 
 
 @torch.no_grad()

@@ -231,7 +231,7 @@ class TrainConfig:
                                                             "some task leaves parameters without a gradient)")
     fsdp: FsdpSection = setting(doc="sharding", factory=FsdpSection)
     budgets: dict = setting(doc="per-task media budgets: {task: {video_fps, max_frames, num_frames, "
-                                "max_audio_seconds, image_size, max_length, fit}}", factory=dict)
+                                "max_audio_seconds, image_size, max_length, fit, transcribe}}", factory=dict)
     log_every: int = setting(10, "steps between updates of the progress bar's per-task losses")
     log_with: Tracker = setting("auto", "accelerate trackers: auto (TensorBoard when installed), none, or a name")
 
