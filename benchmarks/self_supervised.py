@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/self_supervised.py                         # small: tiny preset, CPU, minutes
     .venv/bin/python benchmarks/self_supervised.py --clips 400 --pretrain-steps 2000 --finetune-steps 600
+    .venv/bin/python benchmarks/self_supervised.py --backbone models/flan-t5-small   # a pretrained language model
 
 On the synthetic world (`unified.data.synthetic`):
 1. pretrain on the training clips with their captions only, through the self-supervised tasks: `span_corruption`
@@ -12,7 +13,8 @@ On the synthetic world (`unified.data.synthetic`):
 4. evaluate both on the held-out clips: the table gives each task's normalised score and the integral.
 
 One vocabulary, trained once on the texts of every run, serves all three runs, so the two fine-tunes differ only in
-their starting weights. Outside CI: the small setting takes minutes on 2 CPU cores; numbers go to docs/results.md.
+their starting weights. With `--backbone DIR` (a local T5 / BART / T5Gemma directory) every run starts from that
+language model with its own tokenizer instead of the tiny preset. Outside CI: the small setting takes minutes on 2 CPU cores; numbers go to docs/results.md.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--backbone", type=Path, default=None, help="a local pretrained language model directory")
     args = parser.parse_args()
     out = args.out or Path(tempfile.mkdtemp(prefix="unified-selfsup-"))
     train_dir = out / "data" / "train"
@@ -106,8 +109,12 @@ def main() -> None:
     labelled = {t: r for t, r in train_rows.items() if t != "retrieval"}  # retrieval ranks the split: kept out
     pretrain = write_dir(out / "pretrain", pretraining_rows(train_rows))
     finetune = write_dir(out / "finetune", labelled_rows(labelled, args.fraction, args.seed))
-    vocabulary = shared_vocabulary({**pretraining_rows(train_rows), **labelled}, out / "vocabulary", 400, args.seed)
-    common = [*BUILD, f"tokenizer.path={vocabulary}"]
+    if args.backbone is None:
+        vocabulary = shared_vocabulary({**pretraining_rows(train_rows), **labelled}, out / "vocabulary", 400,
+                                       args.seed)
+        common = [*BUILD, f"tokenizer.path={vocabulary}"]
+    else:  # the backbone's own tokenizer; our media encoders at the tiny preset's frame size
+        common = [*BUILD, f"model.text.pretrained_path={args.backbone}"]
     start = run("pretrain", out, pretrain, args.pretrain_steps, args.batch_size, args.seed, common)
     from_pretrained = run("from-pretrained", out, finetune, args.finetune_steps, args.batch_size, args.seed,
                           [f"model.init_from={start}"])
