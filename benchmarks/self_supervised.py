@@ -14,7 +14,8 @@ On the synthetic world (`unified.data.synthetic`):
 
 One vocabulary, trained once on the texts of every run, serves all three runs, so the two fine-tunes differ only in
 their starting weights. With `--backbone DIR` (a local T5 / BART / T5Gemma directory) every run starts from that
-language model with its own tokenizer instead of the tiny preset. Outside CI: the small setting takes minutes on 2 CPU cores; numbers go to docs/results.md.
+language model with its own tokenizer instead of the tiny preset. Outside CI: the small setting takes minutes on 2
+CPU cores; numbers go to docs/results.md.
 """
 
 from __future__ import annotations
