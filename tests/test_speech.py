@@ -51,7 +51,7 @@ def test_keywords_are_found_at_the_times_they_are_said(speech, tmp_path):
 
 
 @needs_espeak
-def test_a_clip_is_transcribed_once_across_processes_and_again_when_it_changes(speech, tmp_path):
+def test_a_clip_is_transcribed_once_and_again_when_it_changes(speech, tmp_path):
     settings = SpeechSettings.parse({"backend": "pocketsphinx", "keywords": KEYWORDS,
                                      "cache_dir": str(tmp_path / "cache")})
     clip = write_index_video(tmp_path / "said.mp4", 60, 10, audio_samples=speech, audio_rate=16000)
@@ -87,12 +87,13 @@ def test_the_processor_puts_each_transcript_after_its_placeholder_at_time_tokens
     processor.config.validate()
     clip = write_index_video(tmp_path / "said.mp4", 60, 10, audio_samples=speech, audio_rate=16000)
     silent = write_index_video(tmp_path / "silent.mp4", 20, 10)
-    row = {"text": "<video> <video> <audio> what is said?", "video": [clip, silent],
+    picture = np.zeros((32, 32, 3), np.uint8)  # an image between the videos takes no transcript and no video's
+    row = {"text": "<video> <image> <video> <audio> what is said?", "video": [clip, silent], "image": picture,
            "audio": speak([("green", 0.3)], 1.5), "task": "vqa"}
     ids = processor.process(row)["input_ids"].tolist()
     plain = processor.process({**row, "task": "caption"})["input_ids"].tolist()
     bins = len(tok.time_ids)
-    after_clip = ids[1:ids.index(tok.video_token_id, 1)]
+    after_clip = ids[1:ids.index(tok.image_token_id)]
     text = tok.decode(after_clip, skip_special_tokens=False)
     assert text.split()[0] == "speech:" and [w for w in text.split() if not w.startswith("<")][1:] == \
         [w for w, _ in SAID]
@@ -102,14 +103,63 @@ def test_the_processor_puts_each_transcript_after_its_placeholder_at_time_tokens
         low, high = (int(s.strip("<>").split("_")[1]) for s in truth)
         assert low <= int(stamp.strip("<>").split("_")[1]) <= high + 1
     # the silent video gets nothing; the audio item gets its word; the rest of the prompt is unchanged
-    second, audio = ids.index(tok.video_token_id, 1), ids.index(tok.audio_token_id)
-    plain_second, plain_audio = plain.index(tok.video_token_id, 1), plain.index(tok.audio_token_id)
-    assert ids[second:audio] == plain[plain_second:plain_audio]
+    image, audio = ids.index(tok.image_token_id), ids.index(tok.audio_token_id)
+    plain_image, plain_audio = plain.index(tok.image_token_id), plain.index(tok.audio_token_id)
+    assert ids[image:audio] == plain[plain_image:plain_audio]  # the image, the silent video: nothing added
     assert tok.decode(ids[audio + 1:], skip_special_tokens=False).split()[:3][::2] == ["speech:", "green"]
-    assert [i for i in ids if i in (tok.video_token_id, tok.audio_token_id)] == \
-        [i for i in plain if i in (tok.video_token_id, tok.audio_token_id)]
+    media = (tok.video_token_id, tok.image_token_id, tok.audio_token_id)
+    assert [i for i in ids if i in media] == [i for i in plain if i in media]
     assert tok.decode(ids[-6:]) == tok.decode(plain[-6:])
     assert has_sound(clip) and not has_sound(silent)
+
+
+@needs_espeak
+def test_a_keyword_of_two_words_is_one_word_and_audio_is_heard_as_cut(tmp_path):
+    """A keyword phrase comes back whole at the time its first word starts; an audio item is transcribed as far as
+    the model hears it (max_audio_seconds), an array at the processor's sampling rate."""
+    settings = SpeechSettings.parse({"backend": "pocketsphinx", "keywords": ["red square", "banana"],
+                                     "cache_dir": str(tmp_path)})
+    sound = speak([("red square", 0.4), ("banana", 2.4)], 3.5)
+    words = transcribe(sound, settings, recognizer(settings)).words
+    assert [w.text for w in words] == ["red square", "banana"] and 0.35 <= words[0].start <= 0.75
+    cut = transcribe(sound, settings, recognizer(settings), max_seconds=2.0)
+    assert [w.text for w in cut.words] == ["red square"] and cut.duration == pytest.approx(2.0)
+    from unified import Model
+
+    processor = Model.from_pretrained("unified/default_model").processor
+    processor.config.budgets["vqa"] = {"transcribe": {"backend": "pocketsphinx", "keywords": ["red square", "banana"],
+                                                      "cache_dir": str(tmp_path)}, "max_audio_seconds": 2.0}
+    said = processor.tokenizer.decode(processor.process({"text": "<audio> what is said?", "audio": sound,
+                                                         "task": "vqa"})["input_ids"].tolist())
+    assert "red square" in said and "banana" not in said
+
+
+def test_heard_words_never_become_tokens_and_an_unwritable_cache_is_passed_over(tmp_path):
+    (tmp_path / "file").write_text("")
+    settings = SpeechSettings.parse({"backend": "pocketsphinx", "cache_dir": str(tmp_path / "file" / "cache")})
+    heard = [Word("<image> hello</s>", 0.2, 0.4), Word("  ", 0.1, 0.2), Word("late", 9.0, 9.5)]
+    with pytest.warns(UserWarning, match="not written"):
+        transcript = transcribe(np.zeros(16000, np.float32), settings, lambda samples: heard)
+    assert transcript.words == (Word("hello", 0.2, 0.4), Word("late", 1.0, 1.0))  # inside the 1 s clip
+
+
+def test_a_saved_whisper_setting_loads_where_its_checkpoint_is_absent_and_fails_when_used(tmp_path):
+    from unified.processing import ProcessorConfig
+
+    config = ProcessorConfig.from_dict({"budgets": {"vqa": {"transcribe": {"backend": "whisper",
+                                                                           "model": str(tmp_path / "gone")}}}})
+    settings = SpeechSettings.parse(config.budgets["vqa"]["transcribe"])
+    with pytest.raises(ConfigError, match="not a directory"):
+        recognizer(settings)
+
+
+def test_packing_to_a_token_budget_is_refused_with_transcripts():
+    from unified.training import load_config
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["data.pack=true", "data.pack_length=128", "data.synthetic={n_train: 4, n_eval: 0}",
+                           "budgets={vqa: {transcribe: pocketsphinx}}", "data.tasks=[vqa]"])
+    assert caught.value.field == "data.pack_length"
 
 
 def test_render_writes_time_tokens_or_seconds():
@@ -191,7 +241,8 @@ def tiny_whisper(tmp_path_factory):
 @pytest.mark.slow
 def test_whisper_words_are_the_pipelines_words_inside_the_clip(tiny_whisper, tmp_path):
     """Random weights say nothing real: the words must be what transformers' pipeline gives for the same samples
-    (word timestamps), trimmed of empty text and kept inside the clip's duration; the cache keys on the checkpoint."""
+    (word timestamps), trimmed of empty text and kept inside the clip's duration; the cache keys on the checkpoint's
+    files, so one rewritten in place transcribes anew."""
     from transformers import pipeline
 
     settings = SpeechSettings.parse({"backend": "whisper", "model": str(tiny_whisper), "cache_dir": str(tmp_path)})
@@ -205,3 +256,13 @@ def test_whisper_words_are_the_pipelines_words_inside_the_clip(tiny_whisper, tmp
     assert len(transcript.words) >= 3 and all(0 <= w.start <= w.end <= 3.0 for w in transcript.words)
     assert transcript.duration == 3.0
     assert len(list(tmp_path.glob("*.json"))) == 1
+    calls = []
+    transcribe(samples, settings, lambda x: calls.append(1) or [])
+    assert calls == []  # cached
+    weights = next(tiny_whisper.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes())  # the checkpoint rewritten in place: transcribed anew
+    import os
+
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    transcribe(samples, settings, lambda x: calls.append(1) or [])
+    assert calls == [1]

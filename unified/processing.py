@@ -32,11 +32,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from unified.errors import ConfigError, InputError
-from unified.media import Video, load_audio, load_image, load_video, log_mel
+from unified.media import Samples, Video, load_audio, load_image, load_video, log_mel
 from unified.media.cache import MediaCache
 from unified.media.recognizers import recognizer
 from unified.media.speech import SpeechSettings, has_sound, render, transcribe
@@ -208,7 +209,7 @@ class UnifiedProcessor:
         mels = [self._mel(source, task) for source in audios]
         speech = SpeechSettings.parse(c.transcribe)
         if speech is not None:
-            ids = self._with_transcripts(ids, speech, sounding, audios)
+            ids = self._with_transcripts(ids, speech, sounding, audios, c)
             if c.max_length is not None and len(ids) > c.max_length:
                 raise InputError("text", text, f"{len(ids)} tokens with the transcripts exceed max_length="
                                  f"{c.max_length}" + (f" (task {task!r})" if task else ""))
@@ -222,8 +223,10 @@ class UnifiedProcessor:
         return out
 
     def _with_transcripts(self, ids: list[int], speech: SpeechSettings, videos: list[tuple[Any, float]],
-                          audios: list[Any]) -> list[int]:
-        """`ids` with each sounding item's transcript after its placeholder; times relative to that item's clip."""
+                          audios: list[Any], c: ProcessorConfig) -> list[int]:
+        """`ids` with each sounding item's transcript after its placeholder; times relative to that item's clip.
+        An audio item is transcribed as the model hears it: its first max_audio_seconds, arrays at the processor's
+        sampling_rate. A video's whole sound track is (the frames span the whole clip)."""
         tok = self.tokenizer
         bins = len(tok.time_ids)
         recognize = lambda samples: recognizer(speech)(samples)  # noqa: E731 (built on the first clip not cached)
@@ -237,7 +240,10 @@ class UnifiedProcessor:
                 if has_sound(source):
                     transcript = transcribe(source, speech, recognize)
             elif i == tok.audio_token_id:
-                transcript = transcribe(next(audios_left), speech, recognize)
+                source = next(audios_left)
+                if isinstance(source, (torch.Tensor, np.ndarray)):  # samples at the processor's rate, as _mel reads
+                    source = Samples(source, c.sampling_rate)
+                transcript = transcribe(source, speech, recognize, max_seconds=c.max_audio_seconds)
                 duration = max(transcript.duration, 1e-6)
             if transcript is not None:
                 text = render(transcript, speech.times,

@@ -1,6 +1,7 @@
 """The speech recognisers behind `unified.media.speech`: 16 kHz float32 samples [N] in, `Word`s with times out.
 
-One recogniser per settings and process, built on first use (DataLoader workers each build their own).
+One recogniser per back-end, checkpoint and keywords in a process, built on first use and used by one thread at a
+time; a forked DataLoader worker builds its own.
 
     pocketsphinx   free decoding with the bundled English model; or, with keywords, PocketSphinx's voice
                    activity segmenter cuts the sound into voiced segments and each is decoded against a grammar
@@ -15,7 +16,9 @@ One recogniser per settings and process, built on first use (DataLoader workers 
 from __future__ import annotations
 
 import io
+import os
 import re
+import threading
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -29,11 +32,20 @@ _FILLERS = {"<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]", "[BREATH]", "[COUGH]"
 _FRAME_RATE = 100  # PocketSphinx frames per second
 
 
-@cache
 def recognizer(settings: SpeechSettings) -> Callable[[np.ndarray], list[Word]]:
-    if settings.backend == "pocketsphinx":
-        return PocketSphinx(settings)
-    return WhisperPipeline(settings)
+    """The process's recogniser for what changes the words (not `times` nor `cache_dir`)."""
+    return _built(settings.backend, settings.model, settings.keywords)
+
+
+@cache
+def _built(backend: str, model: str | None, keywords: tuple[str, ...] | None):
+    if model is not None and not Path(model).is_dir():
+        raise ConfigError("transcribe.model", model, "not a directory")
+    settings = SpeechSettings(backend, model, keywords)
+    return PocketSphinx(settings) if backend == "pocketsphinx" else WhisperPipeline(settings)
+
+
+os.register_at_fork(after_in_child=_built.cache_clear)  # a forked worker builds its own (Whisper holds torch threads)
 
 
 def _pcm16(samples: np.ndarray) -> bytes:
@@ -52,6 +64,7 @@ class PocketSphinx:
         if settings.model is not None:
             options["hmm"] = settings.model
         self.decoder = pocketsphinx.Decoder(**options)
+        self.lock = threading.Lock()  # one decoder, one utterance at a time (the server prepares rows in threads)
         self.keywords = settings.keywords
         if self.keywords:
             unknown = [w for k in self.keywords for w in k.split() if self.decoder.lookup_word(w) is None]
@@ -63,12 +76,15 @@ class PocketSphinx:
 
     def __call__(self, samples: np.ndarray) -> list[Word]:
         pcm = _pcm16(samples)
-        if not self.keywords:
-            return self._decode(pcm, offset=0.0)
-        words = []
-        for segment in self._segmenter(sample_rate=SAMPLING_RATE).segment(io.BytesIO(pcm)):
-            words += self._decode(segment.pcm, offset=segment.start_time)[:1]  # one keyword per voiced segment
-        return words
+        with self.lock:
+            if not self.keywords:
+                return self._decode(pcm, offset=0.0)
+            words = []
+            for segment in self._segmenter(sample_rate=SAMPLING_RATE).segment(io.BytesIO(pcm)):
+                found = self._decode(segment.pcm, offset=segment.start_time)
+                if found:  # one keyword per voiced segment, its words as one ("red square")
+                    words.append(Word(" ".join(w.text for w in found), found[0].start, found[-1].end))
+            return words
 
     def _decode(self, pcm: bytes, offset: float) -> list[Word]:
         self.decoder.start_utt()
@@ -90,9 +106,11 @@ class WhisperPipeline:
 
         model = str(Path(settings.model))
         self.pipe = pipeline("automatic-speech-recognition", model=model, device="cpu", chunk_length_s=30)
+        self.lock = threading.Lock()
 
     def __call__(self, samples: np.ndarray) -> list[Word]:
-        out = self.pipe({"raw": samples, "sampling_rate": SAMPLING_RATE}, return_timestamps="word")
+        with self.lock:
+            out = self.pipe({"raw": samples, "sampling_rate": SAMPLING_RATE}, return_timestamps="word")
         words = []
         for chunk in out.get("chunks", []):
             start, end = chunk["timestamp"]

@@ -33,7 +33,9 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,6 +51,10 @@ from unified.media.member import Member
 BACKENDS = ("pocketsphinx", "whisper")
 TIMES = ("tokens", "seconds")
 SAMPLING_RATE = 16000  # what both back-ends take
+KEY_VERSION = 2  # raised when what a back-end returns for the same sound changes
+_TOKEN = re.compile(r"<[^<>]*>")  # inline-token syntax: never let a heard word become a token
+_UMASK = os.umask(0o022)  # read once, at import (setting it later would race other threads' files)
+os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -91,10 +97,11 @@ class SpeechSettings:
         if value.get("times", "tokens") not in TIMES:
             raise ConfigError(f"{field}.times", value["times"], f"expected one of {TIMES}")
         model = value.get("model")
-        if backend == "whisper" and not model:
+        if backend == "whisper" and model is None:
             raise ConfigError(f"{field}.model", model, "the whisper back-end needs a local checkpoint directory")
-        if model is not None and not Path(model).is_dir():
-            raise ConfigError(f"{field}.model", model, "not a directory")
+        if model is not None and (not isinstance(model, (str, os.PathLike)) or not str(model).strip()):
+            raise ConfigError(f"{field}.model", model, "expected a directory path")
+        # the directory is checked when a recogniser is built (a saved model loads where it is absent)
         keywords = value.get("keywords")
         if keywords is not None:
             if backend != "pocketsphinx":
@@ -111,11 +118,12 @@ class SpeechSettings:
 
     def words_key(self) -> dict[str, Any]:
         """What changes the words (not how they are written, nor where they are kept)."""
-        model = self.model
-        if model is not None:  # a checkpoint replaced in place transcribes anew
-            stat = Path(model).stat()
-            model = f"{Path(model).resolve()}:{stat.st_mtime_ns}"
-        return {"backend": self.backend, "model": model, "keywords": self.keywords}
+        model: Any = self.model
+        if model is not None:  # a checkpoint's files rewritten in place transcribe anew
+            folder = Path(model).resolve()
+            files = sorted(folder.iterdir()) if folder.is_dir() else []
+            model = [str(folder), *[(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]]
+        return {"version": KEY_VERSION, "backend": self.backend, "model": model, "keywords": self.keywords}
 
 
 def default_cache_dir() -> Path:
@@ -138,23 +146,33 @@ def has_sound(source: Any) -> bool:
         return bool(container.streams.audio)
 
 
-def transcribe(source: Any, settings: SpeechSettings, recognize: Callable[[np.ndarray], list[Word]]) -> Transcript:
-    """The words said in `source` (anything `load_audio` takes), from the disk cache or from `recognize`
-    (16 kHz float32 samples [N] -> words; `unified.media.recognizers.recognizer(settings)`)."""
-    key = _cache_key(source, settings)
+def transcribe(source: Any, settings: SpeechSettings, recognize: Callable[[np.ndarray], list[Word]],
+               max_seconds: float | None = None) -> Transcript:
+    """The words said in `source` (anything `load_audio` takes; its first `max_seconds`), from the disk cache or
+    from `recognize` (16 kHz float32 samples [N] -> words; `unified.media.recognizers.recognizer(settings)`).
+    A cache that cannot be read or written is passed over with a warning: the words are the same."""
+    key = _cache_key(source, settings, max_seconds)
     path = Path(settings.cache_dir or default_cache_dir()) / f"{key}.json" if key else None
-    if path is not None and path.is_file():
+    if path is not None:
         try:
             stored = json.loads(path.read_text())
             return Transcript(tuple(Word(**w) for w in stored["words"]), float(stored["duration"]))
-        except (ValueError, KeyError, TypeError):
-            pass  # a damaged entry is transcribed anew and replaced
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # a damaged or unreadable entry is transcribed anew and replaced
     samples = load_audio(source, sampling_rate=SAMPLING_RATE).numpy()
+    if max_seconds is not None:
+        samples = samples[: int(max_seconds * SAMPLING_RATE)]  # what the model hears of it
     duration = len(samples) / SAMPLING_RATE
     words = tuple(_clamped(recognize(samples), duration))
     transcript = Transcript(words, duration)
     if path is not None:
-        _write_atomically(path, {"words": [asdict(w) for w in words], "duration": duration})
+        try:
+            _write_atomically(path, {"words": [asdict(w) for w in words], "duration": duration})
+        except OSError as err:
+            warnings.warn(f"transcript cache {path.parent} not written ({err}); transcribing without it",
+                          stacklevel=2)
     return transcript
 
 
@@ -162,7 +180,7 @@ def _clamped(words: list[Word], duration: float) -> list[Word]:
     """Words with text, inside the clip, in time order (a back-end's times may run past the sound's end)."""
     kept = []
     for w in words:
-        text = w.text.strip()
+        text = " ".join(_TOKEN.sub(" ", w.text).split())
         if text:
             start = min(max(float(w.start), 0.0), duration)
             kept.append(Word(text, start, min(max(float(w.end), start), duration)))
@@ -177,7 +195,7 @@ def render(transcript: Transcript, times: str, time_token: Callable[[float], str
     return "speech: " + " ".join(f"{stamp(w.start)} {w.text}" for w in transcript.words)
 
 
-def _cache_key(source: Any, settings: SpeechSettings) -> str | None:
+def _cache_key(source: Any, settings: SpeechSettings, max_seconds: float | None) -> str | None:
     if isinstance(source, Member):
         shard = Path(source.shard)
         what: Any = ["member", str(shard.resolve()), shard.stat().st_mtime_ns, source.offset, source.size]
@@ -190,18 +208,19 @@ def _cache_key(source: Any, settings: SpeechSettings) -> str | None:
     elif isinstance(source, bytes):
         what = ["bytes", hashlib.sha256(source).hexdigest()]
     elif isinstance(source, Samples):
-        what = ["samples", source.rate, hashlib.sha256(np.ascontiguousarray(_numpy(source.samples))).hexdigest()]
+        what = ["samples", source.rate, *_array_key(source.samples)]
     else:
         try:
-            what = ["array", hashlib.sha256(np.ascontiguousarray(_numpy(source))).hexdigest()]
+            what = ["array", *_array_key(source)]
         except (TypeError, ValueError):
             return None
-    text = json.dumps([what, settings.words_key()], sort_keys=True)
+    text = json.dumps([what, max_seconds, settings.words_key()], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def _numpy(array: Any) -> np.ndarray:
-    return array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array)
+def _array_key(array: Any) -> list[Any]:
+    values = np.ascontiguousarray(array.detach().cpu().numpy() if hasattr(array, "detach") else np.asarray(array))
+    return [str(values.dtype), list(values.shape), hashlib.sha256(values).hexdigest()]
 
 
 def _write_atomically(path: Path, data: Mapping[str, Any]) -> None:
@@ -210,6 +229,7 @@ def _write_atomically(path: Path, data: Mapping[str, Any]) -> None:
     try:
         with os.fdopen(handle, "w") as out:
             json.dump(data, out)
+        os.chmod(temporary, 0o666 & ~_UMASK)  # a shared cache stays readable (mkstemp makes it 0600)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

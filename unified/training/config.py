@@ -337,8 +337,15 @@ def check_budgets(cfg: TrainConfig) -> None:
         try:
             ProcessorConfig(**base, budgets=budgets).validate()
         except ConfigError as err:
-            field = err.field.split(".")[-1] if prefix == "data.budget" else err.field.removeprefix("budgets.")
+            field = err.field.removeprefix("budgets.all tasks.") if prefix == "data.budget" else \
+                err.field.removeprefix("budgets.")
             raise ConfigError(f"{prefix}.{field}", err.value, err.reason) from None
+    speech = sorted(task for task, b in cfg.budgets.items() if b.get("transcribe", cfg.data.budget.get("transcribe")))
+    if cfg.data.pack_length and (speech or cfg.data.budget.get("transcribe")):
+        raise ConfigError("data.pack_length", cfg.data.pack_length,
+                          "token-budget packing measures a row by its prompt text, before transcripts are added "
+                          f"(transcribe in the budget of {speech or 'every task'}): pack without transcribe, or "
+                          "batch rows unpacked")
 
 
 
