@@ -108,7 +108,7 @@ def test_nf4_qlora_trains_saves_loads_and_resumes_exactly(tmp_path):
     saved = load_file(str(final / "model.safetensors"))
     assert saved[f"{Q}.weight"].dtype == torch.uint8 and f"{Q}.weight.absmax" in saved  # the base is saved nf4
     step3 = load_file(str(tmp_path / "a" / "checkpoints" / "step-00000003" / "model.safetensors"))
-    frozen = [k for k in saved if k.endswith(".weight.quant_map") or ".weight" in k and saved[k].dtype == torch.uint8]
+    frozen = [k for k in saved if ".weight." in k or saved[k].dtype == torch.uint8]  # packed codes, quant states
     assert frozen and all(torch.equal(step3[k], saved[k]) for k in frozen)  # the same nf4 bytes
     adapters = load_file(str(final / "adapters" / "language" / "adapter_model.safetensors"))
     assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in adapters.items())  # gradients flowed

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import yaml
 
 from unified.errors import ConfigError
@@ -310,8 +309,8 @@ def check_quantize(cfg: TrainConfig) -> None:
                           "one process")
     if scheme == "nf4":
         if not _importable("bitsandbytes"):
-            raise ConfigError("model.quantize", scheme, "QLoRA's 4-bit NormalFloat base needs bitsandbytes (pip install "
-                              "'unified[quant]'); int8 (torchao) is the other choice")
+            raise ConfigError("model.quantize", scheme, "QLoRA's 4-bit NormalFloat base needs bitsandbytes "
+                              "(pip install 'unified[quant]'); int8 (torchao) is the other choice")
         return
     if not _importable("torchao"):
         raise ConfigError("model.quantize", scheme, "needs torchao (pip install 'unified[quant]')")
