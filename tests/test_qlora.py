@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from unified.errors import ConfigError
+from unified.errors import ConfigError, InputError
+from unified.model import UnifiedModel
 from unified.model.nf4 import bitsandbytes_missing
-from unified.model.quantization import torchao_missing
+from unified.model.quantization import load_quantized, torchao_missing
 from unified.training import load_config, train
 from unified.training.build import build_stack
 
@@ -131,3 +132,10 @@ def test_nf4_qlora_trains_saves_loads_and_resumes_exactly(tmp_path):
         build_stack(cfg, {})
     clip = next((tmp_path / "a" / "data").rglob("*.mp4"))
     assert isinstance(model.generate(task="caption", video=str(clip), max_new_tokens=2), str)
+
+
+def test_an_nf4_model_without_bitsandbytes_is_refused_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text('{"quantization": {"method": "bitsandbytes", "scheme": "nf4"}}')
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(InputError, match=r"quantised with bitsandbytes.*pip install 'unified\[quant\]'"):
+        load_quantized(tmp_path, torch.float32, UnifiedModel)
