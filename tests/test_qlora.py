@@ -4,6 +4,8 @@ naming what is missing."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -69,6 +71,29 @@ def test_int8_qlora_trains_adapters_on_a_frozen_int8_base(tmp_path):
 
 NF4 = pytest.mark.skipif(bitsandbytes_missing() is not None, reason=str(bitsandbytes_missing()))
 Q = "decoder.layers.0.self_attn.q_proj"
+
+
+@NF4
+@pytest.mark.slow
+def test_bitsandbytes_is_imported_without_asking_the_network():
+    """On CPU, a plain `import bitsandbytes` asks the hub for an optional kernel (huggingface.co:443); ours asks
+    nothing. Run in a fresh process with every lookup and connection refused and recorded."""
+    code = ("import socket\n"
+            "calls = []\n"
+            "def refuse(*args, **kwargs):\n"
+            "    calls.append(args[:1])\n"
+            "    raise OSError('no network here')\n"
+            "socket.getaddrinfo = socket.create_connection = refuse\n"
+            "from unified.model.nf4 import bitsandbytes\n"
+            "from huggingface_hub import constants\n"
+            "offline = constants.HF_HUB_OFFLINE\n"
+            "bnb = bitsandbytes()\n"
+            "assert hasattr(bnb.nn, 'Linear4bit') and constants.HF_HUB_OFFLINE == offline\n"
+            "print(calls)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
 
 
 @NF4
