@@ -30,11 +30,10 @@ from transformers import GenerationConfig
 from unified.errors import ConfigError, InputError
 from unified.model.nf4 import BLOCKSIZE, bitsandbytes_missing, is_nf4, load_nf4, nf4_tensors, quantize_nf4
 
-__all__ = ["SCHEMES", "TRAINING_SCHEMES", "describe", "load_quantized", "quantize_linears", "quantized_state",
+__all__ = ["SCHEMES", "describe", "load_quantized", "quantize_linears", "quantized_state",
            "read_quantization", "save_quantized", "torchao_missing"]
 
 SCHEMES = ("int8", "int4")  # export's schemes (torchao)
-TRAINING_SCHEMES = ("int8", "nf4")  # `model.quantize`: QLoRA's frozen base
 INT4_GROUP = 32
 NOT_QUANTIZED = re.compile(r"(.*\.)?(media|vision_tower|multi_modal_projector|audio_tower)(\..*)?|(.*\.)?lm_head")
 
