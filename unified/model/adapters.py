@@ -24,6 +24,7 @@ from torch import nn
 
 from unified.errors import ConfigError, InputError
 from unified.local_dirs import check_safetensors, read_json
+from unified.model.nf4 import quiet_import
 from unified.model.quantization import save_quantized
 
 __all__ = ["DEFAULT_TARGETS", "TaskAdapters", "load_saved_adapters", "save_model", "select_adapter"]
@@ -160,6 +161,7 @@ class TaskAdapters:
 
 
 def _inject(model: nn.Module, name: str, settings: dict) -> None:
+    quiet_import()  # bitsandbytes, when installed, imported offline before peft imports it
     from peft import LoraConfig, inject_adapter_in_model
 
     config = LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],

@@ -11,6 +11,8 @@ resamplers, the embeddings and the LM head (tied to the embeddings): they stay i
 are a small share of the weights and the embeddings carry the location and value bins whose neighbours must stay
 apart. `int8`: one scale per output row; `int4`: a scale per group of 32 inputs, stored unpacked (one int4 value
 per int8 byte: torchao's CPU int4 format), so on disk it is no smaller than int8. Packed int4 layouts need CUDA.
+`nf4` (training only, `model.quantize: nf4`): the same linears as bitsandbytes 4-bit NormalFloat layers, two values
+a byte with a scale per block of 64 (`unified.model.nf4`).
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ from torch import nn
 from transformers import GenerationConfig
 
 from unified.errors import ConfigError, InputError
+from unified.model.nf4 import BLOCKSIZE, bitsandbytes_missing, is_nf4, load_nf4, nf4_tensors, quantize_nf4
 
-__all__ = ["SCHEMES", "describe", "load_quantized", "quantize_linears", "quantized_state", "read_quantization",
-           "save_quantized", "torchao_missing"]
+__all__ = ["SCHEMES", "describe", "load_quantized", "quantize_linears", "quantized_state",
+           "read_quantization", "save_quantized", "torchao_missing"]
 
-SCHEMES = ("int8", "int4")
+SCHEMES = ("int8", "int4")  # export's schemes (torchao)
 INT4_GROUP = 32
 NOT_QUANTIZED = re.compile(r"(.*\.)?(media|vision_tower|multi_modal_projector|audio_tower)(\..*)?|(.*\.)?lm_head")
 
@@ -55,6 +58,15 @@ def _config(scheme: str) -> Any:
 
 def quantize_linears(network: nn.Module, scheme: str) -> list[str]:
     """Quantise the language model's linear weights in place (see the module docstring); returns their names."""
+    if scheme == "nf4":
+        missing = bitsandbytes_missing()
+        if missing:
+            raise ConfigError("quantize", scheme, missing)
+        chosen = [name for name, m in network.named_modules() if isinstance(m, nn.Linear) and not
+                  NOT_QUANTIZED.fullmatch(name)]
+        quantize_nf4(network, chosen)
+        network.is_loaded_in_4bit = True  # peft then wraps these layers in its bitsandbytes 4-bit LoRA layer
+        return chosen
     if scheme not in SCHEMES:
         raise ConfigError("quantize", scheme, f"expected one of {', '.join(SCHEMES)}")
     missing = torchao_missing()
@@ -79,11 +91,14 @@ def _tied(network: nn.Module) -> set[str]:
 def quantized_state(network: nn.Module, state: dict[str, torch.Tensor] | None = None
                     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(plain tensors, metadata) for `safetensors.torch.save_file`: torchao's tensors as their parts (int8 data,
-    scales, zero points) and a JSON description of each in the metadata; tied copies left out."""
-    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
-
+    scales, zero points) and a JSON description of each in the metadata; nf4 layers as bitsandbytes' packed weight
+    and quant-state parts; tied copies left out."""
     tied = _tied(network)
     state = {k: v.detach() for k, v in (network.state_dict() if state is None else state).items() if k not in tied}
+    if _scheme(network) == "nf4":
+        return nf4_tensors(state), {"format": "pt"}
+    from torchao.prototype.safetensors.safetensors_support import flatten_tensor_state_dict
+
     tensors, metadata = flatten_tensor_state_dict(state)
     return {k: v.contiguous() for k, v in tensors.items()}, {**metadata, "format": "pt"}
 
@@ -103,23 +118,30 @@ def save_quantized(network: nn.Module, directory: str | Path, state: dict[str, t
 
 def load_quantized(directory: str | Path, dtype: torch.dtype, model_class: type) -> nn.Module:
     """A `model_class` network from an export written with `quantized_state`: built from its config in `dtype`,
-    then every tensor (quantised ones as torchao tensors) put in place."""
-    missing = torchao_missing()
+    then every tensor (quantised ones as torchao tensors, or bitsandbytes nf4 layers) put in place."""
+    nf4 = (read_quantization(directory) or {}).get("scheme") == "nf4"
+    missing = bitsandbytes_missing() if nf4 else torchao_missing()
     if missing:
-        raise InputError("model", str(directory), f"is quantised with torchao, which {missing}")
-    from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
-
+        raise InputError("model", str(directory), f"is quantised with {'bitsandbytes' if nf4 else 'torchao'}, "
+                         f"which {missing}")
     directory = Path(directory)
     config = model_class.config_class.from_pretrained(directory)
     network = model_class(config).to(dtype)
     with safe_open(str(directory / "model.safetensors"), framework="pt") as f:
         metadata = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    state, leftover = unflatten_tensor_state_dict(tensors, {k: v for k, v in metadata.items() if k != "format"})
-    if leftover:
-        raise InputError("model", str(directory), f"tensors {sorted(leftover)[:3]} fit no weight of the model")
+    if nf4:
+        state = load_nf4(network, tensors, dtype)
+        network.is_loaded_in_4bit = True
+    else:
+        from torchao.prototype.safetensors.safetensors_support import unflatten_tensor_state_dict
+
+        state, leftover = unflatten_tensor_state_dict(tensors, {k: v for k, v in metadata.items() if k != "format"})
+        if leftover:
+            raise InputError("model", str(directory), f"tensors {sorted(leftover)[:3]} fit no weight of the model")
     result = network.load_state_dict(state, strict=False, assign=True)
-    absent = sorted(set(result.missing_keys) - _tied(network))
+    packed = {f"{n}.weight" for n, m in network.named_modules() if is_nf4(getattr(m, "weight", None))}
+    absent = sorted(set(result.missing_keys) - _tied(network) - packed)
     if absent or result.unexpected_keys:
         raise InputError("model", str(directory), f"its weights do not fit its config: missing {absent[:3]}, "
                          f"unexpected {result.unexpected_keys[:3]}")
@@ -131,8 +153,15 @@ def load_quantized(directory: str | Path, dtype: torch.dtype, model_class: type)
     return network.eval()
 
 
+def _scheme(network: nn.Module) -> str | None:
+    return (getattr(network.config, "quantization", None) or {}).get("scheme")
+
+
 def describe(scheme: str, names: list[str]) -> dict[str, Any]:
     """What goes in the export's config.json under `quantization`."""
+    if scheme == "nf4":
+        return {"method": "bitsandbytes", "scheme": "nf4", "blocksize": BLOCKSIZE, "double_quant": True,
+                "layers": len(names), "not_quantized": "media encoders, resamplers, embeddings, LM head"}
     return {"method": "torchao weight-only", "scheme": scheme, "group_size": INT4_GROUP if scheme == "int4" else None,
             "layers": len(names), "not_quantized": "media encoders, resamplers, embeddings, LM head"}
 

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import yaml
 
 from unified.errors import ConfigError
@@ -57,8 +56,8 @@ class ModelSection:
     gradient_checkpointing: bool = setting(False, "recompute activations in the backward pass to save memory")
     compile: bool = setting(False, "`torch.compile` the training step (with graph breaks where media are spliced)")
     quantize: Literal["none", "int8", "nf4"] = setting("none", "QLoRA: the frozen base's encoder and decoder linears "
-                                                               "in int8 (torchao, CPU or CUDA) or nf4 (bitsandbytes, "
-                                                               "CUDA) under LoRA adapters")
+                                                               "in int8 (torchao) or nf4 (bitsandbytes), CPU or CUDA, "
+                                                               "under LoRA adapters")
 
 
 @dataclass
@@ -309,12 +308,10 @@ def check_quantize(cfg: TrainConfig) -> None:
         raise ConfigError("fsdp.enabled", True, f"model.quantize: {scheme} is not sharded; train it with DDP or "
                           "one process")
     if scheme == "nf4":
-        missing = [need for need, ok in (("a CUDA device", torch.cuda.is_available()),
-                                         ("bitsandbytes (pip install bitsandbytes)", _importable("bitsandbytes")))
-                   if not ok]
-        reason = (f"QLoRA's 4-bit NormalFloat base needs {' and '.join(missing)}; int8 (torchao) runs on CPU"
-                  if missing else "nf4 training through bitsandbytes is not built yet; use int8 (torchao)")
-        raise ConfigError("model.quantize", scheme, reason)
+        if not _importable("bitsandbytes"):
+            raise ConfigError("model.quantize", scheme, "QLoRA's 4-bit NormalFloat base needs bitsandbytes "
+                              "(pip install 'unified[quant]'); int8 (torchao) is the other choice")
+        return
     if not _importable("torchao"):
         raise ConfigError("model.quantize", scheme, "needs torchao (pip install 'unified[quant]')")
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unified.model.nf4 import dequantized, is_nf4
 from unified.training.config import FSDP_STRATEGIES
 
 
@@ -107,7 +108,10 @@ def by_name(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
 
 
 def _plain(p: torch.Tensor) -> torch.Tensor:
-    # a QLoRA base's int8 weight (a torchao tensor, `model.quantize`) counts with the values it stands for
+    # a QLoRA base's int8 weight (a torchao tensor, `model.quantize`) or nf4 weight (bitsandbytes) counts with the
+    # values it stands for
+    if is_nf4(p):
+        return dequantized(p)
     data = p.data
     return data.dequantize() if type(data) is not torch.Tensor and hasattr(data, "dequantize") else p
 
