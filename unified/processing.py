@@ -203,9 +203,7 @@ class UnifiedProcessor:
                 sounding.append((source, duration))
             frames.append(self._pixels(clip, c.image_size))
             times.append(stamp.float())
-            time_ids.append(torch.tensor([tok.token_to_id(time_to_token(min(float(t), duration), duration,
-                                                                         num_bins=len(tok.time_ids)))
-                                          for t in stamp]))
+            time_ids.append(torch.tensor([tok.token_to_id(self._time_token(float(t), duration)) for t in stamp]))
         mels = [self._mel(source, task) for source in audios]
         speech = SpeechSettings.parse(c.transcribe)
         if speech is not None:
@@ -228,7 +226,6 @@ class UnifiedProcessor:
         An audio item is transcribed as the model hears it: its first max_audio_seconds, arrays at the processor's
         sampling_rate. A video's whole sound track is (the frames span the whole clip)."""
         tok = self.tokenizer
-        bins = len(tok.time_ids)
         recognize = lambda samples: recognizer(speech)(samples)  # noqa: E731 (built on the first clip not cached)
         videos_left, audios_left = iter(videos), iter(audios)
         out: list[int] = []
@@ -246,10 +243,13 @@ class UnifiedProcessor:
                 transcript = transcribe(source, speech, recognize, max_seconds=c.max_audio_seconds)
                 duration = max(transcript.duration, 1e-6)
             if transcript is not None:
-                text = render(transcript, speech.times,
-                              lambda t, d=duration: time_to_token(min(t, d), d, num_bins=bins))
+                text = render(transcript, speech.times, lambda t, d=duration: self._time_token(t, d))
                 out += tok.encode(text) if text else []
         return out
+
+    def _time_token(self, seconds: float, duration: float) -> str:
+        """The time token of `seconds` into a clip of `duration`: a sampled frame's and a heard word's alike."""
+        return time_to_token(min(seconds, duration), duration, num_bins=len(self.tokenizer.time_ids))
 
     # ---------------------------------------------------------------- media as the model sees them
     def video(self, source: Any, task: str | None = None) -> Video:

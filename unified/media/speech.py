@@ -150,17 +150,15 @@ def transcribe(source: Any, settings: SpeechSettings, recognize: Callable[[np.nd
                max_seconds: float | None = None) -> Transcript:
     """The words said in `source` (anything `load_audio` takes; its first `max_seconds`), from the disk cache or
     from `recognize` (16 kHz float32 samples [N] -> words; `unified.media.recognizers.recognizer(settings)`).
-    A cache that cannot be read or written is passed over with a warning: the words are the same."""
+    An entry that cannot be read is transcribed anew; a cache that cannot be written is passed over with a warning."""
     key = _cache_key(source, settings, max_seconds)
     path = Path(settings.cache_dir or default_cache_dir()) / f"{key}.json" if key else None
     if path is not None:
         try:
             stored = json.loads(path.read_text())
             return Transcript(tuple(Word(**w) for w in stored["words"]), float(stored["duration"]))
-        except FileNotFoundError:
-            pass
         except (OSError, ValueError, KeyError, TypeError):
-            pass  # a damaged or unreadable entry is transcribed anew and replaced
+            pass  # none yet, or a damaged or unreadable entry: transcribed anew and replaced
     samples = load_audio(source, sampling_rate=SAMPLING_RATE).numpy()
     if max_seconds is not None:
         samples = samples[: int(max_seconds * SAMPLING_RATE)]  # what the model hears of it
