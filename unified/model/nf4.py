@@ -88,9 +88,8 @@ def quantize_nf4(network: nn.Module, names: list[str]) -> None:
         linear = network.get_submodule(name)
         weight = bnb.nn.Params4bit(linear.weight.detach().clone(), requires_grad=False, quant_type="nf4",
                                    blocksize=BLOCKSIZE, compress_statistics=True)._quantize(linear.weight.device)
-        parent, _, child = name.rpartition(".")
-        setattr(network.get_submodule(parent) if parent else network, child,
-                _layer(linear.in_features, linear.out_features, linear.bias, linear.weight.dtype, weight))
+        network.set_submodule(name, _layer(linear.in_features, linear.out_features, linear.bias,
+                                           linear.weight.dtype, weight))
 
 
 def is_nf4(p: torch.Tensor) -> bool:
@@ -118,7 +117,5 @@ def load_nf4(network: nn.Module, tensors: dict[str, torch.Tensor], dtype: torch.
         data = rest.pop(f"{prefix}.weight")
         weight = bnb.nn.Params4bit.from_prequantized(data, stats, requires_grad=False, device=data.device)
         linear = network.get_submodule(prefix)
-        parent, _, child = prefix.rpartition(".")
-        setattr(network.get_submodule(parent) if parent else network, child,
-                _layer(linear.in_features, linear.out_features, linear.bias, dtype, weight))
+        network.set_submodule(prefix, _layer(linear.in_features, linear.out_features, linear.bias, dtype, weight))
     return rest
